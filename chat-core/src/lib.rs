@@ -1,0 +1,29 @@
+//! # chat-core
+//!
+//! The heart of an embeddable real-time chat server: rooms, direct messages, typing
+//! indicators, presence, message history and abuse protection, independent of how bytes
+//! travel and where messages are kept.
+#![doc = include_str!("../README.md")]
+
+pub mod engine;
+pub mod ids;
+pub mod message;
+pub mod protocol;
+pub mod store;
+pub mod transport;
+
+pub use engine::{
+    Config, Engine, Identity, Input, Output, Rate, Recipients, StoreOp, StoreReply, StoreRequest,
+    Ticket,
+};
+pub use ids::{
+    ClientMsgId, ConnId, Content, Epoch, IdGenerator, MessageId, NameError, RoomName, Seq,
+    SequentialIds, UserId, Username,
+};
+pub use message::{NewDm, NewRoomMessage, StoredDm, StoredMessage, Timestamp};
+pub use protocol::{ClientCommand, DecodeError, ErrorCode, ServerEvent, WireError};
+pub use store::{Appended, Page, PageRange, Store, StoreError};
+pub use transport::{
+    Channel, CloseCode, ConnectionInfo, Handshake, Inbound, Incoming, Outbound, Rejection,
+    Transport, TransportError,
+};

@@ -1,0 +1,318 @@
+//! Client → server commands and their decoder.
+//!
+//! Decoding is one pass of serde_json over a flat struct that borrows strings from the
+//! frame where it can; the `type` then picks the command. Unknown fields are ignored (a
+//! client may send server fields such as `id`, `seq`, `userId` or `timestamp`; they
+//! have no effect), a field of the wrong type or a repeated field is an error.
+//! Validation of names and content is the engine's job, so the order of checks matches
+//! PROTOCOL.md (a missing username is reported before an empty room name).
+
+use std::borrow::Cow;
+
+use serde::Deserialize;
+
+use super::error::DecodeError;
+use crate::ids::Seq;
+
+/// A decoded client command. String fields are raw (not yet trimmed or validated).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientCommand {
+    /// `set_username {username}`.
+    SetUsername {
+        /// Requested name (missing is treated as empty, as the base server does).
+        username: String,
+    },
+    /// `join_room {room, since?, epoch?, keepRooms?}`.
+    JoinRoom {
+        /// Room to join.
+        room: String,
+        /// *ext*: resume after this `seq`.
+        since: Option<Seq>,
+        /// *ext*: the epoch `since` belongs to.
+        epoch: Option<String>,
+        /// *ext*: stay in the rooms already joined. Without it, the base behaviour holds:
+        /// joining leaves the current (most recently joined) room.
+        keep_rooms: bool,
+    },
+    /// `leave_room {room?}`.
+    LeaveRoom {
+        /// *ext*: which room; default the most recently joined.
+        room: Option<String>,
+    },
+    /// `chat_message {content, room?, clientMsgId?}`.
+    ChatMessage {
+        /// Text.
+        content: String,
+        /// *ext*: target room; default the most recently joined.
+        room: Option<String>,
+        /// *ext*: idempotency key.
+        client_msg_id: Option<String>,
+    },
+    /// `private_message {targetId, content, clientMsgId?}`.
+    PrivateMessage {
+        /// Recipient user id.
+        target_id: String,
+        /// Text.
+        content: String,
+        /// *ext*: idempotency key.
+        client_msg_id: Option<String>,
+    },
+    /// `typing_start {room?}`.
+    TypingStart {
+        /// *ext*: room; default the most recently joined.
+        room: Option<String>,
+    },
+    /// `typing_stop {room?}`.
+    TypingStop {
+        /// *ext*: room; default the most recently joined.
+        room: Option<String>,
+    },
+    /// *ext* `history {room, before?, limit?}`.
+    History {
+        /// Room (must be joined).
+        room: String,
+        /// Page of messages with `seq` below this; default the newest.
+        before: Option<Seq>,
+        /// Page size, clamped to the configured cap (default 100).
+        limit: Option<u64>,
+    },
+    /// *ext* `dm_history {userId, before?, limit?}`: the conversation with one user.
+    DmHistory {
+        /// The other user.
+        user_id: String,
+        /// Page of messages with `seq` below this; default the newest.
+        before: Option<Seq>,
+        /// Page size, clamped to the configured cap.
+        limit: Option<u64>,
+    },
+}
+
+impl ClientCommand {
+    /// The wire `type` of this command.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            ClientCommand::SetUsername { .. } => "set_username",
+            ClientCommand::JoinRoom { .. } => "join_room",
+            ClientCommand::LeaveRoom { .. } => "leave_room",
+            ClientCommand::ChatMessage { .. } => "chat_message",
+            ClientCommand::PrivateMessage { .. } => "private_message",
+            ClientCommand::TypingStart { .. } => "typing_start",
+            ClientCommand::TypingStop { .. } => "typing_stop",
+            ClientCommand::History { .. } => "history",
+            ClientCommand::DmHistory { .. } => "dm_history",
+        }
+    }
+}
+
+/// Every field any command has; borrowed from the frame when it holds no escapes.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawFrame<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    username: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    room: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    content: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    target_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    user_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    client_msg_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    epoch: Option<Cow<'a, str>>,
+    since: Option<u64>,
+    before: Option<u64>,
+    limit: Option<u64>,
+    keep_rooms: Option<bool>,
+}
+
+fn owned(s: Option<Cow<'_, str>>) -> Option<String> {
+    s.map(Cow::into_owned)
+}
+
+fn owned_or_empty(s: Option<Cow<'_, str>>) -> String {
+    s.map(Cow::into_owned).unwrap_or_default()
+}
+
+fn classify(e: serde_json::Error) -> DecodeError {
+    use serde_json::error::Category;
+    match e.classify() {
+        Category::Data => DecodeError::Shape(e.to_string()),
+        Category::Syntax | Category::Eof | Category::Io => DecodeError::Json(e.to_string()),
+    }
+}
+
+/// Decodes one text frame. Never panics; every input yields a command or an error.
+pub fn decode(frame: &[u8]) -> Result<ClientCommand, DecodeError> {
+    let first = frame.iter().find(|b| !b.is_ascii_whitespace());
+    if first != Some(&b'{') {
+        // Tell "valid JSON but not an object" apart from "not JSON".
+        return Err(
+            match serde_json::from_slice::<serde::de::IgnoredAny>(frame) {
+                Ok(_) => DecodeError::Shape("expected a JSON object".into()),
+                Err(e) => DecodeError::Json(e.to_string()),
+            },
+        );
+    }
+    let raw: RawFrame<'_> = serde_json::from_slice(frame).map_err(classify)?;
+    let kind = raw.kind.ok_or(DecodeError::MissingType)?;
+    Ok(match &*kind {
+        "set_username" => ClientCommand::SetUsername {
+            username: owned_or_empty(raw.username),
+        },
+        "join_room" => ClientCommand::JoinRoom {
+            room: owned_or_empty(raw.room),
+            since: raw.since.map(Seq),
+            epoch: owned(raw.epoch),
+            keep_rooms: raw.keep_rooms.unwrap_or(false),
+        },
+        "leave_room" => ClientCommand::LeaveRoom {
+            room: owned(raw.room),
+        },
+        "chat_message" => ClientCommand::ChatMessage {
+            content: owned_or_empty(raw.content),
+            room: owned(raw.room),
+            client_msg_id: owned(raw.client_msg_id),
+        },
+        "private_message" => ClientCommand::PrivateMessage {
+            target_id: owned_or_empty(raw.target_id),
+            content: owned_or_empty(raw.content),
+            client_msg_id: owned(raw.client_msg_id),
+        },
+        "typing_start" => ClientCommand::TypingStart {
+            room: owned(raw.room),
+        },
+        "typing_stop" => ClientCommand::TypingStop {
+            room: owned(raw.room),
+        },
+        "history" => ClientCommand::History {
+            room: owned_or_empty(raw.room),
+            before: raw.before.map(Seq),
+            limit: raw.limit,
+        },
+        "dm_history" => ClientCommand::DmHistory {
+            user_id: owned_or_empty(raw.user_id),
+            before: raw.before.map(Seq),
+            limit: raw.limit,
+        },
+        other => {
+            // Bound what we echo back: the type came from the peer.
+            let shown: String = other.chars().take(64).collect();
+            return Err(DecodeError::UnknownType(shown));
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::ErrorCode;
+
+    fn code(frame: &str) -> ErrorCode {
+        decode(frame.as_bytes()).unwrap_err().code()
+    }
+
+    #[test]
+    fn decodes_every_command() {
+        let cases = [
+            (r#"{"type":"set_username","username":"al"}"#, "set_username"),
+            (r#"{"type":"join_room","room":"x","since":3,"epoch":"e","keepRooms":true}"#, "join_room"),
+            (r#"{"type":"leave_room"}"#, "leave_room"),
+            (r#"{"type":"chat_message","content":"hi","clientMsgId":"c1"}"#, "chat_message"),
+            (r#"{"type":"private_message","targetId":"u","content":"hi"}"#, "private_message"),
+            (r#"{"type":"typing_start","room":"x"}"#, "typing_start"),
+            (r#"{"type":"typing_stop"}"#, "typing_stop"),
+            (r#"{"type":"history","room":"x","before":10,"limit":20}"#, "history"),
+            (r#"{"type":"dm_history","userId":"u"}"#, "dm_history"),
+        ];
+        for (frame, ty) in cases {
+            assert_eq!(decode(frame.as_bytes()).unwrap().type_name(), ty);
+        }
+    }
+
+    #[test]
+    fn join_room_fields() {
+        let c = decode(br#"{"type":"join_room","room":"Lobby","since":7,"epoch":"e1","keepRooms":true}"#);
+        assert_eq!(
+            c.unwrap(),
+            ClientCommand::JoinRoom {
+                room: "Lobby".into(),
+                since: Some(Seq(7)),
+                epoch: Some("e1".into()),
+                keep_rooms: true
+            }
+        );
+    }
+
+    #[test]
+    fn escaped_strings_are_unescaped() {
+        let c = decode(br#"{"type":"chat_message","content":"a\"b\u00e9\n"}"#).unwrap();
+        assert!(matches!(c, ClientCommand::ChatMessage { content, .. } if content == "a\"b\u{e9}\n"));
+    }
+
+    #[test]
+    fn server_fields_sent_by_a_client_are_ignored() {
+        let c = decode(br#"{"type":"chat_message","content":"x","id":"forged","seq":99,"userId":"u","timestamp":"t"}"#);
+        assert!(matches!(c, Ok(ClientCommand::ChatMessage { .. })));
+    }
+
+    #[test]
+    fn missing_string_fields_decode_as_empty_like_the_base_server() {
+        assert_eq!(
+            decode(br#"{"type":"set_username"}"#).unwrap(),
+            ClientCommand::SetUsername { username: String::new() }
+        );
+    }
+
+    #[test]
+    fn malformed_frames_map_to_codes() {
+        assert_eq!(code("not json"), ErrorCode::InvalidJson);
+        assert_eq!(code(r#"{"type":"chat_message","content":"x""#), ErrorCode::InvalidJson);
+        assert_eq!(code(r#"[1,2]"#), ErrorCode::InvalidMessage);
+        assert_eq!(code(r#""chat_message""#), ErrorCode::InvalidMessage);
+        assert_eq!(code(r#"{"content":"x"}"#), ErrorCode::InvalidMessage);
+        assert_eq!(code(r#"{"type":5}"#), ErrorCode::InvalidMessage);
+        assert_eq!(code(r#"{"type":"chat_message","content":5}"#), ErrorCode::InvalidMessage);
+        assert_eq!(code(r#"{"type":"join_room","room":"x","since":-1}"#), ErrorCode::InvalidMessage);
+        assert_eq!(code(r#"{"type":"nope"}"#), ErrorCode::UnknownType);
+        assert_eq!(code(""), ErrorCode::InvalidJson);
+    }
+
+    #[test]
+    fn duplicate_keys_are_refused() {
+        assert_eq!(
+            code(r#"{"type":"chat_message","content":"a","content":"b"}"#),
+            ErrorCode::InvalidMessage
+        );
+        assert_eq!(
+            code(r#"{"type":"chat_message","type":"set_username"}"#),
+            ErrorCode::InvalidMessage
+        );
+    }
+
+    #[test]
+    fn lone_surrogates_and_invalid_utf8_are_invalid_json() {
+        assert_eq!(code(r#"{"type":"chat_message","content":"\ud800"}"#), ErrorCode::InvalidJson);
+        assert_eq!(
+            decode(b"{\"type\":\"chat_message\",\"content\":\"\xff\"}").unwrap_err().code(),
+            ErrorCode::InvalidJson
+        );
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        let deep = format!(r#"{{"type":"chat_message","x":{}{}}}"#, "[".repeat(100_000), "]".repeat(100_000));
+        assert_eq!(code(&deep), ErrorCode::InvalidJson);
+    }
+
+    #[test]
+    fn unknown_type_echo_is_bounded() {
+        let long = format!(r#"{{"type":"{}"}}"#, "x".repeat(10_000));
+        let msg = decode(long.as_bytes()).unwrap_err().to_string();
+        assert!(msg.len() < 200);
+    }
+}

@@ -1,0 +1,16 @@
+//! The wire protocol of `PROTOCOL.md`: client commands, server events, the JSON codec
+//! and the error codes.
+//!
+//! * [`decode`] turns one text frame into a [`ClientCommand`] or a [`DecodeError`]; it
+//!   never panics.
+//! * [`encode`] turns one [`ServerEvent`] into the bytes of a text frame; the runtime
+//!   calls it once per event and shares the bytes among all recipients.
+//! * [`ErrorCode`] is the table of machine-readable error codes.
+
+mod client;
+mod error;
+mod server;
+
+pub use client::{decode, ClientCommand};
+pub use error::{DecodeError, ErrorCode, WireError};
+pub use server::{encode, History, JoinCursor, ServerEvent, UserEntry};

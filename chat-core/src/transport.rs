@@ -1,0 +1,292 @@
+//! The [`Transport`] trait: how connections reach the runtime.
+//!
+//! A transport carries the protocol's text frames over something (WebSocket, TCP lines,
+//! an in-process channel, QUIC…). It does three things and nothing else:
+//!
+//! 1. **accept** handshakes and describe them ([`ConnectionInfo`]: peer address, path,
+//!    query, headers), so the runtime can authenticate and check `Origin` *before* the
+//!    connection is upgraded — a [`Handshake`] is then either accepted or rejected with a
+//!    [`Rejection`] (an HTTP status for HTTP-based transports);
+//! 2. **receive** frames ([`Inbound`]);
+//! 3. **send** batches of frames, ping, and close with a code ([`Outbound`]).
+//!
+//! Everything else — decoding, queues, backpressure, heartbeats, shutdown — is the
+//! runtime's, so every transport gets the same behaviour. Implementations are checked by
+//! `chat_core::testkit::transport`.
+
+use std::fmt;
+use std::net::SocketAddr;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use thiserror::Error;
+
+/// A WebSocket-style close code (RFC 6455 §7.4) with the ones this project uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CloseCode(pub u16);
+
+impl CloseCode {
+    /// 1000: normal closure.
+    pub const NORMAL: CloseCode = CloseCode(1000);
+    /// 1001: the server is shutting down.
+    pub const GOING_AWAY: CloseCode = CloseCode(1001);
+    /// 1003: the peer sent data of a kind the protocol does not accept.
+    pub const UNSUPPORTED_DATA: CloseCode = CloseCode(1003);
+    /// 1007: a text frame that is not UTF-8.
+    pub const INVALID_PAYLOAD: CloseCode = CloseCode(1007);
+    /// 1008: policy violation (sustained abuse: floods of refused requests).
+    pub const POLICY: CloseCode = CloseCode(1008);
+    /// 1009: a frame or message over the size limit.
+    pub const TOO_BIG: CloseCode = CloseCode(1009);
+    /// 1011: the server hit an unexpected condition.
+    pub const INTERNAL_ERROR: CloseCode = CloseCode(1011);
+    /// 1013: try again later (slow reader: outbound queue full; server overloaded).
+    pub const TRY_AGAIN_LATER: CloseCode = CloseCode(1013);
+    /// 4001: the session's token expired.
+    pub const TOKEN_EXPIRED: CloseCode = CloseCode(4001);
+    /// 4009: the authenticated user's name is held by another online user.
+    pub const USERNAME_CONFLICT: CloseCode = CloseCode(4009);
+}
+
+impl fmt::Display for CloseCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// What the runtime knows about a connection before accepting it.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectionInfo {
+    /// The peer's address, when the transport has one.
+    pub peer_addr: Option<SocketAddr>,
+    /// Request path (`/`, `/ws`…), when the transport has one.
+    pub path: String,
+    /// Raw query string without `?`.
+    pub query: Option<String>,
+    /// Request headers, names lower-cased, in arrival order.
+    pub headers: Vec<(String, String)>,
+}
+
+impl ConnectionInfo {
+    /// The first header with this (case-insensitive) name.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The `Origin` header.
+    pub fn origin(&self) -> Option<&str> {
+        self.header("origin")
+    }
+
+    /// The first query parameter with this name, percent-decoded.
+    pub fn query_param(&self, name: &str) -> Option<String> {
+        let query = self.query.as_deref()?;
+        query.split('&').find_map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(k) == name).then(|| percent_decode(v))
+        })
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(b) => {
+                        out.push(b);
+                        i += 3;
+                        continue;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Why the runtime refuses a handshake. HTTP transports answer with [`Rejection::status`]
+/// before any upgrade; others send what they can and close.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rejection {
+    /// 401: authentication required or token invalid.
+    Unauthorized(String),
+    /// 403: `Origin` not allowed.
+    Forbidden(String),
+    /// 429: too many connections or connection attempts from this address.
+    TooManyRequests(String),
+    /// 503: the server is at its connection limit or shutting down.
+    Unavailable(String),
+}
+
+impl Rejection {
+    /// The HTTP status code.
+    pub fn status(&self) -> u16 {
+        match self {
+            Rejection::Unauthorized(_) => 401,
+            Rejection::Forbidden(_) => 403,
+            Rejection::TooManyRequests(_) => 429,
+            Rejection::Unavailable(_) => 503,
+        }
+    }
+
+    /// Human-readable reason (never contains credentials).
+    pub fn reason(&self) -> &str {
+        match self {
+            Rejection::Unauthorized(r)
+            | Rejection::Forbidden(r)
+            | Rejection::TooManyRequests(r)
+            | Rejection::Unavailable(r) => r,
+        }
+    }
+}
+
+/// Transport failures, as the runtime needs to tell them apart.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum TransportError {
+    /// A frame or message exceeded the transport's size limit (→ close 1009).
+    #[error("message too big")]
+    MessageTooBig,
+    /// The peer broke the framing protocol (bad opcode, bad UTF-8, unmasked frame…).
+    #[error("protocol violation: {0}")]
+    Protocol(String),
+    /// The connection is closed.
+    #[error("connection closed")]
+    Closed,
+    /// An I/O error.
+    #[error("i/o error: {0}")]
+    Io(String),
+    /// The handshake did not complete in time or failed.
+    #[error("handshake failed: {0}")]
+    Handshake(String),
+}
+
+impl TransportError {
+    /// The close code the runtime uses when this error ends a connection.
+    pub fn close_code(&self) -> CloseCode {
+        match self {
+            TransportError::MessageTooBig => CloseCode::TOO_BIG,
+            TransportError::Protocol(_) => CloseCode(1002),
+            _ => CloseCode::NORMAL,
+        }
+    }
+}
+
+/// One received frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Incoming {
+    /// A text frame (one JSON command).
+    Text(Bytes),
+    /// A binary frame; only its length is kept (the protocol is text-only).
+    Binary(usize),
+    /// A heartbeat answer (or any transport-level sign of life).
+    Pong,
+    /// The peer closed the connection with this code, if it gave one.
+    Close(Option<CloseCode>),
+}
+
+/// A connection in its handshake: not yet accepted.
+#[async_trait]
+pub trait Handshake: Send {
+    /// What the peer presented.
+    fn info(&self) -> &ConnectionInfo;
+
+    /// Completes the handshake (for WebSocket: the upgrade) and returns the two halves.
+    async fn accept(self: Box<Self>) -> Result<Channel, TransportError>;
+
+    /// Refuses the connection (for HTTP: answers with the rejection's status).
+    async fn reject(self: Box<Self>, rejection: Rejection);
+}
+
+/// The two halves of an accepted connection; the runtime reads and writes them from
+/// different tasks.
+pub struct Channel {
+    /// Receiving half.
+    pub inbound: Box<dyn Inbound>,
+    /// Sending half.
+    pub outbound: Box<dyn Outbound>,
+}
+
+impl fmt::Debug for Channel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Channel").finish_non_exhaustive()
+    }
+}
+
+/// Receiving half of a connection.
+#[async_trait]
+pub trait Inbound: Send {
+    /// The next frame; `None` once the connection is gone. Must be cancel-safe.
+    async fn recv(&mut self) -> Option<Result<Incoming, TransportError>>;
+}
+
+/// Sending half of a connection.
+#[async_trait]
+pub trait Outbound: Send {
+    /// Writes a batch of text frames in order and flushes once.
+    async fn send(&mut self, frames: &[Bytes]) -> Result<(), TransportError>;
+
+    /// Sends a heartbeat ping. Returns `Ok(false)` when the transport has no ping (the
+    /// runtime then relies on reads alone).
+    async fn ping(&mut self) -> Result<bool, TransportError> {
+        Ok(false)
+    }
+
+    /// Closes the connection with a code and a short reason.
+    async fn close(&mut self, code: CloseCode, reason: &str) -> Result<(), TransportError>;
+}
+
+/// A source of connections.
+#[async_trait]
+pub trait Transport: Send + 'static {
+    /// The next handshake; `None` once the transport has stopped accepting.
+    async fn accept(&mut self) -> Option<Box<dyn Handshake>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_params_are_percent_decoded() {
+        let info = ConnectionInfo {
+            query: Some("a=1&token=x%2By%3D&b".into()),
+            ..Default::default()
+        };
+        assert_eq!(info.query_param("token").as_deref(), Some("x+y="));
+        assert_eq!(info.query_param("b").as_deref(), Some(""));
+        assert_eq!(info.query_param("zz"), None);
+    }
+
+    #[test]
+    fn broken_percent_escapes_are_kept() {
+        let info = ConnectionInfo {
+            query: Some("t=%&u=%4&v=%zz".into()),
+            ..Default::default()
+        };
+        assert_eq!(info.query_param("t").as_deref(), Some("%"));
+        assert_eq!(info.query_param("u").as_deref(), Some("%4"));
+        assert_eq!(info.query_param("v").as_deref(), Some("%zz"));
+    }
+
+    #[test]
+    fn headers_are_case_insensitive() {
+        let info = ConnectionInfo {
+            headers: vec![("origin".into(), "http://a".into())],
+            ..Default::default()
+        };
+        assert_eq!(info.header("Origin"), Some("http://a"));
+        assert_eq!(info.origin(), Some("http://a"));
+    }
+}
