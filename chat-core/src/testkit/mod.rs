@@ -1,0 +1,7 @@
+//! Test support shared by this crate's tests, downstream implementations and the fuzz
+//! targets (feature `testkit`).
+//!
+//! * [`sim`]: a deterministic simulation of the engine with a synchronous store whose
+//!   replies the test can hold and reorder.
+
+pub mod sim;
