@@ -14,6 +14,8 @@ pub mod store;
 pub mod testkit;
 pub mod transport;
 
+/// Re-exported so `Store` and `Transport` implementations need no extra dependency.
+pub use async_trait::async_trait;
 pub use engine::{
     Config, Engine, Identity, Input, Output, Rate, Recipients, StoreOp, StoreReply, StoreRequest,
     Ticket,

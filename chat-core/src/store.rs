@@ -19,6 +19,8 @@
 //!   `duplicate: true`, for as long as that message is retained.
 //! * **Pages** are contiguous runs of `seq`, oldest first, with the store's `epoch` and the
 //!   room's head `last_seq` read atomically with them.
+//! * **Epochs.** The epoch changes only when history is lost (an in-memory store's
+//!   restart); it must not change while an engine using the store runs.
 //! * **Bounds.** A store may drop old messages (the in-memory store keeps the last N per
 //!   room); pages then start later, and the engine notices the gap instead of hiding it.
 
