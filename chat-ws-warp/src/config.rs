@@ -1,0 +1,193 @@
+//! [`WarpConfig`]: every limit of the WebSocket stack and the HTTP server in one place,
+//! and [`MetricsSource`], how `/metrics` gets its text without this crate knowing the
+//! runtime.
+//!
+//! The defaults are chat-sized (PROTOCOL.md: 64 KiB frames and messages). Each limit says
+//! what it protects against, so it can be changed knowingly.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// tungstenite's `write_buffer_size` (128 KiB), which warp 0.4's `Ws` does not let us
+/// change. `max_write_buffer_bytes` must exceed it or tungstenite panics when the socket
+/// is built, so `WarpConfig::effective_max_write_buffer` keeps it above.
+pub(crate) const TUNGSTENITE_WRITE_BUFFER: usize = 128 * 1024;
+
+/// Limits and switches for [`WarpTransport`](crate::WarpTransport) and its HTTP server.
+///
+/// Build it with struct-update syntax:
+///
+/// ```
+/// use std::time::Duration;
+/// use chat_ws_warp::WarpConfig;
+///
+/// let config = WarpConfig {
+///     handshake_timeout: Duration::from_secs(5),
+///     serve_web_client: false,
+///     ..WarpConfig::default()
+/// };
+/// assert_eq!(config.max_frame_bytes, 64 * 1024);
+/// ```
+#[derive(Clone)]
+pub struct WarpConfig {
+    /// Largest incoming frame payload, in bytes. Default 64 KiB.
+    ///
+    /// Checked against the frame *header* before the payload is read, so a peer that
+    /// announces a huge frame gets an error (close 1009) instead of making the server
+    /// reserve memory for it.
+    pub max_frame_bytes: usize,
+    /// Largest incoming message (all fragments together), in bytes. Default 64 KiB.
+    pub max_message_bytes: usize,
+    /// Most bytes one connection may have queued for writing, in bytes. Default 2 MiB.
+    ///
+    /// The write buffer only grows past tungstenite's 128 KiB flush threshold while the
+    /// peer is not reading; it must hold that threshold plus the largest frame the server
+    /// sends (a 100-message history page is a few hundred KiB). Values at or below
+    /// 128 KiB are raised to just above it (tungstenite requires that).
+    pub max_write_buffer_bytes: usize,
+    /// How long a WebSocket handshake may wait for the runtime's decision, and then for
+    /// the upgrade to complete after it was accepted. Default 10 s.
+    ///
+    /// No decision in time → the client gets `503`; no upgrade in time →
+    /// [`Handshake::accept`](chat_core::Handshake::accept) fails with
+    /// `TransportError::Handshake`.
+    pub handshake_timeout: Duration,
+    /// How many handshakes may wait for [`Transport::accept`](chat_core::Transport::accept)
+    /// at once. Default 1024. Beyond it new handshakes are answered `503` at once, so a
+    /// connection storm against a busy runtime costs a bounded amount of memory.
+    pub accept_backlog: usize,
+    /// How long `close` may spend sending the close frame to a peer that does not read.
+    /// Default 1 s.
+    pub close_timeout: Duration,
+    /// Serve the web client (`/`, `/app.js`, `/protocol.js`, `/style.css`) next to the
+    /// socket. Default `true`; turn it off to mount only the socket and `/healthz`.
+    pub serve_web_client: bool,
+    /// Where `GET /metrics` gets its text. Default `None` (no `/metrics` route).
+    pub metrics: Option<MetricsSource>,
+    /// Server only ([`serve`](crate::serve), [`WarpTransport::bind`](crate::WarpTransport::bind)):
+    /// how long a client may take to send a request's headers, including the wait for the
+    /// next request on an idle keep-alive connection. Default 10 s. Slow-header clients
+    /// (slowloris) are cut off after it.
+    pub header_read_timeout: Duration,
+    /// Server only: most request headers hyper accepts (more → `431`). Default 64.
+    pub max_request_headers: usize,
+    /// Server only: most bytes of request line plus headers (more → `431`). Default 16 KiB.
+    pub max_request_header_bytes: usize,
+    /// Server only: most HTTP connections served at once (before their upgrade; an
+    /// upgraded WebSocket no longer counts, the runtime caps those). Default 10 000. At
+    /// the cap the server stops accepting until one ends; the kernel's listen queue holds
+    /// the rest.
+    pub max_http_connections: usize,
+}
+
+impl Default for WarpConfig {
+    fn default() -> Self {
+        WarpConfig {
+            max_frame_bytes: 64 * 1024,
+            max_message_bytes: 64 * 1024,
+            max_write_buffer_bytes: 2 * 1024 * 1024,
+            handshake_timeout: Duration::from_secs(10),
+            accept_backlog: 1024,
+            close_timeout: Duration::from_secs(1),
+            serve_web_client: true,
+            metrics: None,
+            header_read_timeout: Duration::from_secs(10),
+            max_request_headers: 64,
+            max_request_header_bytes: 16 * 1024,
+            max_http_connections: 10_000,
+        }
+    }
+}
+
+impl WarpConfig {
+    /// `max_write_buffer_bytes`, raised above tungstenite's fixed flush threshold when
+    /// set too low (tungstenite asserts `max_write_buffer_size > write_buffer_size` and
+    /// would panic in the upgrade task).
+    pub(crate) fn effective_max_write_buffer(&self) -> usize {
+        self.max_write_buffer_bytes
+            .max(TUNGSTENITE_WRITE_BUFFER + 1)
+    }
+}
+
+impl fmt::Debug for WarpConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WarpConfig")
+            .field("max_frame_bytes", &self.max_frame_bytes)
+            .field("max_message_bytes", &self.max_message_bytes)
+            .field("max_write_buffer_bytes", &self.max_write_buffer_bytes)
+            .field("handshake_timeout", &self.handshake_timeout)
+            .field("accept_backlog", &self.accept_backlog)
+            .field("close_timeout", &self.close_timeout)
+            .field("serve_web_client", &self.serve_web_client)
+            .field("metrics", &self.metrics.is_some())
+            .field("header_read_timeout", &self.header_read_timeout)
+            .field("max_request_headers", &self.max_request_headers)
+            .field("max_request_header_bytes", &self.max_request_header_bytes)
+            .field("max_http_connections", &self.max_http_connections)
+            .finish()
+    }
+}
+
+/// Prometheus text exposition format 0.0.4, the default `/metrics` content type.
+pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// OpenMetrics 1.0 text, for sources that encode with `prometheus-client`.
+pub const OPENMETRICS_TEXT: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// The text behind `GET /metrics`: a function called once per scrape, and the content
+/// type it produces.
+///
+/// This crate takes a function rather than the runtime's metrics type so it does not
+/// depend on the runtime's internals:
+///
+/// ```
+/// use chat_ws_warp::{MetricsSource, OPENMETRICS_TEXT};
+///
+/// // With the chat runtime: `let m = runtime.metrics(); MetricsSource::new(move || m.encode_text())`.
+/// let source = MetricsSource::new(|| "chat_connections 3\n".to_owned());
+/// assert_eq!(source.encode(), "chat_connections 3\n");
+///
+/// let open = MetricsSource::with_content_type(OPENMETRICS_TEXT, || "# EOF\n".to_owned());
+/// assert_eq!(open.content_type(), OPENMETRICS_TEXT);
+/// ```
+#[derive(Clone)]
+pub struct MetricsSource {
+    encode: Arc<dyn Fn() -> String + Send + Sync>,
+    content_type: &'static str,
+}
+
+impl MetricsSource {
+    /// A source of Prometheus text format 0.0.4 ([`PROMETHEUS_TEXT`]).
+    pub fn new(encode: impl Fn() -> String + Send + Sync + 'static) -> Self {
+        Self::with_content_type(PROMETHEUS_TEXT, encode)
+    }
+
+    /// A source whose text has another content type (e.g. [`OPENMETRICS_TEXT`]).
+    pub fn with_content_type(
+        content_type: &'static str,
+        encode: impl Fn() -> String + Send + Sync + 'static,
+    ) -> Self {
+        MetricsSource {
+            encode: Arc::new(encode),
+            content_type,
+        }
+    }
+
+    /// Calls the source.
+    pub fn encode(&self) -> String {
+        (self.encode)()
+    }
+
+    /// The content type `/metrics` answers with.
+    pub fn content_type(&self) -> &'static str {
+        self.content_type
+    }
+}
+
+impl fmt::Debug for MetricsSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MetricsSource")
+            .field("content_type", &self.content_type)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,204 @@
+//! The WebSocket handshake as a question to the runtime.
+//!
+//! A warp filter matches an upgrade request at `/` or `/ws`, describes it as a
+//! [`ConnectionInfo`], and queues a [`WarpHandshake`] for
+//! [`WarpTransport::accept`](crate::WarpTransport). The request then waits (bounded by
+//! `handshake_timeout`) for the runtime's [`Decision`]:
+//!
+//! * rejected → an ordinary HTTP response with the rejection's status and reason, so
+//!   nothing is upgraded and the client sees e.g. `401` or `403`;
+//! * accepted → the `101 Switching Protocols` reply; once hyper has handed over the
+//!   connection, the upgraded socket travels back to the `accept` call that is waiting
+//!   for it;
+//! * no answer in time, the queue full, or the runtime gone → `503`.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chat_core::{Channel, ConnectionInfo, Handshake, Rejection, TransportError, async_trait};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use tokio::sync::{mpsc, oneshot};
+use warp::Filter;
+use warp::filters::BoxedFilter;
+use warp::filters::path::FullPath;
+use warp::reply::{Reply, Response};
+use warp::ws::{WebSocket, Ws};
+
+use crate::config::WarpConfig;
+use crate::socket;
+
+/// The peer address our own server (see [`serve`](crate::serve)) attaches to each
+/// request. warp's `addr::remote()` reads a private extension that only `warp::serve`
+/// can set, so requests served by our accept loop carry this one instead.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PeerAddr(pub(crate) SocketAddr);
+
+/// What the runtime decided about a handshake.
+#[derive(Debug)]
+pub(crate) enum Decision {
+    /// Upgrade, and send the socket here.
+    Accept(oneshot::Sender<WebSocket>),
+    /// Answer with this status and reason instead.
+    Reject(Rejection),
+}
+
+/// A WebSocket handshake waiting for the runtime's decision.
+#[derive(Debug)]
+pub(crate) struct WarpHandshake {
+    info: ConnectionInfo,
+    decision: oneshot::Sender<Decision>,
+    handshake_timeout: Duration,
+    close_timeout: Duration,
+}
+
+#[async_trait]
+impl Handshake for WarpHandshake {
+    fn info(&self) -> &ConnectionInfo {
+        &self.info
+    }
+
+    async fn accept(self: Box<Self>) -> Result<Channel, TransportError> {
+        let (socket_tx, socket_rx) = oneshot::channel();
+        self.decision
+            .send(Decision::Accept(socket_tx))
+            .map_err(|_| TransportError::Handshake("the request timed out or went away".into()))?;
+        match tokio::time::timeout(self.handshake_timeout, socket_rx).await {
+            Ok(Ok(socket)) => {
+                let (inbound, outbound) = socket::split(socket, self.close_timeout);
+                Ok(Channel {
+                    inbound: Box::new(inbound),
+                    outbound: Box::new(outbound),
+                })
+            }
+            // warp drops our callback when the upgrade fails (the client left after the
+            // 101, or hyper could not hand the connection over).
+            Ok(Err(_)) => Err(TransportError::Handshake("upgrade failed".into())),
+            Err(_) => Err(TransportError::Handshake("upgrade timed out".into())),
+        }
+    }
+
+    async fn reject(self: Box<Self>, rejection: Rejection) {
+        // The request may have timed out meanwhile (it then answered 503 already).
+        let _ = self.decision.send(Decision::Reject(rejection));
+    }
+}
+
+/// The filter for WebSocket upgrades at `/` and `/ws`.
+pub(crate) fn socket_route(
+    queue: mpsc::Sender<WarpHandshake>,
+    config: Arc<WarpConfig>,
+) -> BoxedFilter<(Response,)> {
+    let path = warp::path::end()
+        .or(warp::path("ws").and(warp::path::end()))
+        .unify();
+    path.and(warp::ws())
+        .and(connection_info())
+        .and_then(move |ws: Ws, info: ConnectionInfo| {
+            let queue = queue.clone();
+            let config = Arc::clone(&config);
+            async move { Ok::<_, Infallible>(decide(ws, info, &queue, &config).await) }
+        })
+        .boxed()
+}
+
+/// Queues the handshake and turns the runtime's decision into the HTTP response.
+async fn decide(
+    ws: Ws,
+    info: ConnectionInfo,
+    queue: &mpsc::Sender<WarpHandshake>,
+    config: &WarpConfig,
+) -> Response {
+    let (decision_tx, decision_rx) = oneshot::channel();
+    let handshake = WarpHandshake {
+        info,
+        decision: decision_tx,
+        handshake_timeout: config.handshake_timeout,
+        close_timeout: config.close_timeout,
+    };
+    // `try_send`: a full queue means the runtime is not keeping up; waiting would only
+    // pile up more requests, so answer at once.
+    if let Err(err) = queue.try_send(handshake) {
+        let reason = match err {
+            mpsc::error::TrySendError::Full(_) => "server busy, try again later",
+            mpsc::error::TrySendError::Closed(_) => "server is not accepting connections",
+        };
+        return rejection_response(&Rejection::Unavailable(reason.into()));
+    }
+    match tokio::time::timeout(config.handshake_timeout, decision_rx).await {
+        Ok(Ok(Decision::Accept(socket_tx))) => socket::with_limits(ws, config)
+            .on_upgrade(move |socket| async move {
+                // If `accept` gave up meanwhile the socket is dropped, which closes it.
+                let _ = socket_tx.send(socket);
+            })
+            .into_response(),
+        Ok(Ok(Decision::Reject(rejection))) => rejection_response(&rejection),
+        // The runtime dropped the handshake without deciding (e.g. it is shutting down).
+        Ok(Err(_)) => rejection_response(&Rejection::Unavailable(
+            "server is not accepting connections".into(),
+        )),
+        Err(_) => rejection_response(&Rejection::Unavailable(
+            "server did not answer in time".into(),
+        )),
+    }
+}
+
+/// A refused handshake as plain text with the rejection's status.
+fn rejection_response(rejection: &Rejection) -> Response {
+    let status =
+        StatusCode::from_u16(rejection.status()).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+    let mut response = rejection.reason().to_owned().into_response();
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    response
+}
+
+/// Extracts what the runtime needs to decide: peer address, path, raw query, headers.
+fn connection_info() -> impl Filter<Extract = (ConnectionInfo,), Error = Infallible> + Clone {
+    let raw_query = warp::query::raw()
+        .map(Some)
+        .or(warp::any().map(|| None))
+        .unify();
+    warp::addr::remote()
+        .and(warp::ext::optional::<PeerAddr>())
+        .and(warp::path::full())
+        .and(raw_query)
+        .and(warp::header::headers_cloned())
+        .map(
+            |remote: Option<SocketAddr>,
+             ours: Option<PeerAddr>,
+             path: FullPath,
+             query: Option<String>,
+             headers: HeaderMap| ConnectionInfo {
+                peer_addr: remote.or(ours.map(|PeerAddr(addr)| addr)),
+                path: path.as_str().to_owned(),
+                query,
+                headers: header_list(&headers),
+            },
+        )
+}
+
+/// Headers as `(lower-case name, value)` pairs. hyper has already bounded their number
+/// and size (`max_request_headers`, `max_request_header_bytes` under our server). Names
+/// come lower-cased from `http`; values that are not UTF-8 are kept lossily rather than
+/// dropped, so a check on them fails instead of silently passing.
+fn header_list(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(name, value)| {
+            (
+                name.as_str().to_owned(),
+                String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            )
+        })
+        .collect()
+}

@@ -1,0 +1,107 @@
+//! # chat-ws-warp
+//!
+//! The WebSocket [`Transport`](chat_core::Transport) for `chat-core`, on warp 0.4, with
+//! the HTTP routes a chat server needs next to it: the web client, `/healthz` and
+//! `/metrics`.
+//!
+//! ## How a connection arrives
+//!
+//! 1. A browser sends a WebSocket upgrade request to `/` or `/ws`.
+//! 2. The socket route describes it as a [`ConnectionInfo`](chat_core::ConnectionInfo)
+//!    (peer address, path, raw query, every header with a lower-case name) and queues a
+//!    [`Handshake`](chat_core::Handshake) for [`WarpTransport`]'s `accept`. Nothing is
+//!    upgraded yet: the request waits for the runtime's decision.
+//! 3. The runtime checks `Origin`, the token, its connection cap…
+//!    * `reject(Rejection)` → the request is answered with the rejection's HTTP status
+//!      (401, 403, 429, 503) and its reason as plain text;
+//!    * `accept()` → the `101 Switching Protocols` reply; once hyper hands the
+//!      connection over, `accept` returns the [`Channel`](chat_core::Channel): an
+//!      `Inbound` (text frames zero-copy as `Bytes`, binary frames as their length,
+//!      pongs, the peer's close) and an `Outbound` (a batch of frames is fed and
+//!      flushed once; ping; close with a code).
+//!    * no decision within `handshake_timeout`, or more than `accept_backlog`
+//!      handshakes waiting → `503`.
+//!
+//! ## Limits
+//!
+//! Every default is chat-sized and documented on [`WarpConfig`]: 64 KiB frames and
+//! messages (checked on the frame header, so announcing a huge frame costs the server
+//! nothing; breaking it ends `recv` with `TransportError::MessageTooBig` → close 1009),
+//! a bounded write buffer, a bounded handshake queue, and on our own server a header
+//! read timeout, header count/size limits, a connection cap and TCP_NODELAY.
+//!
+//! warp 0.4's `Ws` does not expose tungstenite's `read_buffer_size` or
+//! `write_buffer_size`: each upgraded connection has tungstenite's default 128 KiB read
+//! buffer (allocated when the socket is created) and writes are buffered up to 128 KiB
+//! before they go out (a flush sends them at once; `Outbound::send` always flushes).
+//!
+//! ## Serving the chat
+//!
+//! On its own address, with [`WarpTransport::bind`]:
+//!
+//! ```no_run
+//! use chat_core::Transport;
+//! use chat_ws_warp::{MetricsSource, WarpConfig, WarpTransport};
+//!
+//! # async fn run() -> std::io::Result<()> {
+//! let config = WarpConfig {
+//!     metrics: Some(MetricsSource::new(|| "chat_up 1\n".to_owned())),
+//!     ..WarpConfig::default()
+//! };
+//! let (mut transport, server) = WarpTransport::bind("0.0.0.0:8080", config).await?;
+//! println!("open http://{}/", server.local_addr());
+//!
+//! // The chat runtime does this; here every connection is refused.
+//! while let Some(handshake) = transport.accept().await {
+//!     handshake
+//!         .reject(chat_core::Rejection::Unavailable("maintenance".into()))
+//!         .await;
+//! }
+//! # server.stopped().await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Inside an existing warp app, with [`WarpTransport::routes`] (mount it last: its
+//! socket and web client live at `/`), served by [`serve`] or by `warp::serve`:
+//!
+//! ```no_run
+//! use chat_ws_warp::{WarpConfig, WarpTransport, serve};
+//! use warp::Filter;
+//!
+//! # async fn run() -> std::io::Result<()> {
+//! let config = WarpConfig { serve_web_client: false, ..WarpConfig::default() };
+//! let (transport, chat) = WarpTransport::routes(config.clone());
+//! let app = warp::path!("api" / "version").map(|| "1.0").or(chat);
+//!
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! let server = serve(listener, app, &config)?;
+//! // … run the chat runtime with `transport` …
+//! # drop(transport);
+//! server.shutdown(); // stop accepting; then shut the runtime down (it closes sockets with 1001)
+//! server.stopped().await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The web client connects to `/ws` on the page's own origin, so mount the routes at the
+//! root of the app when it is served.
+//!
+//! ## Conformance
+//!
+//! [`echo_routes`] serves an echo socket on exactly the same WebSocket stack (same warp
+//! `Ws`, same limits, same error translation), for the Autobahn test suite.
+
+mod config;
+mod echo;
+mod handshake;
+mod server;
+mod socket;
+mod transport;
+mod web;
+
+pub use config::{MetricsSource, OPENMETRICS_TEXT, PROMETHEUS_TEXT, WarpConfig};
+pub use echo::echo_routes;
+pub use server::{ServerHandle, serve};
+pub use transport::{Routes, WarpTransport};
+pub use web::CONTENT_SECURITY_POLICY;

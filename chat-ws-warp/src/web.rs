@@ -1,0 +1,130 @@
+//! The plain HTTP routes next to the socket: the web client (compiled into the binary),
+//! `/healthz` and `/metrics`.
+//!
+//! The client is served with `Cache-Control: no-cache` (browsers revalidate, so a new
+//! server version is picked up on reload) and a Content-Security-Policy that allows only
+//! this origin's own scripts and styles: the client has no inline script or style, and
+//! needs nothing from elsewhere.
+
+use http::{HeaderValue, header};
+use warp::Filter;
+use warp::filters::BoxedFilter;
+use warp::reply::{Reply, Response};
+
+use crate::config::{MetricsSource, WarpConfig};
+
+const INDEX_HTML: &str = include_str!("../assets/index.html");
+const APP_JS: &str = include_str!("../assets/app.js");
+const PROTOCOL_JS: &str = include_str!("../assets/protocol.js");
+const STYLE_CSS: &str = include_str!("../assets/style.css");
+
+const HTML: &str = "text/html; charset=utf-8";
+const JAVASCRIPT: &str = "text/javascript; charset=utf-8";
+const CSS: &str = "text/css; charset=utf-8";
+const TEXT: &str = "text/plain; charset=utf-8";
+
+/// The policy for the web client's responses.
+///
+/// * `default-src 'none'` — everything not listed below is refused;
+/// * `script-src 'self'` / `style-src 'self'` — the module scripts and the stylesheet
+///   from this origin, no inline code (the client sets heights through the CSSOM, which
+///   CSP does not restrict);
+/// * `connect-src 'self' ws: wss:` — the socket. CSP Level 3 lets `'self'` cover
+///   `ws(s)://` of the same host, but some browsers still in use do not, so the schemes
+///   are named; `script-src` already keeps foreign code from using that freedom;
+/// * `img-src 'self' data:` — the favicon lookup and nothing else;
+/// * `base-uri`, `form-action`, `frame-ancestors 'none'` — no base rewriting, no form
+///   posts (the forms are handled in script), no framing (clickjacking).
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
+     style-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; \
+     base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+/// `/healthz`, `/metrics` (when configured) and the web client (when enabled).
+pub(crate) fn web_routes(config: &WarpConfig) -> BoxedFilter<(Response,)> {
+    let healthz = get_or_head()
+        .and(warp::path("healthz"))
+        .and(warp::path::end())
+        .map(|| plain("ok", "no-store"));
+    let mut routes = healthz.boxed();
+
+    if let Some(source) = config.metrics.clone() {
+        let metrics = get_or_head()
+            .and(warp::path("metrics"))
+            .and(warp::path::end())
+            .map(move || metrics_response(&source));
+        routes = routes.or(metrics).unify().boxed();
+    }
+
+    if config.serve_web_client {
+        routes = routes.or(web_client()).unify().boxed();
+    }
+    routes
+}
+
+/// `GET /`, `/app.js`, `/protocol.js`, `/style.css`.
+fn web_client() -> BoxedFilter<(Response,)> {
+    let index = warp::path::end().map(|| asset(INDEX_HTML, HTML));
+    let app = file("app.js").map(|| asset(APP_JS, JAVASCRIPT));
+    let protocol = file("protocol.js").map(|| asset(PROTOCOL_JS, JAVASCRIPT));
+    let style = file("style.css").map(|| asset(STYLE_CSS, CSS));
+    get_or_head()
+        .and(index.or(app).unify().or(protocol).unify().or(style).unify())
+        .boxed()
+}
+
+/// A path of exactly one segment.
+fn file(name: &'static str) -> impl Filter<Extract = (), Error = warp::Rejection> + Clone {
+    warp::path(name).and(warp::path::end())
+}
+
+/// `GET`, or `HEAD` (hyper drops the body of a HEAD response itself).
+fn get_or_head() -> impl Filter<Extract = (), Error = warp::Rejection> + Clone {
+    warp::get().or(warp::head()).unify()
+}
+
+fn asset(body: &'static str, content_type: &'static str) -> Response {
+    let mut response = body.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+    );
+    security_headers(&mut response);
+    response
+}
+
+fn plain(body: &'static str, cache: &'static str) -> Response {
+    let mut response = body.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(TEXT));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
+    security_headers(&mut response);
+    response
+}
+
+fn metrics_response(source: &MetricsSource) -> Response {
+    let mut response = source.encode().into_response();
+    let content_type = HeaderValue::from_str(source.content_type())
+        .unwrap_or_else(|_| HeaderValue::from_static(TEXT));
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, content_type);
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    security_headers(&mut response);
+    response
+}
+
+/// Headers every response of ours carries: no MIME sniffing (a text body is never run as
+/// script), and no referrer leaking a `?token=` of the page to other sites.
+fn security_headers(response: &mut Response) {
+    let headers = response.headers_mut();
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+}
