@@ -10,6 +10,8 @@ pub mod ids;
 pub mod message;
 pub mod protocol;
 pub mod store;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 pub mod transport;
 
 pub use engine::{
