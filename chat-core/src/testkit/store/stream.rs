@@ -7,6 +7,7 @@
 
 use std::fmt::Debug;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
 
@@ -147,6 +148,12 @@ impl<S: Store> Stream for RoomStream<'_, S> {
 pub(super) struct DmStream<'a, S> {
     pub(super) store: &'a S,
     pub(super) users: [UserId; 2],
+    /// Set when other tasks write to the conversation while this one reads: two reads
+    /// may then legitimately differ, so reads alternate the argument order instead of
+    /// comparing both.
+    racing: bool,
+    /// Which argument order the next racing read uses.
+    flip: AtomicBool,
 }
 
 impl<'a, S: Store> DmStream<'a, S> {
@@ -154,6 +161,16 @@ impl<'a, S: Store> DmStream<'a, S> {
         Self {
             store,
             users: [user(a), user(b)],
+            racing: false,
+            flip: AtomicBool::new(false),
+        }
+    }
+
+    /// A view for a task that reads while other tasks write (see `racing`).
+    pub(super) fn racing(store: &'a S, a: &str, b: &str) -> Self {
+        Self {
+            racing: true,
+            ..Self::new(store, a, b)
         }
     }
 }
@@ -182,6 +199,15 @@ impl<S: Store> Stream for DmStream<'_, S> {
 
     async fn read(&self, range: PageRange) -> Page<StoredDm> {
         let [a, b] = &self.users;
+        if self.racing {
+            let page = if self.flip.fetch_xor(true, Ordering::Relaxed) {
+                dm_page(self.store, b, a, range).await
+            } else {
+                dm_page(self.store, a, b, range).await
+            };
+            assert_well_formed(&self.name(), range, &page);
+            return page;
+        }
         let page = dm_page(self.store, a, b, range).await;
         let reversed = dm_page(self.store, b, a, range).await;
         assert_eq!(
@@ -192,6 +218,24 @@ impl<S: Store> Stream for DmStream<'_, S> {
         );
         assert_well_formed(&self.name(), range, &page);
         page
+    }
+}
+
+// --- ranges, for tables that read like the contract --------------------------------
+
+pub(super) const fn latest(limit: usize) -> PageRange {
+    PageRange::Latest { limit }
+}
+pub(super) const fn before(seq: u64, limit: usize) -> PageRange {
+    PageRange::Before {
+        seq: Seq(seq),
+        limit,
+    }
+}
+pub(super) const fn after(seq: u64, limit: usize) -> PageRange {
+    PageRange::After {
+        seq: Seq(seq),
+        limit,
     }
 }
 
@@ -473,25 +517,9 @@ pub(super) fn interesting(first: u64, head: u64, retained: usize) -> (Vec<u64>, 
 mod tests {
     use super::*;
 
-    fn latest(limit: usize) -> PageRange {
-        PageRange::Latest { limit }
-    }
-    fn before(seq: u64, limit: usize) -> PageRange {
-        PageRange::Before {
-            seq: Seq(seq),
-            limit,
-        }
-    }
-    fn after(seq: u64, limit: usize) -> PageRange {
-        PageRange::After {
-            seq: Seq(seq),
-            limit,
-        }
-    }
-
     #[test]
     fn model_agrees_with_the_written_page_table() {
-        for (range, want, more) in super::super::PAGE_TABLE {
+        for (range, want, more) in super::super::pages::PAGE_TABLE {
             assert_eq!(expected(*range, 1, 10), (want.to_vec(), *more), "{range:?}");
         }
     }
