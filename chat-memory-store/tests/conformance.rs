@@ -17,6 +17,13 @@ async fn memory_store_passes_the_store_conformance_suite() {
     store::run_all(MemoryStore::new).await;
 }
 
+// The suite also runs on a current-thread runtime (the concurrency cases then check
+// interleavings at `.await`s), and with an async factory.
+#[tokio::test]
+async fn memory_store_conforms_on_a_current_thread_runtime() {
+    store::run_all_with(|| async { MemoryStore::new() }).await;
+}
+
 #[tokio::test]
 async fn memory_store_drops_the_oldest_room_messages() {
     for retained in [1, 2, 7, 50] {
