@@ -30,16 +30,16 @@ pub const USER_ID_MAX_CHARS: usize = 128;
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum NameError {
     /// Fewer than [`USERNAME_MIN_CHARS`] characters after trimming.
-    #[error("username must be at least {USERNAME_MIN_CHARS} characters")]
+    #[error("Username must be at least {USERNAME_MIN_CHARS} characters")]
     UsernameTooShort,
     /// Control, format (bidi, zero-width) or separator characters.
-    #[error("username contains invisible or control characters")]
+    #[error("Username contains invisible or control characters")]
     UsernameCharacters,
     /// Empty after trimming.
-    #[error("room name required")]
+    #[error("Room name required")]
     RoomEmpty,
     /// Control, format or separator characters in a room name.
-    #[error("room name contains invisible or control characters")]
+    #[error("Room name contains invisible or control characters")]
     RoomCharacters,
     /// A `clientMsgId` that is empty, too long or has control characters.
     #[error("clientMsgId must be 1 to {CLIENT_MSG_ID_MAX_CHARS} visible characters")]
@@ -350,8 +350,18 @@ mod tests {
 
     #[test]
     fn username_with_bidi_or_zero_width_or_control_is_refused() {
-        for bad in ["ab\u{202E}cd", "ab\u{200B}", "a\u{0007}b", "a\u{2066}b", "a\nb"] {
-            assert_eq!(Username::parse(bad), Err(NameError::UsernameCharacters), "{bad:?}");
+        for bad in [
+            "ab\u{202E}cd",
+            "ab\u{200B}",
+            "a\u{0007}b",
+            "a\u{2066}b",
+            "a\nb",
+        ] {
+            assert_eq!(
+                Username::parse(bad),
+                Err(NameError::UsernameCharacters),
+                "{bad:?}"
+            );
         }
     }
 
@@ -379,7 +389,10 @@ mod tests {
         assert_eq!(Content::parse("  hi  ").unwrap().as_str(), "hi");
         assert!(Content::parse(" \n\t ").is_none());
         let long = "é".repeat(1500);
-        assert_eq!(Content::parse(&long).unwrap().as_str().chars().count(), 1000);
+        assert_eq!(
+            Content::parse(&long).unwrap().as_str().chars().count(),
+            1000
+        );
     }
 
     #[test]

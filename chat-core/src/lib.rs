@@ -14,10 +14,12 @@ pub mod protocol;
 #[cfg(feature = "runtime")]
 pub mod runtime;
 pub mod store;
-#[cfg(feature = "testkit")]
+#[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
 pub mod transport;
 
+/// Re-exported so `Store` and `Transport` implementations need no extra dependency.
+pub use async_trait::async_trait;
 #[cfg(feature = "runtime")]
 pub use channel::{ChannelOptions, ChannelTransport, ClientConnection, ClientEvent, Connector};
 pub use engine::{

@@ -157,10 +157,8 @@ impl StoredDm {
         m.serialize_entry("toUsername", &*self.to_username)?;
         m.serialize_entry("content", &self.content)?;
         m.serialize_entry("timestamp", &self.timestamp)?;
-        if sent {
-            if let Some(id) = &self.client_msg_id {
-                m.serialize_entry("clientMsgId", id)?;
-            }
+        if sent && let Some(id) = &self.client_msg_id {
+            m.serialize_entry("clientMsgId", id)?;
         }
         m.end()
     }

@@ -19,6 +19,8 @@
 //!   `duplicate: true`, for as long as that message is retained.
 //! * **Pages** are contiguous runs of `seq`, oldest first, with the store's `epoch` and the
 //!   room's head `last_seq` read atomically with them.
+//! * **Epochs.** The epoch changes only when history is lost (an in-memory store's
+//!   restart); it must not change while an engine using the store runs.
 //! * **Bounds.** A store may drop old messages (the in-memory store keeps the last N per
 //!   room); pages then start later, and the engine notices the gap instead of hiding it.
 
@@ -92,18 +94,27 @@ pub struct Page<M> {
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Appends a room message, assigning `id`, `seq` and `timestamp`.
-    async fn append_room(&self, message: NewRoomMessage)
-        -> Result<Appended<StoredMessage>, StoreError>;
+    async fn append_room(
+        &self,
+        message: NewRoomMessage,
+    ) -> Result<Appended<StoredMessage>, StoreError>;
 
     /// Reads part of a room's stream, with the epoch and head read atomically.
-    async fn room_page(&self, room: &RoomName, range: PageRange)
-        -> Result<Page<StoredMessage>, StoreError>;
+    async fn room_page(
+        &self,
+        room: &RoomName,
+        range: PageRange,
+    ) -> Result<Page<StoredMessage>, StoreError>;
 
     /// Appends a direct message, assigning `id`, `seq` (per conversation) and `timestamp`.
     async fn append_dm(&self, message: NewDm) -> Result<Appended<StoredDm>, StoreError>;
 
     /// Reads part of the conversation between two users (order of `a` and `b` is
     /// irrelevant).
-    async fn dm_page(&self, a: &UserId, b: &UserId, range: PageRange)
-        -> Result<Page<StoredDm>, StoreError>;
+    async fn dm_page(
+        &self,
+        a: &UserId,
+        b: &UserId,
+        range: PageRange,
+    ) -> Result<Page<StoredDm>, StoreError>;
 }

@@ -136,7 +136,9 @@ impl StoreOp {
                 StoreReply::RoomPage(store.room_page(&room, range).await)
             }
             StoreOp::AppendDm(m) => StoreReply::DmAppended(store.append_dm(m).await),
-            StoreOp::DmPage { a, b, range } => StoreReply::DmPage(store.dm_page(&a, &b, range).await),
+            StoreOp::DmPage { a, b, range } => {
+                StoreReply::DmPage(store.dm_page(&a, &b, range).await)
+            }
         }
     }
 }

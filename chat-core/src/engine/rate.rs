@@ -49,7 +49,10 @@ mod tests {
         }
         let wait = b.take(t0).unwrap_err();
         assert_eq!(wait, Duration::from_secs(1));
-        assert_eq!(b.take(t0 + Duration::from_millis(400)).unwrap_err(), Duration::from_millis(600));
+        assert_eq!(
+            b.take(t0 + Duration::from_millis(400)).unwrap_err(),
+            Duration::from_millis(600)
+        );
         assert!(b.take(t0 + Duration::from_secs(1)).is_ok());
         assert!(b.take(t0 + Duration::from_secs(1)).is_err());
         // After a long pause the burst is available again, not more.

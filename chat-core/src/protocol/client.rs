@@ -220,13 +220,25 @@ mod tests {
     fn decodes_every_command() {
         let cases = [
             (r#"{"type":"set_username","username":"al"}"#, "set_username"),
-            (r#"{"type":"join_room","room":"x","since":3,"epoch":"e","keepRooms":true}"#, "join_room"),
+            (
+                r#"{"type":"join_room","room":"x","since":3,"epoch":"e","keepRooms":true}"#,
+                "join_room",
+            ),
             (r#"{"type":"leave_room"}"#, "leave_room"),
-            (r#"{"type":"chat_message","content":"hi","clientMsgId":"c1"}"#, "chat_message"),
-            (r#"{"type":"private_message","targetId":"u","content":"hi"}"#, "private_message"),
+            (
+                r#"{"type":"chat_message","content":"hi","clientMsgId":"c1"}"#,
+                "chat_message",
+            ),
+            (
+                r#"{"type":"private_message","targetId":"u","content":"hi"}"#,
+                "private_message",
+            ),
             (r#"{"type":"typing_start","room":"x"}"#, "typing_start"),
             (r#"{"type":"typing_stop"}"#, "typing_stop"),
-            (r#"{"type":"history","room":"x","before":10,"limit":20}"#, "history"),
+            (
+                r#"{"type":"history","room":"x","before":10,"limit":20}"#,
+                "history",
+            ),
             (r#"{"type":"dm_history","userId":"u"}"#, "dm_history"),
         ];
         for (frame, ty) in cases {
@@ -236,7 +248,9 @@ mod tests {
 
     #[test]
     fn join_room_fields() {
-        let c = decode(br#"{"type":"join_room","room":"Lobby","since":7,"epoch":"e1","keepRooms":true}"#);
+        let c = decode(
+            br#"{"type":"join_room","room":"Lobby","since":7,"epoch":"e1","keepRooms":true}"#,
+        );
         assert_eq!(
             c.unwrap(),
             ClientCommand::JoinRoom {
@@ -251,7 +265,9 @@ mod tests {
     #[test]
     fn escaped_strings_are_unescaped() {
         let c = decode(br#"{"type":"chat_message","content":"a\"b\u00e9\n"}"#).unwrap();
-        assert!(matches!(c, ClientCommand::ChatMessage { content, .. } if content == "a\"b\u{e9}\n"));
+        assert!(
+            matches!(c, ClientCommand::ChatMessage { content, .. } if content == "a\"b\u{e9}\n")
+        );
     }
 
     #[test]
@@ -264,20 +280,31 @@ mod tests {
     fn missing_string_fields_decode_as_empty_like_the_base_server() {
         assert_eq!(
             decode(br#"{"type":"set_username"}"#).unwrap(),
-            ClientCommand::SetUsername { username: String::new() }
+            ClientCommand::SetUsername {
+                username: String::new()
+            }
         );
     }
 
     #[test]
     fn malformed_frames_map_to_codes() {
         assert_eq!(code("not json"), ErrorCode::InvalidJson);
-        assert_eq!(code(r#"{"type":"chat_message","content":"x""#), ErrorCode::InvalidJson);
+        assert_eq!(
+            code(r#"{"type":"chat_message","content":"x""#),
+            ErrorCode::InvalidJson
+        );
         assert_eq!(code(r#"[1,2]"#), ErrorCode::InvalidMessage);
         assert_eq!(code(r#""chat_message""#), ErrorCode::InvalidMessage);
         assert_eq!(code(r#"{"content":"x"}"#), ErrorCode::InvalidMessage);
         assert_eq!(code(r#"{"type":5}"#), ErrorCode::InvalidMessage);
-        assert_eq!(code(r#"{"type":"chat_message","content":5}"#), ErrorCode::InvalidMessage);
-        assert_eq!(code(r#"{"type":"join_room","room":"x","since":-1}"#), ErrorCode::InvalidMessage);
+        assert_eq!(
+            code(r#"{"type":"chat_message","content":5}"#),
+            ErrorCode::InvalidMessage
+        );
+        assert_eq!(
+            code(r#"{"type":"join_room","room":"x","since":-1}"#),
+            ErrorCode::InvalidMessage
+        );
         assert_eq!(code(r#"{"type":"nope"}"#), ErrorCode::UnknownType);
         assert_eq!(code(""), ErrorCode::InvalidJson);
     }
@@ -296,17 +323,32 @@ mod tests {
 
     #[test]
     fn lone_surrogates_and_invalid_utf8_are_invalid_json() {
-        assert_eq!(code(r#"{"type":"chat_message","content":"\ud800"}"#), ErrorCode::InvalidJson);
         assert_eq!(
-            decode(b"{\"type\":\"chat_message\",\"content\":\"\xff\"}").unwrap_err().code(),
+            code(r#"{"type":"chat_message","content":"\ud800"}"#),
+            ErrorCode::InvalidJson
+        );
+        assert_eq!(
+            decode(b"{\"type\":\"chat_message\",\"content\":\"\xff\"}")
+                .unwrap_err()
+                .code(),
             ErrorCode::InvalidJson
         );
     }
 
     #[test]
-    fn deep_nesting_is_an_error_not_a_stack_overflow() {
-        let deep = format!(r#"{{"type":"chat_message","x":{}{}}}"#, "[".repeat(100_000), "]".repeat(100_000));
-        assert_eq!(code(&deep), ErrorCode::InvalidJson);
+    fn deep_nesting_never_overflows_the_stack() {
+        let (open, close) = ("[".repeat(100_000), "]".repeat(100_000));
+        // In a known field: the wrong type is reported before any nesting is read.
+        let known = format!(r#"{{"type":"chat_message","content":{open}{close}}}"#);
+        assert_eq!(code(&known), ErrorCode::InvalidMessage);
+        // At the top level: not an object.
+        assert!(decode(format!("{open}{close}").as_bytes()).is_err());
+        // In an unknown field: skipped without recursion; the command stands.
+        let unknown = format!(r#"{{"type":"typing_stop","x":{open}{close}}}"#);
+        assert_eq!(
+            decode(unknown.as_bytes()).unwrap().type_name(),
+            "typing_stop"
+        );
     }
 
     #[test]

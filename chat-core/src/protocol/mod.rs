@@ -11,6 +11,6 @@ mod client;
 mod error;
 mod server;
 
-pub use client::{decode, ClientCommand};
+pub use client::{ClientCommand, decode};
 pub use error::{DecodeError, ErrorCode, WireError};
-pub use server::{encode, History, JoinCursor, ServerEvent, UserEntry};
+pub use server::{History, JoinCursor, ServerEvent, UserEntry, encode};

@@ -7,8 +7,8 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
+use serde::ser::{SerializeMap, Serializer};
 
 use super::error::WireError;
 use crate::ids::{Epoch, RoomName, Seq, UserId};
@@ -149,7 +149,11 @@ impl ServerEvent {
     }
 }
 
-fn user_fields<M: SerializeMap>(m: &mut M, room: &RoomName, user: &UserEntry) -> Result<(), M::Error> {
+fn user_fields<M: SerializeMap>(
+    m: &mut M,
+    room: &RoomName,
+    user: &UserEntry,
+) -> Result<(), M::Error> {
     m.serialize_entry("room", room)?;
     m.serialize_entry("username", &*user.username)?;
     m.serialize_entry("userId", &user.id)
@@ -233,7 +237,7 @@ mod tests {
     use crate::ids::{Content, MessageId};
     use crate::message::Timestamp;
     use crate::protocol::ErrorCode;
-    use serde_json::{json, Value};
+    use serde_json::{Value, json};
 
     fn enc(e: &ServerEvent) -> Value {
         serde_json::from_slice(&encode(e)).unwrap()
@@ -272,19 +276,31 @@ mod tests {
     #[test]
     fn base_events_have_base_fields() {
         assert_eq!(
-            enc(&ServerEvent::Connection { client_id: user().id }),
+            enc(&ServerEvent::Connection {
+                client_id: user().id
+            }),
             json!({"type":"connection","clientId":"u1"})
         );
         assert_eq!(
-            enc(&ServerEvent::UserJoined { room: room(), user: user() }),
+            enc(&ServerEvent::UserJoined {
+                room: room(),
+                user: user()
+            }),
             json!({"type":"user_joined","room":"general","username":"alice","userId":"u1"})
         );
         assert_eq!(
-            enc(&ServerEvent::TypingIndicator { room: room(), user: user(), is_typing: true }),
+            enc(&ServerEvent::TypingIndicator {
+                room: room(),
+                user: user(),
+                is_typing: true
+            }),
             json!({"type":"typing_indicator","room":"general","username":"alice","userId":"u1","isTyping":true})
         );
         assert_eq!(
-            enc(&ServerEvent::RoomUsers { room: room(), users: vec![user()] }),
+            enc(&ServerEvent::RoomUsers {
+                room: room(),
+                users: vec![user()]
+            }),
             json!({"type":"room_users","room":"general","users":[{"id":"u1","username":"alice"}]})
         );
     }
@@ -301,7 +317,11 @@ mod tests {
         let hist = enc(&ServerEvent::MessageHistory(History {
             room: room(),
             messages: vec![stored()],
-            join: Some(JoinCursor { epoch: Epoch::new("e"), last_seq: Seq(4), recovered: false }),
+            join: Some(JoinCursor {
+                epoch: Epoch::new("e"),
+                last_seq: Seq(4),
+                recovered: false,
+            }),
             has_more: false,
         }));
         assert_eq!(hist["messages"][0], live);

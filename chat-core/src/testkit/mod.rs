@@ -1,6 +1,11 @@
-//! Reusable conformance suites (feature `testkit`): every implementation of one of the
-//! crate's traits runs the same checks, so they all behave alike.
+//! Test support shared by this crate's tests, downstream implementations and the fuzz
+//! targets (feature `testkit`).
 //!
-//! * [`transport`] — for [`Transport`](crate::Transport) implementations.
+//! * [`sim`]: a deterministic simulation of the engine with a synchronous store whose
+//!   replies the test can hold and reorder.
+//! * [`transport`]: the conformance suite every [`Transport`](crate::Transport)
+//!   implementation runs, so they all behave alike for the runtime.
 
+pub mod sim;
+#[cfg(feature = "testkit")]
 pub mod transport;

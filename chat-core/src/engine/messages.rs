@@ -1,0 +1,256 @@
+//! Room messages: `chat_message`, the store's append replies, gap filling and
+//! `history` pages.
+//!
+//! **Persist before acknowledge**: a chat message becomes an append request; nobody —
+//! the sender included — sees it before the store's reply comes back with its `seq`.
+//! The reply then enters the room stream, which delivers in `seq` order (see
+//! [`room`](super::room)).
+
+use std::time::Instant;
+
+use super::{Engine, GAP_RETRY, Pending, Timer};
+use crate::engine::StoreOp;
+use crate::ids::{ClientMsgId, ConnId, Content, RoomName, Seq};
+use crate::message::{NewRoomMessage, StoredMessage};
+use crate::protocol::{ErrorCode, History, ServerEvent, WireError};
+use crate::store::{Appended, Page, PageRange, StoreError};
+
+/// Messages read per gap-fill request.
+const GAP_FILL_PAGE: usize = 100;
+
+impl Engine {
+    pub(super) fn cmd_chat(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        raw_content: &str,
+        room: Option<&str>,
+        client_msg_id: Option<&str>,
+    ) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let Some(username) = self.users.get(&c.user).and_then(|u| u.display_name()) else {
+            let e = WireError::new(ErrorCode::UsernameRequired, "Set username first");
+            return self.refuse(now, conn, e);
+        };
+        let room = match c.resolve_room(room) {
+            Ok(room) => room,
+            Err(e) => return self.refuse(now, conn, e),
+        };
+        let Some(content) = Content::parse(raw_content) else {
+            return; // empty messages are ignored, as in the base protocol
+        };
+        let client_msg_id = match client_msg_id.map(ClientMsgId::parse).transpose() {
+            Ok(id) => id,
+            Err(e) => return self.refuse(now, conn, WireError::from(&e)),
+        };
+        if let Err(wait) = c.limits.message.take(now) {
+            return self.rate_limited(now, conn, "Sending messages too fast", wait);
+        }
+        let user_id = c.user.clone();
+        self.typing_off(&room, &user_id);
+        if let Some(r) = self.rooms.get_mut(&room) {
+            r.stream.inflight += 1;
+        }
+        let ticket = self.out.store(StoreOp::AppendRoom(NewRoomMessage {
+            room: room.clone(),
+            user_id,
+            username,
+            content,
+            client_msg_id,
+        }));
+        self.wait_for(conn, ticket, Pending::Append { conn, room });
+    }
+
+    pub(super) fn on_appended(
+        &mut self,
+        _now: Instant,
+        conn: ConnId,
+        name: &RoomName,
+        result: Result<Appended<StoredMessage>, StoreError>,
+    ) {
+        if let Some(room) = self.rooms.get_mut(name) {
+            room.stream.inflight = room.stream.inflight.saturating_sub(1);
+        }
+        match result {
+            Err(e) => {
+                if self.conns.contains_key(&conn) {
+                    // Not the client's fault: no refusal budget is spent.
+                    let error = WireError::new(
+                        ErrorCode::StoreUnavailable,
+                        format!("Message not stored: {e}"),
+                    );
+                    self.out.error(conn, error);
+                }
+            }
+            Ok(Appended { message, duplicate }) => {
+                if let Some(room) = self.rooms.get_mut(name) {
+                    if duplicate {
+                        // A retry. Its connection already has the message, or will get it
+                        // live, unless it predates the history this connection was given.
+                        let predates = room
+                            .members
+                            .get(&conn)
+                            .is_some_and(|m| message.seq < m.page_first);
+                        if predates {
+                            self.out
+                                .send(conn, ServerEvent::MessageReceived(message.clone()));
+                        }
+                    }
+                    room.accept(message);
+                    room.deliver_ready(&mut self.out);
+                }
+            }
+        }
+        self.check_gap(name);
+        self.forget_if_idle(name);
+    }
+
+    /// Starts a gap-fill read when messages wait beyond a gap that no append of ours can
+    /// fill.
+    pub(super) fn check_gap(&mut self, name: &RoomName) {
+        let Some(room) = self.rooms.get_mut(name) else {
+            return;
+        };
+        let beyond = room.stream.reorder.last_key_value().map(|(s, _)| *s);
+        let ahead = room.stream.ahead.iter().map(|(_, s)| *s).max();
+        let Some(cursor) = room.stream.cursor else {
+            return;
+        };
+        let target = beyond.max(ahead);
+        if room.stream.inflight > 0 || room.stream.gap_fill || target.is_none_or(|t| t <= cursor) {
+            return;
+        }
+        room.stream.gap_fill = true;
+        let ticket = self.out.store(StoreOp::RoomPage {
+            room: name.clone(),
+            range: PageRange::After {
+                seq: cursor,
+                limit: GAP_FILL_PAGE,
+            },
+        });
+        self.pending
+            .insert(ticket, Pending::GapFill { room: name.clone() });
+    }
+
+    pub(super) fn on_gap_fill(
+        &mut self,
+        now: Instant,
+        name: &RoomName,
+        page: Result<Page<StoredMessage>, StoreError>,
+    ) {
+        let Some(room) = self.rooms.get_mut(name) else {
+            return;
+        };
+        let page = match page {
+            Ok(page) => page,
+            Err(_) => {
+                // Keep `gap_fill` set so nothing else asks meanwhile; retry later.
+                self.add_timer(now + GAP_RETRY, Timer::GapRetry(name.clone()));
+                return;
+            }
+        };
+        room.stream.gap_fill = false;
+        let before = room.stream.cursor;
+        for message in page.messages {
+            room.accept(message);
+        }
+        room.deliver_ready(&mut self.out);
+        let stuck = room.stream.cursor == before && room.stream.inflight == 0;
+        if stuck {
+            // The store no longer has the missing messages (it dropped them, or another
+            // writer's history was lost). Skip the hole rather than stall the room.
+            let next = room
+                .stream
+                .reorder
+                .first_key_value()
+                .map(|(s, _)| Seq(s.0 - 1));
+            let ahead = room.stream.ahead.iter().map(|(_, s)| *s).max();
+            if let Some(skip_to) = next.or(ahead)
+                && room.stream.cursor.is_some_and(|c| skip_to > c)
+            {
+                room.stream.cursor = Some(skip_to);
+                room.stream.ahead.retain(|(_, last)| *last > skip_to);
+                room.deliver_ready(&mut self.out);
+            }
+        }
+        self.check_gap(name);
+        self.forget_if_idle(name);
+    }
+
+    pub(super) fn retry_gap_fill(&mut self, name: &RoomName) {
+        if let Some(room) = self.rooms.get_mut(name) {
+            room.stream.gap_fill = false;
+        }
+        self.check_gap(name);
+        self.forget_if_idle(name);
+    }
+
+    pub(super) fn cmd_history(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        raw_room: &str,
+        before: Option<Seq>,
+        limit: Option<u64>,
+    ) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let room = match c.resolve_room(Some(raw_room)) {
+            Ok(room) => room,
+            Err(e) => return self.refuse(now, conn, e),
+        };
+        if let Err(wait) = c.limits.history.take(now) {
+            return self.rate_limited(now, conn, "Reading history too fast", wait);
+        }
+        let limit = self.page_limit(limit);
+        let range = match before {
+            Some(seq) => PageRange::Before { seq, limit },
+            None => PageRange::Latest { limit },
+        };
+        let ticket = self.out.store(StoreOp::RoomPage {
+            room: room.clone(),
+            range,
+        });
+        self.wait_for(conn, ticket, Pending::History { conn, room });
+    }
+
+    /// A client's `limit`, defaulting to the join page size and clamped to the page cap.
+    pub(super) fn page_limit(&self, limit: Option<u64>) -> usize {
+        let max = self.config.history_page_max.max(1);
+        let wanted = limit.map_or(self.config.join_history as u64, |l| l.max(1));
+        usize::try_from(wanted).unwrap_or(max).min(max)
+    }
+
+    pub(super) fn on_history_page(
+        &mut self,
+        _now: Instant,
+        conn: ConnId,
+        room: RoomName,
+        page: Result<Page<StoredMessage>, StoreError>,
+    ) {
+        if !self.conns.contains_key(&conn) {
+            return;
+        }
+        match page {
+            Ok(page) => self.out.send(
+                conn,
+                ServerEvent::MessageHistory(History {
+                    room,
+                    messages: page.messages,
+                    join: None,
+                    has_more: page.has_more,
+                }),
+            ),
+            Err(e) => {
+                let error = WireError::new(
+                    ErrorCode::StoreUnavailable,
+                    format!("Could not read history: {e}"),
+                );
+                self.out.error(conn, error);
+            }
+        }
+    }
+}

@@ -1,0 +1,60 @@
+//! The queue of outputs waiting to be polled.
+//!
+//! Outputs are queued (never handed out mid-handler), so two inputs in a row stay
+//! correct even if the caller has not drained the first one's outputs.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use smallvec::SmallVec;
+
+use super::io::{Output, Recipients, StoreOp, StoreRequest, Ticket};
+use crate::ids::ConnId;
+use crate::protocol::{ServerEvent, WireError};
+use crate::transport::CloseCode;
+
+#[derive(Debug, Default)]
+pub(crate) struct Outbox {
+    queue: VecDeque<Output>,
+    next_ticket: u64,
+}
+
+impl Outbox {
+    pub(crate) fn pop(&mut self) -> Option<Output> {
+        self.queue.pop_front()
+    }
+
+    pub(crate) fn deliver(&mut self, to: Recipients, event: ServerEvent) {
+        self.queue.push_back(Output::Deliver {
+            to,
+            event: Arc::new(event),
+        });
+    }
+
+    pub(crate) fn send(&mut self, conn: ConnId, event: ServerEvent) {
+        self.deliver(Recipients::One(conn), event);
+    }
+
+    pub(crate) fn send_list(&mut self, conns: &[ConnId], event: ServerEvent) {
+        if !conns.is_empty() {
+            self.deliver(Recipients::List(SmallVec::from_slice(conns)), event);
+        }
+    }
+
+    pub(crate) fn error(&mut self, conn: ConnId, error: WireError) {
+        self.send(conn, ServerEvent::Error(error));
+    }
+
+    pub(crate) fn close(&mut self, conn: ConnId, code: CloseCode, reason: &'static str) {
+        self.queue.push_back(Output::Close { conn, code, reason });
+    }
+
+    /// Queues a store request and returns its ticket.
+    pub(crate) fn store(&mut self, op: StoreOp) -> Ticket {
+        self.next_ticket += 1;
+        let ticket = Ticket(self.next_ticket);
+        self.queue
+            .push_back(Output::Store(StoreRequest { ticket, op }));
+        ticket
+    }
+}

@@ -1,0 +1,236 @@
+//! One room: its members, the users they belong to, and its ordered message stream.
+//!
+//! # The stream
+//!
+//! Store replies arrive in any order, yet every member must see the room's messages
+//! exactly once and in `seq` order (ARCHITECTURE.md property 1). The stream keeps a
+//! `cursor` — the last `seq` delivered to the members — and a reorder buffer of messages
+//! that arrived ahead of it. A message is delivered when it is the cursor's successor.
+//!
+//! The cursor is unknown while the room has no members; the first join's store read
+//! establishes it. A joiner's history may end *after* the cursor (the store already has
+//! messages whose append replies are still on their way): that member is *ahead* until
+//! the cursor catches up, and those messages skip it. A history that ends *before* the
+//! cursor is completed by the join logic before the joiner becomes a member.
+//!
+//! If a gap remains when no append of ours is in flight (a message appended by somebody
+//! else, e.g. another server sharing the store), the engine reads the gap from the store.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use indexmap::IndexMap;
+use rustc_hash::FxBuildHasher;
+use smallvec::SmallVec;
+
+use super::io::Recipients;
+use super::outbox::Outbox;
+use crate::ids::{ConnId, Epoch, Seq, UserId};
+use crate::message::StoredMessage;
+use crate::protocol::{ServerEvent, UserEntry};
+
+/// A connection's membership.
+#[derive(Debug, Clone)]
+pub(crate) struct Member {
+    pub(crate) user: UserId,
+    /// The first `seq` of that history (`join_cursor + 1` when it was empty).
+    pub(crate) page_first: Seq,
+}
+
+/// A typing indicator that is on.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Typing {
+    /// The connection that started it (its leaving stops it).
+    pub(crate) by: ConnId,
+    pub(crate) deadline: Instant,
+}
+
+/// A user present in the room through one or more connections.
+#[derive(Debug, Clone)]
+pub(crate) struct Presence {
+    pub(crate) username: Arc<str>,
+    pub(crate) conns: SmallVec<[ConnId; 2]>,
+    pub(crate) typing: Option<Typing>,
+}
+
+/// The room's ordered message stream (see the module docs).
+#[derive(Debug, Default)]
+pub(crate) struct Stream {
+    pub(crate) cursor: Option<Seq>,
+    pub(crate) epoch: Option<Epoch>,
+    /// Messages that arrived ahead of the cursor (bounded by the appends in flight plus
+    /// one gap-fill page).
+    pub(crate) reorder: BTreeMap<Seq, Arc<StoredMessage>>,
+    /// Appends issued for this room whose reply has not come back.
+    pub(crate) inflight: u32,
+    /// A gap-fill read is in flight (or waiting to be retried).
+    pub(crate) gap_fill: bool,
+    /// Members whose join history reaches past the cursor, with its last `seq`.
+    pub(crate) ahead: SmallVec<[(ConnId, Seq); 2]>,
+}
+
+/// What removing a member changed.
+#[derive(Debug)]
+pub(crate) struct Departure {
+    pub(crate) user: UserEntry,
+    /// The user has no connection left in the room.
+    pub(crate) user_gone: bool,
+    /// The departing connection had started the user's typing indicator, which had
+    /// this deadline; it is now off.
+    pub(crate) stopped_typing: Option<Instant>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Room {
+    pub(crate) members: IndexMap<ConnId, Member, FxBuildHasher>,
+    pub(crate) presence: IndexMap<UserId, Presence, FxBuildHasher>,
+    /// Shared list of member connections for broadcasts; `None` after a change, rebuilt
+    /// on the next broadcast so a burst of joins costs one rebuild, not one each.
+    snapshot: Option<Arc<[ConnId]>>,
+    /// Joins waiting for their store read.
+    pub(crate) pending_joins: u32,
+    pub(crate) stream: Stream,
+}
+
+impl Room {
+    /// A room can be forgotten when nobody is in it or on the way in and no store work
+    /// for it is outstanding.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.members.is_empty()
+            && self.pending_joins == 0
+            && self.stream.inflight == 0
+            && !self.stream.gap_fill
+    }
+
+    fn snapshot(&mut self) -> Arc<[ConnId]> {
+        self.snapshot
+            .get_or_insert_with(|| self.members.keys().copied().collect())
+            .clone()
+    }
+
+    /// Sends `event` to every member except `except`.
+    pub(crate) fn broadcast(
+        &mut self,
+        out: &mut Outbox,
+        event: ServerEvent,
+        except: SmallVec<[ConnId; 2]>,
+    ) {
+        if self.members.len() <= except.len() {
+            // Everyone is excluded (or nobody is here): nothing to send.
+            if self.members.keys().all(|c| except.contains(c)) {
+                return;
+            }
+        }
+        let members = self.snapshot();
+        out.deliver(Recipients::Room { members, except }, event);
+    }
+
+    /// `room_users`: each present user once, in arrival order.
+    pub(crate) fn user_entries(&self) -> Vec<UserEntry> {
+        self.presence
+            .iter()
+            .map(|(id, p)| UserEntry {
+                id: id.clone(),
+                username: p.username.clone(),
+            })
+            .collect()
+    }
+
+    /// Makes `conn` a member. Returns true when its user was not present before.
+    pub(crate) fn add_member(&mut self, conn: ConnId, member: Member, username: Arc<str>) -> bool {
+        let user = member.user.clone();
+        self.members.insert(conn, member);
+        self.snapshot = None;
+        let mut new_user = false;
+        let presence = self.presence.entry(user).or_insert_with(|| {
+            new_user = true;
+            Presence {
+                username,
+                conns: SmallVec::new(),
+                typing: None,
+            }
+        });
+        presence.conns.push(conn);
+        new_user
+    }
+
+    /// Removes `conn`'s membership, if any.
+    pub(crate) fn remove_member(&mut self, conn: ConnId) -> Option<Departure> {
+        let member = self.members.swap_remove(&conn)?;
+        self.snapshot = None;
+        self.stream.ahead.retain(|(c, _)| *c != conn);
+        let presence = self
+            .presence
+            .get_mut(&member.user)
+            .expect("every member's user is present");
+        presence.conns.retain(|c| *c != conn);
+        let stopped_typing = match presence.typing {
+            Some(t) if t.by == conn => presence.typing.take().map(|t| t.deadline),
+            _ => None,
+        };
+        let user = UserEntry {
+            id: member.user.clone(),
+            username: presence.username.clone(),
+        };
+        let user_gone = presence.conns.is_empty();
+        if user_gone {
+            self.presence.swap_remove(&member.user);
+        }
+        if self.members.is_empty() {
+            // Nobody holds the stream any more; the next join re-establishes it. Keep
+            // early arrivals only if a join is on its way (it may need them).
+            self.stream.cursor = None;
+            self.stream.epoch = None;
+            if self.pending_joins == 0 {
+                self.stream.reorder.clear();
+            }
+        }
+        Some(Departure {
+            user,
+            user_gone,
+            stopped_typing,
+        })
+    }
+
+    /// Takes a stored message into the stream (from an append reply or a gap-fill read).
+    pub(crate) fn accept(&mut self, message: Arc<StoredMessage>) {
+        match self.stream.cursor {
+            Some(cursor) if message.seq <= cursor => {}
+            // Nobody to deliver to and nobody on the way in: the store has it anyway.
+            None if self.pending_joins == 0 => {}
+            _ => {
+                self.stream.reorder.insert(message.seq, message);
+            }
+        }
+    }
+
+    /// Delivers every buffered message that continues the stream, in order.
+    pub(crate) fn deliver_ready(&mut self, out: &mut Outbox) {
+        let Some(mut cursor) = self.stream.cursor else {
+            return;
+        };
+        while let Some(entry) = self.stream.reorder.first_entry() {
+            let seq = *entry.key();
+            if seq <= cursor {
+                entry.remove();
+                continue;
+            }
+            if seq != cursor.next() {
+                break;
+            }
+            let message = entry.remove();
+            cursor = seq;
+            let except: SmallVec<[ConnId; 2]> = self
+                .stream
+                .ahead
+                .iter()
+                .filter(|(_, last)| *last >= seq)
+                .map(|(c, _)| *c)
+                .collect();
+            self.stream.ahead.retain(|(_, last)| *last > seq);
+            self.broadcast(out, ServerEvent::MessageReceived(message), except);
+        }
+        self.stream.cursor = Some(cursor);
+    }
+}
