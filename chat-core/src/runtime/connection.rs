@@ -3,7 +3,7 @@
 //!
 //! Each accepted handshake gets one task running [`serve`]:
 //!
-//! 1. **Admission** ([`Admission::admit`](super::Admission::admit)) decides, before any
+//! 1. **Admission** ([`Admission::admit`]) decides, before any
 //!    upgrade, whether the peer may connect and as whom; a refusal becomes
 //!    [`Handshake::reject`]. The upgrade itself is bounded by `handshake_timeout`.
 //! 2. **Registration** with the hub gives the connection its [`ConnId`] and hands the hub
@@ -182,7 +182,9 @@ pub(crate) async fn serve(handshake: Box<dyn Handshake>, ctx: Arc<Context>, _slo
             end = &mut reader => match end {
                 ReadEnd::PeerGone => queue.abandon(),
                 ReadEnd::Close(code, reason) => {
-                    queue.close_after_flush(code, reason);
+                    if queue.close_after_flush(code, reason) {
+                        ctx.metrics.closed(code);
+                    }
                     writer.await;
                 }
             },
@@ -290,7 +292,10 @@ async fn write(out: &mut dyn Outbound, ctx: &Context, queue: &OutboundQueue, see
                 let alive = seen.swap(false, Ordering::Relaxed);
                 if ping_outstanding && !alive {
                     tracing::debug!("heartbeat: no sign of life since the last ping");
-                    return close(out, ctx, CloseCode::GOING_AWAY, "heartbeat timeout").await;
+                    // Terminated without flushing: nobody is reading.
+                    decide_close_now(ctx, queue, CloseCode::GOING_AWAY, "heartbeat timeout");
+                    heartbeat = None;
+                    continue;
                 }
                 match timeout(cfg.write_timeout, out.ping()).await {
                     Ok(Ok(true)) => ping_outstanding = true,
@@ -299,7 +304,9 @@ async fn write(out: &mut dyn Outbound, ctx: &Context, queue: &OutboundQueue, see
                         queue.abandon();
                         return;
                     }
-                    Err(_) => queue.close_now(CloseCode::TRY_AGAIN_LATER, SLOW_READER),
+                    Err(_) => {
+                        decide_close_now(ctx, queue, CloseCode::TRY_AGAIN_LATER, SLOW_READER);
+                    }
                 }
                 continue;
             }
@@ -318,7 +325,9 @@ async fn write(out: &mut dyn Outbound, ctx: &Context, queue: &OutboundQueue, see
                     }
                     // A peer that takes no batch for this long is not reading: the next
                     // turn of the loop closes it.
-                    Err(_) => queue.close_now(CloseCode::TRY_AGAIN_LATER, SLOW_READER),
+                    Err(_) => {
+                        decide_close_now(ctx, queue, CloseCode::TRY_AGAIN_LATER, SLOW_READER);
+                    }
                 }
             }
             Next::Close(code, reason) => return close(out, ctx, code, reason).await,
@@ -336,9 +345,16 @@ async fn tick(heartbeat: &mut Option<Interval>) {
     }
 }
 
+/// Closes the queue now, counting the close if this is what decided it. The writer's
+/// loop then sends the close frame.
+fn decide_close_now(ctx: &Context, queue: &OutboundQueue, code: CloseCode, reason: &'static str) {
+    if queue.close_now(code, reason) {
+        ctx.metrics.closed(code);
+    }
+}
+
 /// Sends a close frame, bounded by `close_timeout` (a peer that does not read cannot
-/// hold the task).
+/// hold the task). Counting the close is the business of whoever decided it.
 async fn close(out: &mut dyn Outbound, ctx: &Context, code: CloseCode, reason: &str) {
-    ctx.metrics.closed(code);
     let _ = timeout(ctx.config.close_timeout, out.close(code, reason)).await;
 }

@@ -22,7 +22,7 @@
 //!   engine restores order from tickets and `seq`), and the reply comes back here.
 //!
 //! The hub never awaits a peer or the store: pushing into a queue is synchronous and
-//! bounded (see [`outbound`](super::outbound)).
+//! bounded (see the `outbound` module).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -223,6 +223,8 @@ impl Hub {
                 else => break,
             }
             self.drain();
+            self.metrics
+                .population(self.engine.user_count(), self.engine.room_count());
             let idle = self.conns.is_empty() && self.store_tasks.is_empty();
             if idle && (self.shutdown_deadline.is_some() || !inputs_open) {
                 break;
@@ -236,8 +238,12 @@ impl Hub {
         self.shutdown_deadline = Some(now() + self.grace);
         for (_, conn) in &mut self.conns {
             conn.closing = true;
-            conn.queue
-                .close_after_flush(CloseCode::GOING_AWAY, "server shutting down");
+            if conn
+                .queue
+                .close_after_flush(CloseCode::GOING_AWAY, "server shutting down")
+            {
+                self.metrics.closed(CloseCode::GOING_AWAY);
+            }
         }
     }
 
@@ -328,7 +334,9 @@ impl Hub {
                 Output::Close { conn, code, reason } => {
                     if let Some(c) = lookup(&mut self.conns, conn) {
                         c.closing = true;
-                        c.queue.close_after_flush(code, reason);
+                        if c.queue.close_after_flush(code, reason) {
+                            self.metrics.closed(code);
+                        }
                     }
                 }
                 Output::Store(request) => self.spawn_store(request),
@@ -342,7 +350,7 @@ impl Hub {
     fn deliver(&mut self, to: &Recipients, event: &ServerEvent) {
         let bytes = protocol::encode(event);
         let droppable = event.is_droppable();
-        let (mut queued, mut dropped) = (0u64, 0u64);
+        let (mut queued, mut dropped, mut overflowed) = (0u64, 0u64, 0u64);
         for conn in to.iter() {
             let Some(c) = lookup(&mut self.conns, conn) else {
                 continue; // gone, or a stale id whose slot was reused
@@ -355,6 +363,7 @@ impl Hub {
                 Pushed::Dropped => dropped += 1,
                 Pushed::Overflow { evicted } => {
                     dropped += evicted as u64;
+                    overflowed += 1;
                     c.closing = true;
                     tracing::debug!(%conn, "slow reader: outbound queue full, closing");
                 }
@@ -363,6 +372,9 @@ impl Hub {
         }
         self.metrics.frames_queued(queued);
         self.metrics.slow_reader_dropped(dropped);
+        for _ in 0..overflowed {
+            self.metrics.closed(CloseCode::TRY_AGAIN_LATER);
+        }
         if let ServerEvent::Error(e) = event {
             self.metrics.error_sent(e.code.as_str(), queued);
         }

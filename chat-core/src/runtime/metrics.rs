@@ -30,6 +30,8 @@ fn latency_histogram() -> Histogram {
 struct Inner {
     registry: Registry,
     connections: Gauge,
+    users: Gauge,
+    rooms: Gauge,
     handshakes_rejected: Family<Labels1<u16>, Counter>,
     messages_in: Family<Labels1<&'static str>, Counter>,
     frames_queued: Counter,
@@ -48,13 +50,15 @@ struct Inner {
 /// | name | kind | meaning |
 /// |---|---|---|
 /// | `chat_connections` | gauge | connections registered with the hub |
+/// | `chat_users` | gauge | online users (several connections of one user count once) |
+/// | `chat_rooms` | gauge | rooms with members (or a join under way) |
 /// | `chat_handshakes_rejected_total{status}` | counter | handshakes refused, by HTTP status |
 /// | `chat_messages_in_total{type}` | counter | frames received, by command type (`malformed`, `binary` for the undecodable) |
 /// | `chat_frames_queued_total` | counter | frames queued for delivery (one per recipient) |
 /// | `chat_errors_sent_total{code}` | counter | `error` events sent, by code |
 /// | `chat_rate_limited_total` | counter | `error {code: rate_limited}` sent: rate-limit hits |
 /// | `chat_slow_reader_drops_total` | counter | droppable frames (typing) dropped from full queues |
-/// | `chat_closes_total{code}` | counter | connections the server closed, by close code |
+/// | `chat_closes_total{code}` | counter | connections the server decided to close, by close code (counted at the decision; the close frame follows once the writer is free) |
 /// | `chat_store_seconds{op}` | histogram | store latency by operation |
 /// | `chat_store_failures_total{op}` | counter | store operations that returned an error |
 #[derive(Clone)]
@@ -83,6 +87,18 @@ impl Metrics {
             "connections",
             "Connections registered with the hub",
             connections.clone(),
+        );
+        let users = Gauge::default();
+        registry.register(
+            "users",
+            "Online users (a user with several connections counts once)",
+            users.clone(),
+        );
+        let rooms = Gauge::default();
+        registry.register(
+            "rooms",
+            "Rooms with members or a join under way",
+            rooms.clone(),
         );
         let handshakes_rejected = Family::default();
         registry.register(
@@ -142,6 +158,8 @@ impl Metrics {
             inner: Arc::new(Inner {
                 registry,
                 connections,
+                users,
+                rooms,
                 handshakes_rejected,
                 messages_in,
                 frames_queued,
@@ -174,7 +192,7 @@ impl Metrics {
         self.inner.slow_reader_drops.get()
     }
 
-    /// Connections the server closed with `code` so far.
+    /// Connections the server decided to close with `code` so far.
     pub fn closes(&self, code: CloseCode) -> u64 {
         self.inner
             .closes
@@ -188,6 +206,15 @@ impl Metrics {
 
     pub(crate) fn connection_closed(&self) {
         self.inner.connections.dec();
+    }
+
+    pub(crate) fn population(&self, users: usize, rooms: usize) {
+        self.inner
+            .users
+            .set(i64::try_from(users).unwrap_or(i64::MAX));
+        self.inner
+            .rooms
+            .set(i64::try_from(rooms).unwrap_or(i64::MAX));
     }
 
     pub(crate) fn handshake_rejected(&self, status: u16) {
@@ -256,6 +283,7 @@ mod tests {
         let text = m.encode_text();
         for needle in [
             "chat_connections 1",
+            "chat_users 0",
             "chat_messages_in_total{type=\"chat_message\"} 1",
             "chat_rate_limited_total 2",
             "chat_errors_sent_total{code=\"rate_limited\"} 2",

@@ -16,9 +16,9 @@
 //!                                         Store   → store task → reply back to the hub
 //! ```
 //!
-//! * [`hub`] owns the engine (no locks; one task).
-//! * [`outbound`] is the bounded per-connection queue and its slow-reader policy.
-//! * [`connection`] is one connection's tasks: admission, reader, writer, heartbeat.
+//! * `hub` owns the engine (no locks; one task).
+//! * `outbound` is the bounded per-connection queue and its slow-reader policy.
+//! * `connection` is one connection's tasks: admission, reader, writer, heartbeat.
 //! * [`Metrics`] is the server's Prometheus registry.
 //! * [`RuntimeConfig`] holds every bound and timeout, with documented defaults.
 //!
@@ -111,10 +111,14 @@ pub enum RuntimeError {
 /// use chat_core::{RuntimeConfig, Server};
 ///
 /// let server = Server::new(chat_core::Config::default(), RuntimeConfig::default(), store);
-/// let metrics = server.metrics(); // serve metrics.encode_text() somewhere
-/// let ctrl_c = async { let _ = tokio::signal::ctrl_c().await; };
-/// # let ctrl_c = std::future::pending::<()>();
-/// server.run(transport, ctrl_c).await.expect("server failed");
+/// let metrics = server.metrics(); // serve metrics.encode_text() on /metrics
+/// let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+/// // … keep `stop` and send on it (on SIGTERM, say) to shut down gracefully …
+/// server
+///     .run(transport, async { let _ = stopped.await; })
+///     .await
+///     .expect("the server failed");
+/// # drop((metrics, stop));
 /// # }
 /// ```
 pub struct Server {

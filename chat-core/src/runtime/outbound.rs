@@ -179,22 +179,29 @@ impl OutboundQueue {
             || (s.frames.len() < self.limits.max_frames && s.bytes + len <= self.limits.max_bytes)
     }
 
-    /// Refuses new frames and closes with `code` once the queued ones are written. A
-    /// close already under way wins.
-    pub(crate) fn close_after_flush(&self, code: CloseCode, reason: &'static str) {
+    /// Refuses new frames and closes with `code` once the queued ones are written.
+    /// Returns whether this call decided the close (false when one was under way).
+    pub(crate) fn close_after_flush(&self, code: CloseCode, reason: &'static str) -> bool {
         self.set_phase(|p| match p {
             Phase::Open => Some(Phase::CloseAfterFlush(code, reason)),
             _ => None,
-        });
+        })
     }
 
-    /// Discards queued frames and closes with `code` as soon as the writer is free. Takes
-    /// over a pending close-after-flush (the frames will not be written).
-    pub(crate) fn close_now(&self, code: CloseCode, reason: &'static str) {
+    /// Discards queued frames and closes as soon as the writer is free. Returns whether
+    /// this call decided the close. A close-after-flush under way keeps its code and
+    /// reason (the original cause) but stops waiting for the flush.
+    pub(crate) fn close_now(&self, code: CloseCode, reason: &'static str) -> bool {
+        let mut decided = false;
         self.set_phase(|p| match p {
-            Phase::Open | Phase::CloseAfterFlush(..) => Some(Phase::CloseNow(code, reason)),
+            Phase::Open => {
+                decided = true;
+                Some(Phase::CloseNow(code, reason))
+            }
+            Phase::CloseAfterFlush(code, reason) => Some(Phase::CloseNow(code, reason)),
             _ => None,
         });
+        decided
     }
 
     /// The peer is gone: discard everything; the writer stops without closing.
@@ -202,18 +209,20 @@ impl OutboundQueue {
         self.set_phase(|_| Some(Phase::Done));
     }
 
-    fn set_phase(&self, f: impl FnOnce(Phase) -> Option<Phase>) {
+    fn set_phase(&self, f: impl FnOnce(Phase) -> Option<Phase>) -> bool {
         let mut s = self.lock();
-        if let Some(phase) = f(s.phase) {
-            s.phase = phase;
-            if !matches!(phase, Phase::CloseAfterFlush(..)) {
-                s.frames = VecDeque::new();
-                s.bytes = 0;
-                s.droppable = 0;
-            }
-            drop(s);
-            self.wake.notify_one();
+        let Some(phase) = f(s.phase) else {
+            return false;
+        };
+        s.phase = phase;
+        if !matches!(phase, Phase::CloseAfterFlush(..)) {
+            s.frames = VecDeque::new();
+            s.bytes = 0;
+            s.droppable = 0;
         }
+        drop(s);
+        self.wake.notify_one();
+        true
     }
 
     /// Waits until there is something to do. Moves up to `max` frames into `batch`
@@ -362,14 +371,16 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn close_now_overrides_close_after_flush() {
+    async fn close_now_cuts_a_pending_flush_but_keeps_its_cause() {
         let q = q(10, 100);
         q.push(b("a"), false);
-        q.close_after_flush(CloseCode::GOING_AWAY, "shutdown");
-        q.close_now(CloseCode::TOO_BIG, "too big");
+        assert!(q.close_after_flush(CloseCode::GOING_AWAY, "shutdown"));
+        assert!(!q.close_after_flush(CloseCode::POLICY, "again"));
+        assert!(!q.close_now(CloseCode::TRY_AGAIN_LATER, "stuck"));
+        assert_eq!(q.len(), (0, 0));
         assert_eq!(
             q.next(&mut Vec::new(), 4).await,
-            Next::Close(CloseCode::TOO_BIG, "too big")
+            Next::Close(CloseCode::GOING_AWAY, "shutdown")
         );
     }
 
