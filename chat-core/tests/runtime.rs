@@ -27,9 +27,13 @@ struct TestStore {
     rooms: Mutex<HashMap<RoomName, Vec<Arc<StoredMessage>>>>,
 }
 
+/// A message with this content makes the store panic (a buggy store).
+const BOOM: &str = "make the store panic";
+
 #[async_trait]
 impl Store for TestStore {
     async fn append_room(&self, m: NewRoomMessage) -> Result<Appended<StoredMessage>, StoreError> {
+        assert!(m.content.as_str() != BOOM, "the store panics on purpose");
         let mut rooms = self.rooms.lock().expect("store lock");
         let log = rooms.entry(m.room.clone()).or_default();
         if let Some(id) = &m.client_msg_id {
@@ -248,6 +252,16 @@ fn chat(content: &str) -> Value {
 
 #[tokio::test(start_paused = true)]
 async fn fifty_clients_get_every_message_exactly_once_in_seq_order() {
+    fifty_clients_chat().await;
+}
+
+/// The same on real threads: the hub, connection and store tasks race for real.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_clients_on_a_multi_thread_runtime() {
+    fifty_clients_chat().await;
+}
+
+async fn fifty_clients_chat() {
     const CLIENTS: usize = 50;
     const EACH: usize = 4;
     let s = server();
@@ -267,7 +281,7 @@ async fn fifty_clients_get_every_message_exactly_once_in_seq_order() {
         let mut mine = 0;
         while seqs.len() < total {
             let m = c.expect("message_received").await;
-            seqs.push(m["seq"].as_u64().unwrap());
+            seqs.push(m["seq"].as_u64().expect("seq"));
             if m["userId"] == c.id.as_str() {
                 // A connection's own messages are stored in the order it sent them.
                 assert_eq!(m["content"], format!("{i}/{mine}"));
@@ -280,7 +294,7 @@ async fn fifty_clients_get_every_message_exactly_once_in_seq_order() {
     }
     assert_eq!(s.handle.metrics().connections(), CLIENTS as i64);
     s.handle.shutdown();
-    s.handle.join().await.unwrap();
+    s.handle.join().await.expect("clean shutdown");
 }
 
 #[tokio::test(start_paused = true)]
@@ -343,6 +357,35 @@ async fn an_engine_close_flushes_queued_errors_first() {
         "the errors before the close are delivered ({errors})"
     );
     assert_eq!(s.handle.metrics().closes(CloseCode::POLICY), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn engine_timers_run_on_the_runtime_clock() {
+    let s = server();
+    let mut typist = s.member("typist", "room").await;
+    let mut watcher = s.member("watcher", "room").await;
+    typist.saw_join_of("watcher").await;
+    typist.send(json!({"type": "typing_start"})).await;
+    assert_eq!(watcher.next().await["isTyping"], true);
+    let started = tokio::time::Instant::now();
+    // Nobody does anything: the engine's 5 s typing timeout stops the indicator.
+    assert_eq!(watcher.next().await["isTyping"], false);
+    assert_eq!(started.elapsed(), Duration::from_secs(5));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_store_is_a_store_failure_not_a_stuck_connection() {
+    let s = server();
+    let mut c = s.member("alice", "room").await;
+    c.send(chat(BOOM)).await;
+    assert_eq!(c.expect("error").await["code"], "store_unavailable");
+    c.send(chat("fine")).await;
+    assert_eq!(c.expect("message_received").await["content"], "fine");
+    let text = s.handle.metrics().encode_text();
+    assert!(
+        text.contains("chat_store_failures_total{op=\"append_room\"} 1"),
+        "{text}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -685,7 +728,7 @@ async fn shutdown_does_not_wait_forever_for_a_client_that_never_reads() {
     talker.expect("user_joined").await;
     let started = tokio::time::Instant::now();
     s.handle.shutdown();
-    s.handle.join().await.unwrap();
+    s.handle.join().await.expect("clean shutdown");
     assert!(
         started.elapsed() <= Duration::from_secs(6),
         "{:?}",

@@ -190,20 +190,30 @@ impl Hub {
         mut shutdown: watch::Receiver<bool>,
     ) {
         let mut inputs_open = true;
+        // One timer for the engine and one for the grace period, re-armed in place
+        // rather than rebuilt on every turn of the loop.
+        let timer = sleep_until(now());
+        let grace = sleep_until(now());
+        tokio::pin!(timer, grace);
+        let mut armed: Option<Instant> = None;
         loop {
-            let timer = self.engine.poll_timeout().map(Instant::from_std);
-            // Disabled branches still build their futures; these placeholders are never
-            // polled.
-            let timer_at = timer.unwrap_or_else(now);
-            let deadline = self.shutdown_deadline.unwrap_or_else(now);
+            let due = self.engine.poll_timeout().map(Instant::from_std);
+            if due != armed {
+                if let Some(at) = due {
+                    timer.as_mut().reset(at);
+                }
+                armed = due;
+            }
             tokio::select! {
                 biased;
                 _ = shutdown.wait_for(|stop| *stop), if self.shutdown_deadline.is_none() => {
                     // Also reached when the server dropped the signal's sender: nobody can
                     // stop us any more, so stop now.
-                    self.begin_shutdown();
+                    let deadline = now() + self.grace;
+                    self.begin_shutdown(deadline);
+                    grace.as_mut().reset(deadline);
                 }
-                () = sleep_until(deadline), if self.shutdown_deadline.is_some() => {
+                () = &mut grace, if self.shutdown_deadline.is_some() => {
                     tracing::warn!(
                         connections = self.conns.len(),
                         store_requests = self.store_tasks.len(),
@@ -213,7 +223,9 @@ impl Hub {
                 }
                 Some(done) = self.store_tasks.join_next_with_id() => self.store_done(done),
                 Some(conn) = lost.recv() => self.disconnected(conn),
-                () = sleep_until(timer_at), if timer.is_some() => {
+                () = &mut timer, if armed.is_some() => {
+                    // Re-armed next turn from whatever the engine wants then.
+                    armed = None;
                     self.engine.handle_timeout(now().into_std());
                 }
                 msg = rx.recv(), if inputs_open => match msg {
@@ -234,8 +246,8 @@ impl Hub {
         // queued for connections is theirs to drop.
     }
 
-    fn begin_shutdown(&mut self) {
-        self.shutdown_deadline = Some(now() + self.grace);
+    fn begin_shutdown(&mut self, deadline: Instant) {
+        self.shutdown_deadline = Some(deadline);
         for (_, conn) in &mut self.conns {
             conn.closing = true;
             if conn
