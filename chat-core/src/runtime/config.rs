@@ -27,8 +27,9 @@ pub struct RuntimeConfig {
     /// time is a slow reader: the connection is closed with 1013. Default 15 s.
     pub write_timeout: Duration,
     /// Heartbeat period: a ping is sent every interval, and a connection from which
-    /// nothing (no pong, no frame) arrived between two pings is terminated. `None` turns
-    /// heartbeats off. Default 30 s (PROTOCOL.md).
+    /// nothing (no pong, no frame) arrived between two pings is terminated, so a dead
+    /// peer is noticed after one to two intervals. `None` (or zero) turns heartbeats off.
+    /// Default 30 s (PROTOCOL.md).
     pub heartbeat_interval: Option<Duration>,
     /// Longest a handshake (admission, upgrade) may take. Default 10 s.
     pub handshake_timeout: Duration,

@@ -277,7 +277,9 @@ async fn write(out: &mut dyn Outbound, ctx: &Context, queue: &OutboundQueue, see
     let cfg = &ctx.config;
     let max_batch = cfg.write_batch.max(1);
     let mut batch: Vec<Bytes> = Vec::with_capacity(max_batch);
-    let mut heartbeat = cfg.heartbeat_interval.map(|period| {
+    // A zero period would make `interval` panic; it can only mean "off".
+    let period = cfg.heartbeat_interval.filter(|p| !p.is_zero());
+    let mut heartbeat = period.map(|period| {
         let mut interval = interval_at(now() + period, period);
         interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
         interval

@@ -14,6 +14,10 @@
 //!    is freed at once) and the connection is closed with
 //!    [`CloseCode::TRY_AGAIN_LATER`] (1013), reason `"slow reader"`.
 //!
+//! Dropping typing indicators can leave a slow client showing a stale "is typing" (its
+//! `isTyping: false` may be among the dropped); clients should expire indicators
+//! themselves after the engine's typing timeout, as the bundled web client does.
+//!
 //! So whatever a peer does, a connection holds at most `max_frames` frames and
 //! `max_bytes` bytes here (a single frame larger than `max_bytes` is accepted only into
 //! an empty queue, so it can still be delivered), plus the writer's one batch in flight.
