@@ -151,8 +151,14 @@ pub(crate) async fn serve(handshake: Box<dyn Handshake>, ctx: Arc<Context>, _slo
         mut outbound,
     } = match timeout(ctx.config.handshake_timeout, handshake.accept()).await {
         Ok(Ok(channel)) => channel,
-        Ok(Err(e)) => return tracing::debug!(error = %e, "handshake failed"),
-        Err(_) => return tracing::debug!("handshake timed out"),
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!("handshake timed out");
+            return;
+        }
     };
     let queue = Arc::new(OutboundQueue::new(QueueLimits {
         max_frames: ctx.config.outbound_frames.max(1),
@@ -160,6 +166,7 @@ pub(crate) async fn serve(handshake: Box<dyn Handshake>, ctx: Arc<Context>, _slo
     }));
     let Some(conn) = register(&ctx, identity, &queue).await else {
         // The hub takes no more connections: it is shutting down (or gone).
+        ctx.metrics.closed(CloseCode::GOING_AWAY);
         return close(
             &mut *outbound,
             &ctx,
