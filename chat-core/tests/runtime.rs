@@ -243,6 +243,13 @@ impl Client {
     }
 }
 
+/// The test's view of tokio's paused clock, to check how much simulated time passed.
+fn paused_clock() -> tokio::time::Instant {
+    // Reading the clock is the runtime's business; a test may read the simulated one.
+    #[allow(clippy::disallowed_methods)]
+    tokio::time::Instant::now()
+}
+
 fn chat(content: &str) -> Value {
     json!({"type": "chat_message", "content": content})
 }
@@ -367,7 +374,7 @@ async fn engine_timers_run_on_the_runtime_clock() {
     typist.saw_join_of("watcher").await;
     typist.send(json!({"type": "typing_start"})).await;
     assert_eq!(watcher.next().await["isTyping"], true);
-    let started = tokio::time::Instant::now();
+    let started = paused_clock();
     // Nobody does anything: the engine's 5 s typing timeout stops the indicator.
     assert_eq!(watcher.next().await["isTyping"], false);
     assert_eq!(started.elapsed(), Duration::from_secs(5));
@@ -518,7 +525,7 @@ async fn heartbeat_terminates_a_client_that_stops_answering() {
     alive.expect("user_joined").await;
     dead.conn.set_auto_pong(false);
 
-    let started = tokio::time::Instant::now();
+    let started = paused_clock();
     let (code, reason, _) = dead.closed().await;
     assert_eq!(
         (code, reason.as_str()),
@@ -726,7 +733,7 @@ async fn shutdown_does_not_wait_forever_for_a_client_that_never_reads() {
         .await
         .unwrap();
     talker.expect("user_joined").await;
-    let started = tokio::time::Instant::now();
+    let started = paused_clock();
     s.handle.shutdown();
     s.handle.join().await.expect("clean shutdown");
     assert!(

@@ -399,7 +399,7 @@ impl Hub {
         let handle = self.store_tasks.spawn(async move {
             let started = now();
             let reply = op.perform(&*store).await;
-            (reply, started.elapsed())
+            (reply, now() - started)
         });
         self.in_flight.insert(handle.id(), (ticket, kind));
     }
