@@ -102,6 +102,9 @@ pub(crate) enum Next {
     Done,
 }
 
+/// Ring-buffer slots an empty queue may keep; above this it shrinks (see `next`).
+const SHRINK_ABOVE: usize = 256;
+
 /// The reason sent with a 1013 close when a queue overflows.
 pub(crate) const SLOW_READER: &str = "slow reader";
 
@@ -251,6 +254,12 @@ impl OutboundQueue {
                             *droppable -= usize::from(f.droppable);
                             batch.push(f.bytes);
                         }
+                        // A burst grows the ring buffer up to `max_frames` slots; give
+                        // that memory back once the reader has caught up, so thousands of
+                        // idle connections do not each keep their largest burst's size.
+                        if frames.is_empty() && frames.capacity() > SHRINK_ABOVE {
+                            frames.shrink_to(SHRINK_ABOVE / 4);
+                        }
                         return Next::Frames;
                     }
                     Phase::Open => {}
@@ -363,6 +372,17 @@ mod tests {
     async fn oversized_frame_fits_an_empty_queue() {
         let q = q(100, 2);
         assert_eq!(q.push(b("abcdef"), false), Pushed::Queued { evicted: 0 });
+    }
+
+    #[tokio::test]
+    async fn a_drained_queue_gives_back_its_burst_memory() {
+        let q = q(10_000, usize::MAX);
+        for _ in 0..5_000 {
+            q.push(b("x"), false);
+        }
+        q.close_after_flush(CloseCode::NORMAL, "");
+        drain(&q).await;
+        assert!(q.lock().frames.capacity() <= SHRINK_ABOVE);
     }
 
     #[tokio::test]
