@@ -19,7 +19,11 @@
 //! * [`sim`]: a deterministic simulation of the engine with a synchronous store whose
 //!   replies the test can hold and reorder.
 //! * `store`: the [`Store`](crate::Store) conformance suite.
+//! * [`transport`]: the conformance suite every [`Transport`](crate::Transport)
+//!   implementation runs, so they all behave alike for the runtime.
 
 pub mod sim;
 #[cfg(feature = "testkit")]
 pub mod store;
+#[cfg(feature = "testkit")]
+pub mod transport;
