@@ -5,10 +5,14 @@
 //! travel and where messages are kept.
 #![doc = include_str!("../README.md")]
 
+#[cfg(feature = "runtime")]
+pub mod channel;
 pub mod engine;
 pub mod ids;
 pub mod message;
 pub mod protocol;
+#[cfg(feature = "runtime")]
+pub mod runtime;
 pub mod store;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
@@ -16,6 +20,8 @@ pub mod transport;
 
 /// Re-exported so `Store` and `Transport` implementations need no extra dependency.
 pub use async_trait::async_trait;
+#[cfg(feature = "runtime")]
+pub use channel::{ChannelOptions, ChannelTransport, ClientConnection, ClientEvent, Connector};
 pub use engine::{
     Config, Engine, Identity, Input, Output, Rate, Recipients, StoreOp, StoreReply, StoreRequest,
     Ticket,
@@ -26,6 +32,11 @@ pub use ids::{
 };
 pub use message::{NewDm, NewRoomMessage, StoredDm, StoredMessage, Timestamp};
 pub use protocol::{ClientCommand, DecodeError, ErrorCode, ServerEvent, WireError};
+#[cfg(feature = "runtime")]
+pub use runtime::{
+    Admission, AllowAnonymous, Metrics, RandomUserIds, RuntimeConfig, RuntimeError, Server,
+    ServerHandle,
+};
 pub use store::{Appended, Page, PageRange, Store, StoreError};
 pub use transport::{
     Channel, CloseCode, ConnectionInfo, Handshake, Inbound, Incoming, Outbound, Rejection,

@@ -22,7 +22,11 @@
 //! * **Epochs.** The epoch changes only when history is lost (an in-memory store's
 //!   restart); it must not change while an engine using the store runs.
 //! * **Bounds.** A store may drop old messages (the in-memory store keeps the last N per
-//!   room); pages then start later, and the engine notices the gap instead of hiding it.
+//!   room, N ≥ 1); dropped messages count as not existing (a page that reaches the oldest
+//!   retained message has `has_more: false`), and the engine notices a resume that would
+//!   need them instead of hiding the gap. A retry whose original was dropped is stored
+//!   again. A store that refuses to grow (a cap on rooms) answers `Unavailable`.
+//! * **Limits** in [`PageRange`] are at least 1.
 
 use std::sync::Arc;
 

@@ -144,12 +144,13 @@ impl Engine {
     /// Issues the store read for the join's current phase.
     fn request_join_page(&mut self, task: JoinTask) {
         let range = match (&task.phase, &task.resume) {
+            // Limits are at least 1 (Store contract); `activate` trims to the config.
             (Phase::First, Some(resume)) => PageRange::After {
                 seq: resume.since,
-                limit: self.config.resume_max,
+                limit: self.config.resume_max.max(1),
             },
             (Phase::First | Phase::Latest, _) => PageRange::Latest {
-                limit: self.config.join_history,
+                limit: self.config.join_history.max(1),
             },
             (Phase::CatchUp(partial), _) => PageRange::After {
                 seq: partial.last,

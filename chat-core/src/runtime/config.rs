@@ -1,0 +1,62 @@
+//! [`RuntimeConfig`]: the runtime's queue sizes, timeouts and limits.
+//!
+//! The engine's own limits (rates, rooms per connection…) live in
+//! [`engine::Config`](crate::engine::Config); these are the limits of the machinery around
+//! it. Every field has a default chosen so that one server with thousands of connections
+//! stays within a predictable amount of memory.
+
+use std::time::Duration;
+
+/// Limits and timings of the runtime. Start from [`RuntimeConfig::default`] and change
+/// what you need.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuntimeConfig {
+    /// Inputs (decoded commands, connects, disconnects) that may wait for the hub. When it
+    /// is full, connection readers stop reading, so a fast client meets TCP backpressure
+    /// instead of growing server memory. Default 1024.
+    pub hub_queue: usize,
+    /// Frames one connection's outbound queue may hold. Default 1024.
+    pub outbound_frames: usize,
+    /// Bytes one connection's outbound queue may hold. Default 1 MiB. A connection
+    /// therefore costs at most this much queued memory, however slowly it reads.
+    pub outbound_bytes: usize,
+    /// Most frames written in one [`Outbound::send`](crate::Outbound::send) call (one
+    /// flush per batch). Default 64.
+    pub write_batch: usize,
+    /// Longest one batch write may take. A peer that does not take a batch within this
+    /// time is a slow reader: the connection is closed with 1013. Default 15 s.
+    pub write_timeout: Duration,
+    /// Heartbeat period: a ping is sent every interval, and a connection from which
+    /// nothing (no pong, no frame) arrived between two pings is terminated, so a dead
+    /// peer is noticed after one to two intervals. `None` (or zero) turns heartbeats off.
+    /// Default 30 s (PROTOCOL.md).
+    pub heartbeat_interval: Option<Duration>,
+    /// Longest a handshake (admission, upgrade) may take. Default 10 s.
+    pub handshake_timeout: Duration,
+    /// Longest the runtime waits for a close frame to be written before dropping the
+    /// connection. Default 2 s.
+    pub close_timeout: Duration,
+    /// On shutdown, how long connections get to receive what is queued for them and the
+    /// 1001 close, and the store to finish requests in flight. Default 5 s.
+    pub shutdown_grace: Duration,
+    /// Most open connections (including those in their handshake). Further handshakes
+    /// are refused with 503. Default 10,000.
+    pub max_connections: usize,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            hub_queue: 1024,
+            outbound_frames: 1024,
+            outbound_bytes: 1 << 20,
+            write_batch: 64,
+            write_timeout: Duration::from_secs(15),
+            heartbeat_interval: Some(Duration::from_secs(30)),
+            handshake_timeout: Duration::from_secs(10),
+            close_timeout: Duration::from_secs(2),
+            shutdown_grace: Duration::from_secs(5),
+            max_connections: 10_000,
+        }
+    }
+}

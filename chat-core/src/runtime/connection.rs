@@ -1,0 +1,369 @@
+//! One connection's life: admission, handshake, registration, then a reader and a
+//! writer until either side ends it.
+//!
+//! Each accepted handshake gets one task running [`serve`]:
+//!
+//! 1. **Admission** ([`Admission::admit`]) decides, before any
+//!    upgrade, whether the peer may connect and as whom; a refusal becomes
+//!    [`Handshake::reject`]. The upgrade itself is bounded by `handshake_timeout`.
+//! 2. **Registration** with the hub gives the connection its [`ConnId`] and hands the hub
+//!    the connection's [`OutboundQueue`].
+//! 3. The **reader** receives frames, decodes them here (off the hub, which only sees
+//!    typed commands) and forwards them over the hub's bounded channel. While that
+//!    channel is full the reader does not read, so the peer meets TCP backpressure.
+//!    A binary frame becomes `Malformed(Binary)` (the engine answers
+//!    `binary_unsupported`); an oversized one closes the connection with 1009.
+//! 4. The **writer** drains the outbound queue in batches (one [`Outbound::send`] and so
+//!    one flush per batch) and runs the heartbeat: every `heartbeat_interval` it checks
+//!    that something (a pong or any frame) arrived since its previous ping — if not, the
+//!    peer is terminated — and pings again. A transport whose `ping` returns `Ok(false)`
+//!    has no pings; heartbeats are then off for that connection.
+//!
+//! Reader and writer run concurrently within the one task. When the reader sees the peer
+//! go, the writer is dropped (nobody is listening); when the writer has closed the
+//! connection, the reader is dropped. Either way the hub then gets exactly one `Closed`
+//! for the connection, after every command the reader forwarded.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use bytes::Bytes;
+use tokio::sync::{oneshot, watch};
+use tokio::time::{Interval, MissedTickBehavior, interval_at, timeout};
+
+use super::admission::Admission;
+use super::config::RuntimeConfig;
+use super::hub::{HubMsg, HubSender};
+use super::metrics::Metrics;
+use super::now;
+use super::outbound::{Next, OutboundQueue, QueueLimits, SLOW_READER};
+use crate::engine::Identity;
+use crate::ids::ConnId;
+use crate::protocol::{self, DecodeError};
+use crate::transport::{
+    Channel, CloseCode, ConnectionInfo, Handshake, Inbound, Incoming, Outbound, Rejection,
+    TransportError,
+};
+
+/// What every connection task shares with the server.
+pub(crate) struct Context {
+    pub(crate) config: RuntimeConfig,
+    pub(crate) admission: Arc<dyn Admission>,
+    pub(crate) metrics: Metrics,
+    pub(crate) hub: HubSender,
+    pub(crate) shutdown: watch::Receiver<bool>,
+    /// Connection tasks alive (handshaking or open), for `max_connections`.
+    pub(crate) open: AtomicUsize,
+}
+
+impl Context {
+    fn shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
+    /// Counts a new connection task, or `None` when the server is full.
+    pub(crate) fn try_reserve(self: &Arc<Self>) -> Option<Slot> {
+        let max = self.config.max_connections;
+        self.open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Slot(Arc::clone(self)))
+    }
+}
+
+/// One of `max_connections`, given back when the connection task ends (even by panic or
+/// abort).
+pub(crate) struct Slot(Arc<Context>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Gives an admitted connection's place back to the [`Admission`] when it ends.
+struct Admitted<'a> {
+    admission: &'a dyn Admission,
+    info: ConnectionInfo,
+}
+
+impl Drop for Admitted<'_> {
+    fn drop(&mut self) {
+        self.admission.release(&self.info);
+    }
+}
+
+/// Tells the hub the connection is gone, exactly once: normally in order after its
+/// commands ([`Registered::closed`]), or through the fallback channel if the task dies
+/// first.
+struct Registered<'a> {
+    conn: ConnId,
+    hub: &'a HubSender,
+    reported: bool,
+}
+
+impl Registered<'_> {
+    async fn closed(mut self) {
+        // Cancel-safe: if this send is aborted midway, nothing was sent and `Drop` reports.
+        let _ = self.hub.tx.send(HubMsg::Closed { conn: self.conn }).await;
+        self.reported = true;
+    }
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        if !self.reported {
+            let _ = self.hub.lost.send(self.conn);
+        }
+    }
+}
+
+/// Refuses a handshake, bounded by the handshake timeout.
+pub(crate) async fn reject(handshake: Box<dyn Handshake>, why: Rejection, ctx: &Context) {
+    ctx.metrics.handshake_rejected(why.status());
+    tracing::debug!(
+        status = why.status(),
+        reason = why.reason(),
+        "handshake refused"
+    );
+    let _ = timeout(ctx.config.handshake_timeout, handshake.reject(why)).await;
+}
+
+/// The whole life of one connection. See the module docs.
+pub(crate) async fn serve(handshake: Box<dyn Handshake>, ctx: Arc<Context>, _slot: Slot) {
+    if ctx.shutting_down() {
+        let why = Rejection::Unavailable("server shutting down".into());
+        return reject(handshake, why, &ctx).await;
+    }
+    let info = handshake.info().clone();
+    let identity = match ctx.admission.admit(&info) {
+        Ok(identity) => identity,
+        Err(why) => return reject(handshake, why, &ctx).await,
+    };
+    let _admitted = Admitted {
+        admission: &*ctx.admission,
+        info,
+    };
+    let Channel {
+        mut inbound,
+        mut outbound,
+    } = match timeout(ctx.config.handshake_timeout, handshake.accept()).await {
+        Ok(Ok(channel)) => channel,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!("handshake timed out");
+            return;
+        }
+    };
+    let queue = Arc::new(OutboundQueue::new(QueueLimits {
+        max_frames: ctx.config.outbound_frames.max(1),
+        max_bytes: ctx.config.outbound_bytes,
+    }));
+    let Some(conn) = register(&ctx, identity, &queue).await else {
+        // The hub takes no more connections: it is shutting down (or gone).
+        ctx.metrics.closed(CloseCode::GOING_AWAY);
+        return close(
+            &mut *outbound,
+            &ctx,
+            CloseCode::GOING_AWAY,
+            "server shutting down",
+        )
+        .await;
+    };
+    let registered = Registered {
+        conn,
+        hub: &ctx.hub,
+        reported: false,
+    };
+    let seen = AtomicBool::new(false);
+    {
+        let reader = read(conn, &mut *inbound, &ctx, &seen);
+        let writer = write(&mut *outbound, &ctx, &queue, &seen);
+        tokio::pin!(reader, writer);
+        tokio::select! {
+            end = &mut reader => match end {
+                ReadEnd::PeerGone => queue.abandon(),
+                ReadEnd::Close(code, reason) => {
+                    if queue.close_after_flush(code, reason) {
+                        ctx.metrics.closed(code);
+                    }
+                    writer.await;
+                }
+            },
+            () = &mut writer => {}
+        }
+    }
+    registered.closed().await;
+}
+
+async fn register(
+    ctx: &Context,
+    identity: Option<Identity>,
+    queue: &Arc<OutboundQueue>,
+) -> Option<ConnId> {
+    let (reply, id) = oneshot::channel();
+    let open = HubMsg::Open {
+        identity,
+        queue: Arc::clone(queue),
+        reply,
+    };
+    ctx.hub.tx.send(open).await.ok()?;
+    id.await.ok()
+}
+
+/// Why the reader stopped.
+enum ReadEnd {
+    /// The peer closed or the connection failed: nothing more can be written.
+    PeerGone,
+    /// Stop reading and close with this code once what is queued is written.
+    Close(CloseCode, &'static str),
+}
+
+async fn read(
+    conn: ConnId,
+    inbound: &mut dyn Inbound,
+    ctx: &Context,
+    seen: &AtomicBool,
+) -> ReadEnd {
+    loop {
+        let Some(item) = inbound.recv().await else {
+            return ReadEnd::PeerGone;
+        };
+        let msg = match item {
+            Ok(Incoming::Text(frame)) => {
+                seen.store(true, Ordering::Relaxed);
+                match protocol::decode(&frame) {
+                    Ok(command) => {
+                        ctx.metrics.message_in(command.type_name());
+                        HubMsg::Command { conn, command }
+                    }
+                    Err(error) => {
+                        ctx.metrics.message_in("malformed");
+                        HubMsg::Malformed { conn, error }
+                    }
+                }
+            }
+            Ok(Incoming::Binary(_)) => {
+                seen.store(true, Ordering::Relaxed);
+                ctx.metrics.message_in("binary");
+                HubMsg::Malformed {
+                    conn,
+                    error: DecodeError::Binary,
+                }
+            }
+            Ok(Incoming::Pong) => {
+                seen.store(true, Ordering::Relaxed);
+                continue;
+            }
+            Ok(Incoming::Close(_)) => return ReadEnd::PeerGone,
+            Err(TransportError::MessageTooBig) => {
+                return ReadEnd::Close(CloseCode::TOO_BIG, "message too big");
+            }
+            Err(e @ TransportError::Protocol(_)) => {
+                tracing::debug!(%conn, error = %e, "peer broke the framing protocol");
+                return ReadEnd::Close(e.close_code(), "protocol error");
+            }
+            Err(e) => {
+                tracing::debug!(%conn, error = %e, "connection failed");
+                return ReadEnd::PeerGone;
+            }
+        };
+        // Waiting here when the hub is busy is the backpressure: no reads meanwhile.
+        if ctx.hub.tx.send(msg).await.is_err() {
+            return ReadEnd::Close(CloseCode::INTERNAL_ERROR, "server error");
+        }
+    }
+}
+
+async fn write(out: &mut dyn Outbound, ctx: &Context, queue: &OutboundQueue, seen: &AtomicBool) {
+    let cfg = &ctx.config;
+    let max_batch = cfg.write_batch.max(1);
+    let mut batch: Vec<Bytes> = Vec::with_capacity(max_batch);
+    // A zero period would make `interval` panic; it can only mean "off".
+    let period = cfg.heartbeat_interval.filter(|p| !p.is_zero());
+    let mut heartbeat = period.map(|period| {
+        let mut interval = interval_at(now() + period, period);
+        interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        interval
+    });
+    let mut ping_outstanding = false;
+    loop {
+        // The heartbeat goes first: it fires at most once per interval, and a busy queue
+        // must not starve it.
+        let next = tokio::select! {
+            biased;
+            () = tick(&mut heartbeat) => {
+                let alive = seen.swap(false, Ordering::Relaxed);
+                if ping_outstanding && !alive {
+                    tracing::debug!("heartbeat: no sign of life since the last ping");
+                    // Terminated without flushing: nobody is reading.
+                    decide_close_now(ctx, queue, CloseCode::GOING_AWAY, "heartbeat timeout");
+                    heartbeat = None;
+                    continue;
+                }
+                match timeout(cfg.write_timeout, out.ping()).await {
+                    Ok(Ok(true)) => ping_outstanding = true,
+                    Ok(Ok(false)) => heartbeat = None,
+                    Ok(Err(_)) => {
+                        queue.abandon();
+                        return;
+                    }
+                    Err(_) => {
+                        decide_close_now(ctx, queue, CloseCode::TRY_AGAIN_LATER, SLOW_READER);
+                    }
+                }
+                continue;
+            }
+            next = queue.next(&mut batch, max_batch) => next,
+        };
+        match next {
+            Next::Frames => {
+                let sent = timeout(cfg.write_timeout, out.send(&batch)).await;
+                batch.clear();
+                match sent {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::debug!(error = %e, "write failed");
+                        queue.abandon();
+                        return;
+                    }
+                    // A peer that takes no batch for this long is not reading: the next
+                    // turn of the loop closes it.
+                    Err(_) => {
+                        decide_close_now(ctx, queue, CloseCode::TRY_AGAIN_LATER, SLOW_READER);
+                    }
+                }
+            }
+            Next::Close(code, reason) => return close(out, ctx, code, reason).await,
+            Next::Done => return,
+        }
+    }
+}
+
+async fn tick(heartbeat: &mut Option<Interval>) {
+    match heartbeat {
+        Some(interval) => {
+            interval.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Closes the queue now, counting the close if this is what decided it. The writer's
+/// loop then sends the close frame.
+fn decide_close_now(ctx: &Context, queue: &OutboundQueue, code: CloseCode, reason: &'static str) {
+    if queue.close_now(code, reason) {
+        ctx.metrics.closed(code);
+    }
+}
+
+/// Sends a close frame, bounded by `close_timeout` (a peer that does not read cannot
+/// hold the task). Counting the close is the business of whoever decided it.
+async fn close(out: &mut dyn Outbound, ctx: &Context, code: CloseCode, reason: &str) {
+    let _ = timeout(ctx.config.close_timeout, out.close(code, reason)).await;
+}

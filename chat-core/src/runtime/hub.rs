@@ -1,0 +1,422 @@
+//! The hub: the one task that owns the [`Engine`].
+//!
+//! The engine is a plain state machine, so exactly one task drives it and no lock guards
+//! it. The hub waits on, in this order of priority:
+//!
+//! 1. the shutdown signal, and once shutting down, the end of the grace period;
+//! 2. finished store requests (finishing work in flight before taking new work);
+//! 3. the engine's next timer (`sleep_until(engine.poll_timeout())`);
+//! 4. connection events: registrations, decoded commands, disconnects (a bounded
+//!    channel: when it is full, connection readers stop reading and the peers meet TCP
+//!    backpressure).
+//!
+//! After every input it drains [`Engine::poll_output`] completely:
+//!
+//! * `Deliver` — the event is encoded **once**; each recipient's outbound queue gets a
+//!   clone of the same `Bytes` (a reference count). Connections live in a [`Slab`], so a
+//!   recipient is found in O(1), and a [`ConnId`] carries the slot's generation, so a
+//!   slot reused by a newer connection never receives a frame meant for the old one.
+//! * `Close` — the connection's queue is told to close after flushing; the hub drops
+//!   whatever that connection still sends, and reports the disconnect when its task ends.
+//! * `Store` — the operation runs on its own task (store calls run concurrently; the
+//!   engine restores order from tickets and `seq`), and the reply comes back here.
+//!
+//! The hub never awaits a peer or the store: pushing into a queue is synchronous and
+//! bounded (see the `outbound` module).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustc_hash::FxHashMap;
+use slab::Slab;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::{self, JoinError, JoinSet};
+use tokio::time::{Instant, sleep_until};
+
+use super::metrics::Metrics;
+use super::now;
+use super::outbound::{OutboundQueue, Pushed};
+use crate::engine::{
+    Engine, Identity, Input, Output, Recipients, StoreOp, StoreReply, StoreRequest, Ticket,
+};
+use crate::ids::ConnId;
+use crate::protocol::{self, ClientCommand, DecodeError, ServerEvent};
+use crate::store::{Store, StoreError};
+use crate::transport::CloseCode;
+
+/// What connection tasks tell the hub.
+#[derive(Debug)]
+pub(crate) enum HubMsg {
+    /// A handshake was accepted: register it. The hub answers with the connection's id,
+    /// or drops `reply` when it no longer takes connections (shutting down).
+    Open {
+        identity: Option<Identity>,
+        queue: Arc<OutboundQueue>,
+        reply: oneshot::Sender<ConnId>,
+    },
+    /// A decoded command.
+    Command {
+        conn: ConnId,
+        command: ClientCommand,
+    },
+    /// A frame that did not decode.
+    Malformed { conn: ConnId, error: DecodeError },
+    /// The connection's task has ended; this is the last message about `conn`.
+    Closed { conn: ConnId },
+}
+
+/// The connection side of the hub's inputs.
+#[derive(Debug, Clone)]
+pub(crate) struct HubSender {
+    /// Bounded, ordered: everything a connection says, in order.
+    pub(crate) tx: mpsc::Sender<HubMsg>,
+    /// Unbounded fallback for `Closed` when a connection task dies without reaching its
+    /// normal end (a panicking transport). At most one message per connection, so
+    /// bounded by the connection limit.
+    pub(crate) lost: mpsc::UnboundedSender<ConnId>,
+}
+
+/// What the hub knows about one open connection.
+#[derive(Debug)]
+struct Conn {
+    id: ConnId,
+    queue: Arc<OutboundQueue>,
+    /// The engine or the queue decided to close it: its further commands are dropped.
+    closing: bool,
+}
+
+/// The kind of a store operation: for metrics, and to build a failure reply of the
+/// right variant when a store task dies.
+#[derive(Debug, Clone, Copy)]
+enum OpKind {
+    AppendRoom,
+    RoomPage,
+    AppendDm,
+    DmPage,
+}
+
+impl OpKind {
+    fn of(op: &StoreOp) -> Self {
+        match op {
+            StoreOp::AppendRoom(_) => OpKind::AppendRoom,
+            StoreOp::RoomPage { .. } => OpKind::RoomPage,
+            StoreOp::AppendDm(_) => OpKind::AppendDm,
+            StoreOp::DmPage { .. } => OpKind::DmPage,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            OpKind::AppendRoom => "append_room",
+            OpKind::RoomPage => "room_page",
+            OpKind::AppendDm => "append_dm",
+            OpKind::DmPage => "dm_page",
+        }
+    }
+
+    fn failed(self, e: StoreError) -> StoreReply {
+        match self {
+            OpKind::AppendRoom => StoreReply::RoomAppended(Err(e)),
+            OpKind::RoomPage => StoreReply::RoomPage(Err(e)),
+            OpKind::AppendDm => StoreReply::DmAppended(Err(e)),
+            OpKind::DmPage => StoreReply::DmPage(Err(e)),
+        }
+    }
+}
+
+fn reply_ok(reply: &StoreReply) -> bool {
+    match reply {
+        StoreReply::RoomAppended(r) => r.is_ok(),
+        StoreReply::RoomPage(r) => r.is_ok(),
+        StoreReply::DmAppended(r) => r.is_ok(),
+        StoreReply::DmPage(r) => r.is_ok(),
+    }
+}
+
+/// `ConnId` layout: generation in the high 32 bits, slab slot in the low 32.
+fn conn_id(generation: u32, slot: usize) -> Option<ConnId> {
+    let slot = u32::try_from(slot).ok()?;
+    Some(ConnId((u64::from(generation) << 32) | u64::from(slot)))
+}
+
+/// The connection behind `id`, if it is still the one that got that id.
+fn lookup(conns: &mut Slab<Conn>, id: ConnId) -> Option<&mut Conn> {
+    let slot = usize::try_from(id.0 & u64::from(u32::MAX)).ok()?;
+    conns.get_mut(slot).filter(|c| c.id == id)
+}
+
+type StoreOutcome = (StoreReply, Duration);
+
+/// The engine's owner. See the module docs.
+pub(crate) struct Hub {
+    engine: Engine,
+    store: Arc<dyn Store>,
+    metrics: Metrics,
+    conns: Slab<Conn>,
+    generation: u32,
+    store_tasks: JoinSet<StoreOutcome>,
+    in_flight: FxHashMap<task::Id, (Ticket, OpKind)>,
+    grace: Duration,
+    /// Set once shutdown began: the hub refuses registrations and stops when every
+    /// connection and store request is done, or at this instant.
+    shutdown_deadline: Option<Instant>,
+}
+
+impl Hub {
+    pub(crate) fn new(
+        engine: Engine,
+        store: Arc<dyn Store>,
+        metrics: Metrics,
+        grace: Duration,
+    ) -> Self {
+        Hub {
+            engine,
+            store,
+            metrics,
+            conns: Slab::new(),
+            generation: 0,
+            store_tasks: JoinSet::new(),
+            in_flight: FxHashMap::default(),
+            grace,
+            shutdown_deadline: None,
+        }
+    }
+
+    /// Drives the engine until shutdown completes or every connection source is gone.
+    pub(crate) async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<HubMsg>,
+        mut lost: mpsc::UnboundedReceiver<ConnId>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let mut inputs_open = true;
+        // One timer for the engine and one for the grace period, re-armed in place
+        // rather than rebuilt on every turn of the loop.
+        let timer = sleep_until(now());
+        let grace = sleep_until(now());
+        tokio::pin!(timer, grace);
+        let mut armed: Option<Instant> = None;
+        loop {
+            let due = self.engine.poll_timeout().map(Instant::from_std);
+            if due != armed {
+                if let Some(at) = due {
+                    timer.as_mut().reset(at);
+                }
+                armed = due;
+            }
+            tokio::select! {
+                biased;
+                _ = shutdown.wait_for(|stop| *stop), if self.shutdown_deadline.is_none() => {
+                    // Also reached when the server dropped the signal's sender: nobody can
+                    // stop us any more, so stop now.
+                    let deadline = now() + self.grace;
+                    self.begin_shutdown(deadline);
+                    grace.as_mut().reset(deadline);
+                }
+                () = &mut grace, if self.shutdown_deadline.is_some() => {
+                    tracing::warn!(
+                        connections = self.conns.len(),
+                        store_requests = self.store_tasks.len(),
+                        "shutdown grace period over; dropping what is left"
+                    );
+                    break;
+                }
+                Some(done) = self.store_tasks.join_next_with_id() => self.store_done(done),
+                Some(conn) = lost.recv() => self.disconnected(conn),
+                () = &mut timer, if armed.is_some() => {
+                    // Re-armed next turn from whatever the engine wants then.
+                    armed = None;
+                    self.engine.handle_timeout(now().into_std());
+                }
+                msg = rx.recv(), if inputs_open => match msg {
+                    Some(msg) => self.on_message(msg),
+                    None => inputs_open = false,
+                },
+                else => break,
+            }
+            self.drain();
+            self.metrics
+                .population(self.engine.user_count(), self.engine.room_count());
+            let idle = self.conns.is_empty() && self.store_tasks.is_empty();
+            if idle && (self.shutdown_deadline.is_some() || !inputs_open) {
+                break;
+            }
+        }
+        // Anything still in `store_tasks` is aborted when the set drops; anything still
+        // queued for connections is theirs to drop.
+    }
+
+    fn begin_shutdown(&mut self, deadline: Instant) {
+        self.shutdown_deadline = Some(deadline);
+        for (_, conn) in &mut self.conns {
+            conn.closing = true;
+            if conn
+                .queue
+                .close_after_flush(CloseCode::GOING_AWAY, "server shutting down")
+            {
+                self.metrics.closed(CloseCode::GOING_AWAY);
+            }
+        }
+    }
+
+    fn on_message(&mut self, msg: HubMsg) {
+        let at = now().into_std();
+        match msg {
+            HubMsg::Open {
+                identity,
+                queue,
+                reply,
+            } => {
+                if self.shutdown_deadline.is_some() {
+                    return; // dropping `reply` refuses the registration
+                }
+                let entry = self.conns.vacant_entry();
+                self.generation = self.generation.wrapping_add(1);
+                let Some(id) = conn_id(self.generation, entry.key()) else {
+                    return; // over 2^32 open connections: refused
+                };
+                if reply.send(id).is_err() {
+                    return; // the connection task is gone already; nothing to undo
+                }
+                entry.insert(Conn {
+                    id,
+                    queue,
+                    closing: false,
+                });
+                self.metrics.connection_opened();
+                self.engine
+                    .handle(at, Input::Connected { conn: id, identity });
+            }
+            HubMsg::Command { conn, command } => {
+                if lookup(&mut self.conns, conn).is_some_and(|c| !c.closing) {
+                    self.engine.handle(at, Input::Command { conn, command });
+                }
+            }
+            HubMsg::Malformed { conn, error } => {
+                if lookup(&mut self.conns, conn).is_some_and(|c| !c.closing) {
+                    self.engine.handle(at, Input::Malformed { conn, error });
+                }
+            }
+            HubMsg::Closed { conn } => self.disconnected(conn),
+        }
+    }
+
+    fn disconnected(&mut self, conn: ConnId) {
+        if lookup(&mut self.conns, conn).is_none() {
+            return; // already reported
+        }
+        let slot = (conn.0 & u64::from(u32::MAX)) as usize;
+        let entry = self.conns.remove(slot);
+        entry.queue.abandon();
+        self.metrics.connection_closed();
+        self.engine
+            .handle(now().into_std(), Input::Disconnected { conn });
+    }
+
+    fn store_done(&mut self, done: Result<(task::Id, StoreOutcome), JoinError>) {
+        let (id, outcome) = match done {
+            Ok((id, outcome)) => (id, Ok(outcome)),
+            Err(e) => (e.id(), Err(e)),
+        };
+        let Some((ticket, kind)) = self.in_flight.remove(&id) else {
+            return;
+        };
+        let reply = match outcome {
+            Ok((reply, took)) => {
+                self.metrics.store_op(kind.name(), took, reply_ok(&reply));
+                reply
+            }
+            Err(e) => {
+                // A panicking store must not leave the engine waiting forever for this
+                // ticket: it gets an ordinary failure ("nothing was stored").
+                tracing::error!(op = kind.name(), error = %e, "store task failed");
+                self.metrics.store_op(kind.name(), Duration::ZERO, false);
+                kind.failed(StoreError::Unavailable("store task failed".into()))
+            }
+        };
+        self.engine
+            .handle(now().into_std(), Input::StoreReply { ticket, reply });
+    }
+
+    /// Carries out everything the engine asked for.
+    fn drain(&mut self) {
+        while let Some(output) = self.engine.poll_output() {
+            match output {
+                Output::Deliver { to, event } => self.deliver(&to, &event),
+                Output::Close { conn, code, reason } => {
+                    if let Some(c) = lookup(&mut self.conns, conn) {
+                        c.closing = true;
+                        if c.queue.close_after_flush(code, reason) {
+                            self.metrics.closed(code);
+                        }
+                    }
+                }
+                Output::Store(request) => self.spawn_store(request),
+            }
+        }
+    }
+
+    /// The hot path: one encode, then one `Bytes` clone and one queue push per recipient.
+    /// Nothing in the loop allocates (the queues' ring buffers are reused), and metrics
+    /// are added once per event.
+    fn deliver(&mut self, to: &Recipients, event: &ServerEvent) {
+        let bytes = protocol::encode(event);
+        let droppable = event.is_droppable();
+        let (mut queued, mut dropped, mut overflowed) = (0u64, 0u64, 0u64);
+        for conn in to.iter() {
+            let Some(c) = lookup(&mut self.conns, conn) else {
+                continue; // gone, or a stale id whose slot was reused
+            };
+            match c.queue.push(bytes.clone(), droppable) {
+                Pushed::Queued { evicted } => {
+                    queued += 1;
+                    dropped += evicted as u64;
+                }
+                Pushed::Dropped => dropped += 1,
+                Pushed::Overflow { evicted } => {
+                    dropped += evicted as u64;
+                    overflowed += 1;
+                    c.closing = true;
+                    tracing::debug!(%conn, "slow reader: outbound queue full, closing");
+                }
+                Pushed::Closed => {}
+            }
+        }
+        self.metrics.frames_queued(queued);
+        self.metrics.slow_reader_dropped(dropped);
+        for _ in 0..overflowed {
+            self.metrics.closed(CloseCode::TRY_AGAIN_LATER);
+        }
+        if let ServerEvent::Error(e) = event {
+            self.metrics.error_sent(e.code.as_str(), queued);
+        }
+    }
+
+    fn spawn_store(&mut self, request: StoreRequest) {
+        let StoreRequest { ticket, op } = request;
+        let kind = OpKind::of(&op);
+        let store = Arc::clone(&self.store);
+        let handle = self.store_tasks.spawn(async move {
+            let started = now();
+            let reply = op.perform(&*store).await;
+            (reply, now() - started)
+        });
+        self.in_flight.insert(handle.id(), (ticket, kind));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conn_ids_embed_generation_and_slot() {
+        let mut slab = Slab::new();
+        let key = slab.insert(());
+        let a = conn_id(1, key).unwrap();
+        let b = conn_id(2, key).unwrap();
+        assert_ne!(a, b, "a reused slot gets a new id");
+        assert_eq!(a.0 & u64::from(u32::MAX), key as u64);
+        assert!(conn_id(1, usize::MAX).is_none() || usize::BITS == 32);
+    }
+}

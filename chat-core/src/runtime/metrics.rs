@@ -1,0 +1,300 @@
+//! [`Metrics`]: what the runtime counts, in a Prometheus registry owned by one server.
+//!
+//! There is no global registry: every [`Server`](super::Server) owns its own, so two
+//! servers in one process (or one per test) never mix their numbers. A transport with an
+//! HTTP side serves [`Metrics::encode_text`] on its `/metrics` route.
+//!
+//! Counters are plain atomics; the hub adds per-broadcast totals once per event rather
+//! than once per recipient.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::encoding::text;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::transport::CloseCode;
+
+type Labels1<V> = [(&'static str, V); 1];
+
+/// Store latency buckets: 0.25 ms doubling to about 4 s.
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_25, 2.0, 15))
+}
+
+struct Inner {
+    registry: Registry,
+    connections: Gauge,
+    users: Gauge,
+    rooms: Gauge,
+    handshakes_rejected: Family<Labels1<u16>, Counter>,
+    messages_in: Family<Labels1<&'static str>, Counter>,
+    frames_queued: Counter,
+    errors_sent: Family<Labels1<&'static str>, Counter>,
+    rate_limited: Counter,
+    slow_reader_drops: Counter,
+    closes: Family<Labels1<u16>, Counter>,
+    store_latency: Family<Labels1<&'static str>, Histogram, fn() -> Histogram>,
+    store_failures: Family<Labels1<&'static str>, Counter>,
+}
+
+/// A handle to one server's metrics. Cheap to clone; all clones see the same numbers.
+///
+/// Exposed series (OpenMetrics text, counters end in `_total`):
+///
+/// | name | kind | meaning |
+/// |---|---|---|
+/// | `chat_connections` | gauge | connections registered with the hub |
+/// | `chat_users` | gauge | online users (several connections of one user count once) |
+/// | `chat_rooms` | gauge | rooms with members (or a join under way) |
+/// | `chat_handshakes_rejected_total{status}` | counter | handshakes refused, by HTTP status |
+/// | `chat_messages_in_total{type}` | counter | frames received, by command type (`malformed`, `binary` for the undecodable) |
+/// | `chat_frames_queued_total` | counter | frames queued for delivery (one per recipient) |
+/// | `chat_errors_sent_total{code}` | counter | `error` events sent, by code |
+/// | `chat_rate_limited_total` | counter | `error {code: rate_limited}` sent: rate-limit hits |
+/// | `chat_slow_reader_drops_total` | counter | droppable frames (typing) dropped from full queues |
+/// | `chat_closes_total{code}` | counter | connections the server decided to close, by close code (counted at the decision; the close frame follows once the writer is free) |
+/// | `chat_store_seconds{op}` | histogram | store latency by operation |
+/// | `chat_store_failures_total{op}` | counter | store operations that returned an error |
+#[derive(Clone)]
+pub struct Metrics {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// A fresh registry with every series registered at zero.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("chat");
+        let connections = Gauge::default();
+        registry.register(
+            "connections",
+            "Connections registered with the hub",
+            connections.clone(),
+        );
+        let users = Gauge::default();
+        registry.register(
+            "users",
+            "Online users (a user with several connections counts once)",
+            users.clone(),
+        );
+        let rooms = Gauge::default();
+        registry.register(
+            "rooms",
+            "Rooms with members or a join under way",
+            rooms.clone(),
+        );
+        let handshakes_rejected = Family::default();
+        registry.register(
+            "handshakes_rejected",
+            "Handshakes refused, by HTTP status",
+            handshakes_rejected.clone(),
+        );
+        let messages_in = Family::default();
+        registry.register(
+            "messages_in",
+            "Frames received, by command type",
+            messages_in.clone(),
+        );
+        let frames_queued = Counter::default();
+        registry.register(
+            "frames_queued",
+            "Frames queued for delivery, one per recipient",
+            frames_queued.clone(),
+        );
+        let errors_sent = Family::default();
+        registry.register(
+            "errors_sent",
+            "Error events sent, by code",
+            errors_sent.clone(),
+        );
+        let rate_limited = Counter::default();
+        registry.register(
+            "rate_limited",
+            "Rate-limit hits (error events with code rate_limited)",
+            rate_limited.clone(),
+        );
+        let slow_reader_drops = Counter::default();
+        registry.register(
+            "slow_reader_drops",
+            "Droppable frames (typing indicators) dropped from full outbound queues",
+            slow_reader_drops.clone(),
+        );
+        let closes = Family::default();
+        registry.register(
+            "closes",
+            "Connections closed by the server, by close code",
+            closes.clone(),
+        );
+        let store_latency = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
+        registry.register(
+            "store_seconds",
+            "Store operation latency, by operation",
+            store_latency.clone(),
+        );
+        let store_failures = Family::default();
+        registry.register(
+            "store_failures",
+            "Store operations that failed, by operation",
+            store_failures.clone(),
+        );
+        Metrics {
+            inner: Arc::new(Inner {
+                registry,
+                connections,
+                users,
+                rooms,
+                handshakes_rejected,
+                messages_in,
+                frames_queued,
+                errors_sent,
+                rate_limited,
+                slow_reader_drops,
+                closes,
+                store_latency,
+                store_failures,
+            }),
+        }
+    }
+
+    /// Every series in the OpenMetrics text format (which Prometheus scrapes), ending in
+    /// `# EOF`.
+    pub fn encode_text(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail; an error could only come from the writer.
+        let _ = text::encode(&mut out, &self.inner.registry);
+        out
+    }
+
+    /// Connections currently registered with the hub.
+    pub fn connections(&self) -> i64 {
+        self.inner.connections.get()
+    }
+
+    /// Droppable frames dropped so far.
+    pub fn slow_reader_drops(&self) -> u64 {
+        self.inner.slow_reader_drops.get()
+    }
+
+    /// Connections the server decided to close with `code` so far.
+    pub fn closes(&self, code: CloseCode) -> u64 {
+        self.inner
+            .closes
+            .get(&[("code", code.0)])
+            .map_or(0, |c| c.get())
+    }
+
+    pub(crate) fn connection_opened(&self) {
+        self.inner.connections.inc();
+    }
+
+    pub(crate) fn connection_closed(&self) {
+        self.inner.connections.dec();
+    }
+
+    pub(crate) fn population(&self, users: usize, rooms: usize) {
+        self.inner
+            .users
+            .set(i64::try_from(users).unwrap_or(i64::MAX));
+        self.inner
+            .rooms
+            .set(i64::try_from(rooms).unwrap_or(i64::MAX));
+    }
+
+    pub(crate) fn handshake_rejected(&self, status: u16) {
+        self.inner
+            .handshakes_rejected
+            .get_or_create(&[("status", status)])
+            .inc();
+    }
+
+    pub(crate) fn message_in(&self, kind: &'static str) {
+        self.inner
+            .messages_in
+            .get_or_create(&[("type", kind)])
+            .inc();
+    }
+
+    pub(crate) fn frames_queued(&self, n: u64) {
+        if n > 0 {
+            self.inner.frames_queued.inc_by(n);
+        }
+    }
+
+    pub(crate) fn error_sent(&self, code: &'static str, n: u64) {
+        self.inner
+            .errors_sent
+            .get_or_create(&[("code", code)])
+            .inc_by(n);
+        if code == crate::protocol::ErrorCode::RateLimited.as_str() {
+            self.inner.rate_limited.inc_by(n);
+        }
+    }
+
+    pub(crate) fn slow_reader_dropped(&self, n: u64) {
+        if n > 0 {
+            self.inner.slow_reader_drops.inc_by(n);
+        }
+    }
+
+    pub(crate) fn closed(&self, code: CloseCode) {
+        self.inner.closes.get_or_create(&[("code", code.0)]).inc();
+    }
+
+    pub(crate) fn store_op(&self, op: &'static str, took: Duration, ok: bool) {
+        self.inner
+            .store_latency
+            .get_or_create(&[("op", op)])
+            .observe(took.as_secs_f64());
+        if !ok {
+            self.inner.store_failures.get_or_create(&[("op", op)]).inc();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_has_every_series_and_labels() {
+        let m = Metrics::new();
+        m.connection_opened();
+        m.message_in("chat_message");
+        m.error_sent("rate_limited", 2);
+        m.closed(CloseCode::TRY_AGAIN_LATER);
+        m.store_op("append_room", Duration::from_millis(3), true);
+        let text = m.encode_text();
+        for needle in [
+            "chat_connections 1",
+            "chat_users 0",
+            "chat_messages_in_total{type=\"chat_message\"} 1",
+            "chat_rate_limited_total 2",
+            "chat_errors_sent_total{code=\"rate_limited\"} 2",
+            "chat_closes_total{code=\"1013\"} 1",
+            "chat_store_seconds_count{op=\"append_room\"} 1",
+            "chat_slow_reader_drops_total 0",
+            "# EOF",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in\n{text}");
+        }
+        assert_eq!(m.closes(CloseCode::TRY_AGAIN_LATER), 1);
+        assert_eq!(m.closes(CloseCode::NORMAL), 0);
+    }
+}

@@ -1,0 +1,328 @@
+//! The tokio runtime: a [`Server`] drives the sans-IO [`Engine`] with a [`Store`] and any
+//! [`Transport`].
+//!
+//! The engine decides everything; this module only moves bytes and time around it:
+//!
+//! ```text
+//!  Transport ──accept──▶ connection task (one per connection)
+//!                          admission → handshake → register
+//!                          reader: recv → decode ───────────┐ bounded channel
+//!                          writer: outbound queue → send ◀┐ │
+//!                                                          │ ▼
+//!                                     hub task: the only owner of the Engine
+//!                                       handle(now, input) → drain poll_output():
+//!                                         Deliver → encode once, push Bytes to queues
+//!                                         Close   → close a queue
+//!                                         Store   → store task → reply back to the hub
+//! ```
+//!
+//! * `hub` owns the engine (no locks; one task).
+//! * `outbound` is the bounded per-connection queue and its slow-reader policy.
+//! * `connection` is one connection's tasks: admission, reader, writer, heartbeat.
+//! * [`Metrics`] is the server's Prometheus registry.
+//! * [`RuntimeConfig`] holds every bound and timeout, with documented defaults.
+//!
+//! # Time and tasks
+//!
+//! The runtime reads tokio's clock (so tests with `start_paused` control all of it, the
+//! engine's timers included) in one function, `now`, and spawns its long-lived tasks in
+//! one function, `spawn`; connection and store tasks live in `JoinSet`s so that shutdown
+//! can wait for them and abort stragglers.
+//!
+//! # Example
+//!
+//! ```no_run
+//! # async fn demo(store: std::sync::Arc<dyn chat_core::Store>) -> Result<(), chat_core::RuntimeError> {
+//! use chat_core::{ChannelTransport, RuntimeConfig, Server};
+//!
+//! let (transport, connector) = ChannelTransport::new();
+//! let server = Server::new(chat_core::Config::default(), RuntimeConfig::default(), store);
+//! let handle = server.spawn(transport);
+//! // … connector.connect(info).await gives clients …
+//! handle.shutdown();
+//! handle.join().await
+//! # }
+//! ```
+
+mod admission;
+mod config;
+mod connection;
+mod hub;
+mod metrics;
+mod outbound;
+mod random_ids;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+
+use thiserror::Error;
+use tokio::sync::{mpsc, watch};
+use tokio::task::{JoinHandle, JoinSet};
+
+pub use admission::{Admission, AllowAnonymous};
+pub use config::RuntimeConfig;
+pub use metrics::Metrics;
+pub use random_ids::RandomUserIds;
+
+use crate::engine::{self, Engine};
+use crate::ids::IdGenerator;
+use crate::store::Store;
+use crate::transport::{Rejection, Transport};
+use connection::Context;
+use hub::{Hub, HubSender};
+
+/// The runtime's one clock read. It is tokio's clock, so paused-time tests drive the
+/// heartbeat, the engine's timers and every timeout alike.
+pub(crate) fn now() -> tokio::time::Instant {
+    // The engine takes `now` as an argument; this is where the runtime reads it.
+    #[allow(clippy::disallowed_methods)]
+    tokio::time::Instant::now()
+}
+
+/// The runtime's one place that starts free-standing tasks (the hub, a spawned server).
+fn spawn<F>(task: F) -> JoinHandle<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    // Only the runtime spawns; everything it spawns is joined or aborted on shutdown.
+    #[allow(clippy::disallowed_methods)]
+    tokio::spawn(task)
+}
+
+/// Why [`Server::run`] failed.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum RuntimeError {
+    /// The task that owns the engine died (a panic in the engine is a bug).
+    #[error("the hub task failed: {0}")]
+    HubFailed(String),
+    /// The task running a [`Server::spawn`]ed server died.
+    #[error("the server task failed: {0}")]
+    ServerFailed(String),
+}
+
+/// A chat server: an [`Engine`], a [`Store`] and, once [`run`](Self::run), a
+/// [`Transport`].
+///
+/// ```no_run
+/// # async fn demo<T: chat_core::Transport>(transport: T, store: std::sync::Arc<dyn chat_core::Store>) {
+/// use chat_core::{RuntimeConfig, Server};
+///
+/// let server = Server::new(chat_core::Config::default(), RuntimeConfig::default(), store);
+/// let metrics = server.metrics(); // serve metrics.encode_text() on /metrics
+/// let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+/// // … keep `stop` and send on it (on SIGTERM, say) to shut down gracefully …
+/// server
+///     .run(transport, async { let _ = stopped.await; })
+///     .await
+///     .expect("the server failed");
+/// # drop((metrics, stop));
+/// # }
+/// ```
+pub struct Server {
+    engine: engine::Config,
+    config: RuntimeConfig,
+    store: Arc<dyn Store>,
+    ids: Box<dyn IdGenerator>,
+    admission: Arc<dyn Admission>,
+    metrics: Metrics,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("engine", &self.engine)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// A server with anonymous admission ([`AllowAnonymous`]) and random user ids
+    /// ([`RandomUserIds`]).
+    pub fn new(engine: engine::Config, config: RuntimeConfig, store: Arc<dyn Store>) -> Self {
+        Server {
+            engine,
+            config,
+            store,
+            ids: Box::new(RandomUserIds),
+            admission: Arc::new(AllowAnonymous),
+            metrics: Metrics::new(),
+        }
+    }
+
+    /// Replaces the source of anonymous user ids (e.g. [`SequentialIds`](crate::SequentialIds)
+    /// for reproducible tests).
+    pub fn with_id_generator(mut self, ids: Box<dyn IdGenerator>) -> Self {
+        self.ids = ids;
+        self
+    }
+
+    /// Replaces the admission policy (authentication, `Origin` checks, per-address
+    /// limits).
+    pub fn with_admission(mut self, admission: Arc<dyn Admission>) -> Self {
+        self.admission = admission;
+        self
+    }
+
+    /// This server's metrics; the handle stays valid after the server stops.
+    pub fn metrics(&self) -> Metrics {
+        self.metrics.clone()
+    }
+
+    /// Serves `transport` until `shutdown` resolves, then shuts down gracefully: stops
+    /// accepting, gives every connection what is queued for it and a 1001 close ("server
+    /// shutting down"), lets store requests in flight finish — all within
+    /// [`RuntimeConfig::shutdown_grace`] — aborts whatever is left, and returns.
+    ///
+    /// If the transport stops accepting (its `accept` returns `None`), open connections
+    /// are served on, and `run` returns once they have all ended (or at `shutdown`).
+    pub async fn run<T: Transport>(
+        self,
+        mut transport: T,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), RuntimeError> {
+        let Server {
+            engine,
+            config,
+            store,
+            ids,
+            admission,
+            metrics,
+        } = self;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (tx, rx) = mpsc::channel(config.hub_queue.max(1));
+        let (lost_tx, lost_rx) = mpsc::unbounded_channel();
+        let hub = Hub::new(
+            Engine::new(engine, ids),
+            store,
+            metrics.clone(),
+            config.shutdown_grace,
+        );
+        let mut hub_task = spawn(hub.run(rx, lost_rx, stop_rx.clone()));
+        let ctx = Arc::new(Context {
+            config,
+            admission,
+            metrics,
+            hub: HubSender { tx, lost: lost_tx },
+            shutdown: stop_rx,
+            open: AtomicUsize::new(0),
+        });
+        let mut connections = JoinSet::new();
+        tokio::pin!(shutdown);
+
+        // Accept until told to stop or the transport stops.
+        let stopped = loop {
+            tokio::select! {
+                biased;
+                () = &mut shutdown => break true,
+                handshake = transport.accept() => match handshake {
+                    Some(handshake) => {
+                        while let Some(done) = connections.try_join_next() {
+                            log_task_end(done);
+                        }
+                        match ctx.try_reserve() {
+                            Some(slot) => {
+                                connections.spawn(connection::serve(handshake, Arc::clone(&ctx), slot));
+                            }
+                            None => {
+                                let ctx = Arc::clone(&ctx);
+                                let why = Rejection::Unavailable("server full".into());
+                                connections.spawn(async move { connection::reject(handshake, why, &ctx).await });
+                            }
+                        }
+                    }
+                    None => break false,
+                },
+                done = &mut hub_task => return hub_result(done),
+            }
+        };
+        // Dropping the transport closes its listener: nobody new gets in.
+        drop(transport);
+        // Connection tasks hold their own handles; once they are all gone the hub's input
+        // closes and it stops by itself.
+        drop(ctx);
+
+        if !stopped {
+            tokio::select! {
+                () = &mut shutdown => {}
+                done = &mut hub_task => {
+                    connections.shutdown().await;
+                    return hub_result(done);
+                }
+            }
+        }
+        // Graceful shutdown: the hub closes every connection after its queue is flushed
+        // and stops when all are gone or the grace period is over.
+        let _ = stop_tx.send(true);
+        let done = hub_task.await;
+        // Whatever is still running (a handshake in progress, a writer stuck on a peer
+        // that does not read) is aborted.
+        connections.shutdown().await;
+        hub_result(done)
+    }
+
+    /// Runs the server on a task of its own; the returned handle shuts it down and waits
+    /// for it.
+    pub fn spawn<T: Transport>(self, transport: T) -> ServerHandle {
+        let metrics = self.metrics();
+        let (stop, mut stopped) = watch::channel(false);
+        let task = spawn(async move {
+            let shutdown = async move {
+                // A dropped handle detaches the server: it then runs until the transport
+                // stops.
+                if stopped.wait_for(|s| *s).await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            };
+            self.run(transport, shutdown).await
+        });
+        ServerHandle {
+            stop,
+            task,
+            metrics,
+        }
+    }
+}
+
+fn hub_result(done: Result<(), tokio::task::JoinError>) -> Result<(), RuntimeError> {
+    done.map_err(|e| RuntimeError::HubFailed(e.to_string()))
+}
+
+fn log_task_end(done: Result<(), tokio::task::JoinError>) {
+    if let Err(e) = done
+        && e.is_panic()
+    {
+        tracing::error!(error = %e, "connection task panicked");
+    }
+}
+
+/// Controls a server started with [`Server::spawn`]. Dropping it detaches the server.
+#[derive(Debug)]
+pub struct ServerHandle {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<Result<(), RuntimeError>>,
+    metrics: Metrics,
+}
+
+impl ServerHandle {
+    /// Starts a graceful shutdown (see [`Server::run`]); [`join`](Self::join) waits for it.
+    pub fn shutdown(&self) {
+        self.stop.send_replace(true);
+    }
+
+    /// Waits until the server has stopped.
+    pub async fn join(self) -> Result<(), RuntimeError> {
+        match self.task.await {
+            Ok(result) => result,
+            Err(e) => Err(RuntimeError::ServerFailed(e.to_string())),
+        }
+    }
+
+    /// The server's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+}

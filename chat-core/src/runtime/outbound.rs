@@ -1,0 +1,427 @@
+//! The bounded outbound queue of one connection, and the slow-reader policy.
+//!
+//! The hub must never wait for a peer: it pushes encoded frames into each recipient's
+//! queue synchronously and moves on, and the connection's writer drains the queue at the
+//! pace of the network. A peer that reads slower than it is written to would make such a
+//! queue grow without end, so it is bounded twice — by frame count and by bytes — and a
+//! full queue applies this policy, in order:
+//!
+//! 1. a new **droppable** frame (a typing indicator, see
+//!    [`ServerEvent::is_droppable`](crate::ServerEvent::is_droppable)) is refused;
+//! 2. a new frame that must be delivered first **evicts every queued droppable frame**
+//!    (they are stale anyway: the reader is behind);
+//! 3. if it still does not fit, the reader is hopeless: the queue is emptied (its memory
+//!    is freed at once) and the connection is closed with
+//!    [`CloseCode::TRY_AGAIN_LATER`] (1013), reason `"slow reader"`.
+//!
+//! Dropping typing indicators can leave a slow client showing a stale "is typing" (its
+//! `isTyping: false` may be among the dropped); clients should expire indicators
+//! themselves after the engine's typing timeout, as the bundled web client does.
+//!
+//! So whatever a peer does, a connection holds at most `max_frames` frames and
+//! `max_bytes` bytes here (a single frame larger than `max_bytes` is accepted only into
+//! an empty queue, so it can still be delivered), plus the writer's one batch in flight.
+//!
+//! The queue also carries the end of the connection: a close that waits for the queued
+//! frames to be written (an engine close, server shutdown), a close that discards them
+//! (slow reader), or abandonment (the peer is gone; nothing more will be written).
+
+use std::collections::VecDeque;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use bytes::Bytes;
+use tokio::sync::Notify;
+
+use crate::transport::CloseCode;
+
+/// Bounds of one connection's outbound queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct QueueLimits {
+    /// Most frames queued.
+    pub(crate) max_frames: usize,
+    /// Most bytes queued (sum of frame lengths).
+    pub(crate) max_bytes: usize,
+}
+
+/// One queued frame: the shared encoded bytes plus whether the policy may drop it.
+#[derive(Debug)]
+struct Frame {
+    bytes: Bytes,
+    droppable: bool,
+}
+
+/// Where the queue is in the connection's life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Accepting frames.
+    Open,
+    /// Write what is queued, then close with this code. New frames are refused.
+    CloseAfterFlush(CloseCode, &'static str),
+    /// Close with this code without writing anything more (the queue is empty).
+    CloseNow(CloseCode, &'static str),
+    /// The writer has taken the close, or the peer is gone: nothing more happens.
+    Done,
+}
+
+#[derive(Debug)]
+struct State {
+    frames: VecDeque<Frame>,
+    bytes: usize,
+    droppable: usize,
+    phase: Phase,
+}
+
+/// What became of a pushed frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pushed {
+    /// Queued; `evicted` droppable frames were dropped to make room.
+    Queued {
+        /// Droppable frames evicted.
+        evicted: usize,
+    },
+    /// A droppable frame refused because the queue is full.
+    Dropped,
+    /// The queue overflowed: it was emptied and the connection is now closing with 1013.
+    /// `evicted` droppable frames were dropped on the way.
+    Overflow {
+        /// Droppable frames evicted before giving up.
+        evicted: usize,
+    },
+    /// The connection is closing or gone; the frame was discarded.
+    Closed,
+}
+
+/// What the writer should do next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Next {
+    /// Frames were moved into the writer's batch.
+    Frames,
+    /// Close the connection with this code and reason, then stop.
+    Close(CloseCode, &'static str),
+    /// Stop without closing (the peer is gone).
+    Done,
+}
+
+/// Ring-buffer slots an empty queue may keep; above this it shrinks (see `next`).
+const SHRINK_ABOVE: usize = 256;
+
+/// The reason sent with a 1013 close when a queue overflows.
+pub(crate) const SLOW_READER: &str = "slow reader";
+
+/// A bounded single-consumer frame queue shared by the hub (producer) and one writer.
+///
+/// Critical sections are a few pointer moves; a `std` mutex is cheaper than an async
+/// one here and is never held across an `.await`.
+#[derive(Debug)]
+pub(crate) struct OutboundQueue {
+    limits: QueueLimits,
+    state: Mutex<State>,
+    /// Wakes the writer. `notify_one` stores a permit when the writer is not waiting, so
+    /// a push between the writer's check and its wait is not lost.
+    wake: Notify,
+}
+
+impl OutboundQueue {
+    pub(crate) fn new(limits: QueueLimits) -> Self {
+        OutboundQueue {
+            limits,
+            state: Mutex::new(State {
+                frames: VecDeque::new(),
+                bytes: 0,
+                droppable: 0,
+                phase: Phase::Open,
+            }),
+            wake: Notify::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding this lock cannot leave the state inconsistent in a way
+        // that matters more than losing the connection, so poisoning is ignored.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues one frame, applying the slow-reader policy (see the module docs). Never
+    /// waits and never allocates beyond the queue's bounded ring buffer.
+    pub(crate) fn push(&self, bytes: Bytes, droppable: bool) -> Pushed {
+        let mut s = self.lock();
+        if s.phase != Phase::Open {
+            return Pushed::Closed;
+        }
+        let len = bytes.len();
+        let mut evicted = 0;
+        if !self.fits(&s, len) {
+            if droppable {
+                return Pushed::Dropped;
+            }
+            if s.droppable > 0 {
+                evicted = s.droppable;
+                s.frames.retain(|f| !f.droppable);
+                s.bytes = s.frames.iter().map(|f| f.bytes.len()).sum();
+                s.droppable = 0;
+            }
+            if !self.fits(&s, len) {
+                s.frames = VecDeque::new();
+                s.bytes = 0;
+                s.phase = Phase::CloseNow(CloseCode::TRY_AGAIN_LATER, SLOW_READER);
+                drop(s);
+                self.wake.notify_one();
+                return Pushed::Overflow { evicted };
+            }
+        }
+        let was_empty = s.frames.is_empty();
+        s.bytes += len;
+        s.droppable += usize::from(droppable);
+        s.frames.push_back(Frame { bytes, droppable });
+        drop(s);
+        if was_empty {
+            // The writer only waits on an empty queue.
+            self.wake.notify_one();
+        }
+        Pushed::Queued { evicted }
+    }
+
+    fn fits(&self, s: &State, len: usize) -> bool {
+        s.frames.is_empty()
+            || (s.frames.len() < self.limits.max_frames && s.bytes + len <= self.limits.max_bytes)
+    }
+
+    /// Refuses new frames and closes with `code` once the queued ones are written.
+    /// Returns whether this call decided the close (false when one was under way).
+    pub(crate) fn close_after_flush(&self, code: CloseCode, reason: &'static str) -> bool {
+        self.set_phase(|p| match p {
+            Phase::Open => Some(Phase::CloseAfterFlush(code, reason)),
+            _ => None,
+        })
+    }
+
+    /// Discards queued frames and closes as soon as the writer is free. Returns whether
+    /// this call decided the close. A close-after-flush under way keeps its code and
+    /// reason (the original cause) but stops waiting for the flush.
+    pub(crate) fn close_now(&self, code: CloseCode, reason: &'static str) -> bool {
+        let mut decided = false;
+        self.set_phase(|p| match p {
+            Phase::Open => {
+                decided = true;
+                Some(Phase::CloseNow(code, reason))
+            }
+            Phase::CloseAfterFlush(code, reason) => Some(Phase::CloseNow(code, reason)),
+            _ => None,
+        });
+        decided
+    }
+
+    /// The peer is gone: discard everything; the writer stops without closing.
+    pub(crate) fn abandon(&self) {
+        self.set_phase(|_| Some(Phase::Done));
+    }
+
+    fn set_phase(&self, f: impl FnOnce(Phase) -> Option<Phase>) -> bool {
+        let mut s = self.lock();
+        let Some(phase) = f(s.phase) else {
+            return false;
+        };
+        s.phase = phase;
+        if !matches!(phase, Phase::CloseAfterFlush(..)) {
+            s.frames = VecDeque::new();
+            s.bytes = 0;
+            s.droppable = 0;
+        }
+        drop(s);
+        self.wake.notify_one();
+        true
+    }
+
+    /// Waits until there is something to do. Moves up to `max` frames into `batch`
+    /// (which the caller empties after writing), or says to close or stop.
+    ///
+    /// Cancel-safe: frames move into `batch` only in the poll that returns them.
+    pub(crate) async fn next(&self, batch: &mut Vec<Bytes>, max: usize) -> Next {
+        loop {
+            {
+                let mut s = self.lock();
+                match s.phase {
+                    Phase::Open | Phase::CloseAfterFlush(..) if !s.frames.is_empty() => {
+                        let n = s.frames.len().min(max.max(1));
+                        let State {
+                            frames,
+                            bytes,
+                            droppable,
+                            ..
+                        } = &mut *s;
+                        for f in frames.drain(..n) {
+                            *bytes -= f.bytes.len();
+                            *droppable -= usize::from(f.droppable);
+                            batch.push(f.bytes);
+                        }
+                        // A burst grows the ring buffer up to `max_frames` slots; give
+                        // that memory back once the reader has caught up, so thousands of
+                        // idle connections do not each keep their largest burst's size.
+                        if frames.is_empty() && frames.capacity() > SHRINK_ABOVE {
+                            frames.shrink_to(SHRINK_ABOVE / 4);
+                        }
+                        return Next::Frames;
+                    }
+                    Phase::Open => {}
+                    Phase::CloseAfterFlush(code, reason) | Phase::CloseNow(code, reason) => {
+                        s.phase = Phase::Done;
+                        return Next::Close(code, reason);
+                    }
+                    Phase::Done => return Next::Done,
+                }
+            }
+            self.wake.notified().await;
+        }
+    }
+
+    /// Frames and bytes currently queued (for tests and diagnostics).
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> (usize, usize) {
+        let s = self.lock();
+        (s.frames.len(), s.bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q(max_frames: usize, max_bytes: usize) -> OutboundQueue {
+        OutboundQueue::new(QueueLimits {
+            max_frames,
+            max_bytes,
+        })
+    }
+
+    fn b(s: &'static str) -> Bytes {
+        Bytes::from_static(s.as_bytes())
+    }
+
+    async fn drain(q: &OutboundQueue) -> (Vec<Bytes>, Next) {
+        let mut all = Vec::new();
+        loop {
+            let mut batch = Vec::new();
+            match q.next(&mut batch, 2).await {
+                Next::Frames => all.extend(batch),
+                other => return (all, other),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn frames_come_out_in_order_in_batches() {
+        let q = q(10, 1000);
+        for s in ["a", "b", "c"] {
+            assert_eq!(q.push(b(s), false), Pushed::Queued { evicted: 0 });
+        }
+        let mut batch = Vec::new();
+        assert_eq!(q.next(&mut batch, 2).await, Next::Frames);
+        assert_eq!(batch, [b("a"), b("b")]);
+        q.close_after_flush(CloseCode::GOING_AWAY, "bye");
+        assert_eq!(q.push(b("d"), false), Pushed::Closed);
+        let (rest, end) = drain(&q).await;
+        assert_eq!(rest, [b("c")]);
+        assert_eq!(end, Next::Close(CloseCode::GOING_AWAY, "bye"));
+        assert_eq!(q.next(&mut batch, 2).await, Next::Done);
+    }
+
+    #[tokio::test]
+    async fn full_queue_refuses_droppable_frames() {
+        let q = q(2, 1000);
+        q.push(b("m1"), false);
+        q.push(b("t1"), true);
+        assert_eq!(q.push(b("t2"), true), Pushed::Dropped);
+        assert_eq!(q.len(), (2, 4));
+    }
+
+    #[tokio::test]
+    async fn required_frame_evicts_droppable_ones() {
+        let q = q(3, 1000);
+        q.push(b("t1"), true);
+        q.push(b("m1"), false);
+        q.push(b("t2"), true);
+        assert_eq!(q.push(b("m2"), false), Pushed::Queued { evicted: 2 });
+        q.close_after_flush(CloseCode::NORMAL, "");
+        let (frames, _) = drain(&q).await;
+        assert_eq!(frames, [b("m1"), b("m2")]);
+    }
+
+    #[tokio::test]
+    async fn overflow_empties_the_queue_and_closes_with_1013() {
+        let q = q(2, 1000);
+        q.push(b("m1"), false);
+        q.push(b("t1"), true);
+        q.push(b("m2"), false);
+        assert_eq!(q.push(b("m3"), false), Pushed::Overflow { evicted: 0 });
+        assert_eq!(q.len(), (0, 0));
+        assert_eq!(q.push(b("m4"), false), Pushed::Closed);
+        let (frames, end) = drain(&q).await;
+        assert!(frames.is_empty());
+        assert_eq!(end, Next::Close(CloseCode::TRY_AGAIN_LATER, SLOW_READER));
+    }
+
+    #[tokio::test]
+    async fn byte_bound_applies() {
+        let q = q(100, 5);
+        q.push(b("abc"), false);
+        assert_eq!(q.push(b("de"), false), Pushed::Queued { evicted: 0 });
+        assert!(matches!(q.push(b("f"), false), Pushed::Overflow { .. }));
+    }
+
+    #[tokio::test]
+    async fn oversized_frame_fits_an_empty_queue() {
+        let q = q(100, 2);
+        assert_eq!(q.push(b("abcdef"), false), Pushed::Queued { evicted: 0 });
+    }
+
+    #[tokio::test]
+    async fn a_drained_queue_gives_back_its_burst_memory() {
+        let q = q(10_000, usize::MAX);
+        for _ in 0..5_000 {
+            q.push(b("x"), false);
+        }
+        q.close_after_flush(CloseCode::NORMAL, "");
+        drain(&q).await;
+        assert!(q.lock().frames.capacity() <= SHRINK_ABOVE);
+    }
+
+    #[tokio::test]
+    async fn abandon_discards_and_stops() {
+        let q = q(10, 100);
+        q.push(b("a"), false);
+        q.abandon();
+        assert_eq!(q.len(), (0, 0));
+        assert_eq!(q.next(&mut Vec::new(), 4).await, Next::Done);
+    }
+
+    #[tokio::test]
+    async fn close_now_cuts_a_pending_flush_but_keeps_its_cause() {
+        let q = q(10, 100);
+        q.push(b("a"), false);
+        assert!(q.close_after_flush(CloseCode::GOING_AWAY, "shutdown"));
+        assert!(!q.close_after_flush(CloseCode::POLICY, "again"));
+        assert!(!q.close_now(CloseCode::TRY_AGAIN_LATER, "stuck"));
+        assert_eq!(q.len(), (0, 0));
+        assert_eq!(
+            q.next(&mut Vec::new(), 4).await,
+            Next::Close(CloseCode::GOING_AWAY, "shutdown")
+        );
+    }
+
+    #[tokio::test]
+    async fn writer_wakes_on_push() {
+        let q = std::sync::Arc::new(q(10, 100));
+        let q2 = q.clone();
+        let writer = async move {
+            let mut batch = Vec::new();
+            q2.next(&mut batch, 4).await;
+            batch
+        };
+        let pusher = async {
+            tokio::task::yield_now().await;
+            q.push(b("x"), false);
+        };
+        let (batch, ()) = tokio::join!(writer, pusher);
+        assert_eq!(batch, [b("x")]);
+    }
+}

@@ -1,0 +1,200 @@
+//! One bounded stream: the newest messages of a room or a conversation, with the
+//! idempotency index of exactly those messages.
+//!
+//! A `Log` only ever lives behind its own mutex (see `streams.rs`), so every method here
+//! is a plain, synchronous critical section: an append and a page read each see the
+//! whole log at one instant, which is what makes `seq` gapless and a page's `last_seq`,
+//! `epoch` and messages atomic.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use chat_core::{Appended, ClientMsgId, Epoch, Page, PageRange, Seq, StoredDm, StoredMessage};
+use chat_core::{Timestamp, UserId};
+
+/// What a log needs to know about the messages it keeps.
+pub(crate) trait Entry {
+    fn seq(&self) -> Seq;
+    fn timestamp(&self) -> Timestamp;
+    /// The user whose `client_msg_id` this is (the author; the sender of a DM).
+    fn sender(&self) -> &UserId;
+    fn client_msg_id(&self) -> Option<&ClientMsgId>;
+}
+
+impl Entry for StoredMessage {
+    fn seq(&self) -> Seq {
+        self.seq
+    }
+    fn timestamp(&self) -> Timestamp {
+        self.timestamp
+    }
+    fn sender(&self) -> &UserId {
+        &self.user_id
+    }
+    fn client_msg_id(&self) -> Option<&ClientMsgId> {
+        self.client_msg_id.as_ref()
+    }
+}
+
+impl Entry for StoredDm {
+    fn seq(&self) -> Seq {
+        self.seq
+    }
+    fn timestamp(&self) -> Timestamp {
+        self.timestamp
+    }
+    fn sender(&self) -> &UserId {
+        &self.from
+    }
+    fn client_msg_id(&self) -> Option<&ClientMsgId> {
+        self.client_msg_id.as_ref()
+    }
+}
+
+/// The idempotency key: a `client_msg_id` is only unique per sender.
+type Key = (UserId, ClientMsgId);
+
+/// The newest `capacity` messages of one stream.
+///
+/// Invariants (kept by [`Log::append`], the only mutator):
+/// * `messages` holds consecutive seqs ending at `head`, at most `capacity` of them;
+/// * `by_client_id` maps a key to the seq of a message in `messages` that carries it,
+///   and holds no other entry, so `by_client_id.len() <= messages.len() <= capacity`.
+#[derive(Debug)]
+pub(crate) struct Log<M> {
+    messages: VecDeque<Arc<M>>,
+    by_client_id: HashMap<Key, Seq>,
+    head: Seq,
+    capacity: usize,
+}
+
+impl<M: Entry> Log<M> {
+    /// An empty log keeping at most `capacity` (at least 1) messages.
+    pub(crate) fn new(capacity: usize) -> Self {
+        let capacity = capacity.max(1);
+        Self {
+            // Allocate as the stream grows: most rooms never reach their capacity.
+            messages: VecDeque::new(),
+            by_client_id: HashMap::new(),
+            head: Seq(0),
+            capacity,
+        }
+    }
+
+    /// The retained message with this `seq`, if any.
+    fn get(&self, seq: Seq) -> Option<&Arc<M>> {
+        let first = self.messages.front()?.seq();
+        let index = seq.0.checked_sub(first.0)?;
+        self.messages.get(usize::try_from(index).ok()?)
+    }
+
+    /// Stores the message `build` makes from the next seq and a timestamp, or returns the
+    /// retained message that already carries `(sender, client_msg_id)`.
+    ///
+    /// `now` is the wall-clock time read by the caller; a stored timestamp is never older
+    /// than its predecessor's, so timestamps follow `seq` order even if the clock steps
+    /// back (NTP). Nothing here can fail, so an append either happens whole or not at all.
+    pub(crate) fn append(
+        &mut self,
+        sender: &UserId,
+        client_msg_id: Option<&ClientMsgId>,
+        now: Timestamp,
+        build: impl FnOnce(Seq, Timestamp) -> M,
+    ) -> Appended<M> {
+        let key = client_msg_id.map(|id| (sender.clone(), id.clone()));
+        if let Some(key) = &key {
+            // A key whose message is gone would be a broken invariant; treating it as
+            // "not a duplicate" then stores the retry rather than losing it.
+            if let Some(original) = self.by_client_id.get(key).and_then(|&seq| self.get(seq)) {
+                return Appended {
+                    message: Arc::clone(original),
+                    duplicate: true,
+                };
+            }
+        }
+        let seq = self.head.next();
+        let floor = self
+            .messages
+            .back()
+            .map(|m| m.timestamp())
+            .unwrap_or_default();
+        let message = Arc::new(build(seq, now.max(floor)));
+        if self.messages.len() == self.capacity {
+            self.evict_oldest();
+        }
+        if let Some(key) = key {
+            self.by_client_id.insert(key, seq);
+        }
+        self.messages.push_back(Arc::clone(&message));
+        self.head = seq;
+        Appended {
+            message,
+            duplicate: false,
+        }
+    }
+
+    /// Drops the oldest message and, with it, its idempotency entry: a retry of a
+    /// message that is no longer retained is stored again (the contract promises
+    /// deduplication only while the message is retained), and the index stays bounded by
+    /// the capacity.
+    fn evict_oldest(&mut self) {
+        let Some(oldest) = self.messages.pop_front() else {
+            return;
+        };
+        if let Some(id) = oldest.client_msg_id() {
+            let key = (oldest.sender().clone(), id.clone());
+            // Only if it still points at this message: the index never holds two seqs
+            // for one key, but checking keeps a newer entry safe whatever happens.
+            if self.by_client_id.get(&key) == Some(&oldest.seq()) {
+                self.by_client_id.remove(&key);
+            }
+        }
+    }
+
+    /// Reads `range`; see [`PageRange`] for the semantics. Dropped messages count as not
+    /// existing, so a page that reaches the oldest retained message has no more.
+    pub(crate) fn page(&self, epoch: &Epoch, range: PageRange) -> Page<M> {
+        let len = self.messages.len();
+        // The retained window is `first..=head`, `len` messages (first = head + 1 when
+        // empty). Positions below are indices into `messages`.
+        let first = self.head.0 + 1 - len as u64;
+        let position = |seq: u64| -> usize {
+            // Index of the first retained message with a seq >= `seq`, clamped to 0..=len.
+            usize::try_from(seq.saturating_sub(first)).map_or(len, |i| i.min(len))
+        };
+        let (start, end, has_more) = match range {
+            PageRange::Latest { limit } => {
+                let start = len.saturating_sub(limit);
+                (start, len, start > 0)
+            }
+            PageRange::Before { seq, limit } => {
+                let end = position(seq.0);
+                let start = end.saturating_sub(limit);
+                (start, end, start > 0)
+            }
+            PageRange::After { seq, limit } => {
+                let start = position(seq.0.saturating_add(1));
+                let end = start.saturating_add(limit).min(len);
+                (start, end, end < len)
+            }
+        };
+        Page {
+            epoch: epoch.clone(),
+            last_seq: self.head,
+            messages: self.messages.range(start..end).cloned().collect(),
+            has_more,
+        }
+    }
+
+    /// Messages currently retained.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.messages.len()
+    }
+
+    /// Idempotency entries currently held.
+    #[cfg(test)]
+    pub(crate) fn index_len(&self) -> usize {
+        self.by_client_id.len()
+    }
+}
