@@ -46,6 +46,9 @@ pub struct WarpConfig {
     /// sends (a 100-message history page is a few hundred KiB). Values at or below
     /// 128 KiB are raised to just above it (tungstenite requires that).
     pub max_write_buffer_bytes: usize,
+    /// Request paths that upgrade to the chat socket, relative to where the routes are
+    /// mounted. Default `/` and `/ws` (the web client connects to `/ws`).
+    pub socket_paths: Vec<String>,
     /// How long a WebSocket handshake may wait for the runtime's decision, and then for
     /// the upgrade to complete after it was accepted. Default 10 s.
     ///
@@ -87,6 +90,7 @@ impl Default for WarpConfig {
             max_frame_bytes: 64 * 1024,
             max_message_bytes: 64 * 1024,
             max_write_buffer_bytes: 2 * 1024 * 1024,
+            socket_paths: vec!["/".to_owned(), "/ws".to_owned()],
             handshake_timeout: Duration::from_secs(10),
             accept_backlog: 1024,
             close_timeout: Duration::from_secs(1),
@@ -116,6 +120,7 @@ impl fmt::Debug for WarpConfig {
             .field("max_frame_bytes", &self.max_frame_bytes)
             .field("max_message_bytes", &self.max_message_bytes)
             .field("max_write_buffer_bytes", &self.max_write_buffer_bytes)
+            .field("socket_paths", &self.socket_paths)
             .field("handshake_timeout", &self.handshake_timeout)
             .field("accept_backlog", &self.accept_backlog)
             .field("close_timeout", &self.close_timeout)

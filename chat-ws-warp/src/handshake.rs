@@ -1,6 +1,7 @@
 //! The WebSocket handshake as a question to the runtime.
 //!
-//! A warp filter matches an upgrade request at `/` or `/ws`, describes it as a
+//! A warp filter matches an upgrade request at one of the socket paths (`/` and `/ws`
+//! by default), describes it as a
 //! [`ConnectionInfo`], and queues a [`WarpHandshake`] for
 //! [`WarpTransport::accept`](crate::WarpTransport). The request then waits (bounded by
 //! `handshake_timeout`) for the runtime's [`Decision`]:
@@ -22,7 +23,7 @@ use http::{HeaderMap, HeaderValue, StatusCode, header};
 use tokio::sync::{mpsc, oneshot};
 use warp::Filter;
 use warp::filters::BoxedFilter;
-use warp::filters::path::FullPath;
+use warp::filters::path::{FullPath, Peek};
 use warp::reply::{Reply, Response};
 use warp::ws::{WebSocket, Ws};
 
@@ -85,15 +86,13 @@ impl Handshake for WarpHandshake {
     }
 }
 
-/// The filter for WebSocket upgrades at `/` and `/ws`.
+/// The filter for WebSocket upgrades at the configured socket paths.
 pub(crate) fn socket_route(
     queue: mpsc::Sender<WarpHandshake>,
     config: Arc<WarpConfig>,
 ) -> BoxedFilter<(Response,)> {
-    let path = warp::path::end()
-        .or(warp::path("ws").and(warp::path::end()))
-        .unify();
-    path.and(warp::ws())
+    socket_path(&config.socket_paths)
+        .and(warp::ws())
         .and(connection_info())
         .and_then(move |ws: Ws, info: ConnectionInfo| {
             let queue = queue.clone();
@@ -101,6 +100,29 @@ pub(crate) fn socket_route(
             async move { Ok::<_, Infallible>(decide(ws, info, &queue, &config).await) }
         })
         .boxed()
+}
+
+/// Matches the configured socket paths. They are compared with what is left of the
+/// path where the routes are mounted (`peek`), so mounting under a prefix works.
+fn socket_path(
+    paths: &[String],
+) -> impl Filter<Extract = (), Error = warp::Rejection> + Clone + use<> {
+    let paths: Arc<[String]> = paths
+        .iter()
+        .map(|path| path.trim_start_matches('/').to_owned())
+        .collect();
+    warp::path::peek()
+        .and_then(move |rest: Peek| {
+            let matched = paths.iter().any(|path| path == rest.as_str());
+            async move {
+                if matched {
+                    Ok(())
+                } else {
+                    Err(warp::reject::not_found())
+                }
+            }
+        })
+        .untuple_one()
 }
 
 /// Queues the handshake and turns the runtime's decision into the HTTP response.

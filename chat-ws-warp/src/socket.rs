@@ -33,7 +33,11 @@ pub(crate) fn with_limits(ws: Ws, config: &WarpConfig) -> Ws {
 pub(crate) fn split(socket: WebSocket, close_timeout: Duration) -> (WarpInbound, WarpOutbound) {
     let (sink, stream) = socket.split();
     (
-        WarpInbound { stream },
+        WarpInbound {
+            stream,
+            peer_close: None,
+            close_timeout,
+        },
         WarpOutbound {
             sink,
             close_timeout,
@@ -49,6 +53,10 @@ pub(crate) fn split(socket: WebSocket, close_timeout: Duration) -> (WarpInbound,
 #[derive(Debug)]
 pub(crate) struct WarpInbound {
     stream: SplitStream<WebSocket>,
+    /// The peer's close, held while its reply is flushed (see `recv`), so a `recv`
+    /// cancelled during that flush still reports it on the next call.
+    peer_close: Option<Option<CloseCode>>,
+    close_timeout: Duration,
 }
 
 #[async_trait]
@@ -56,6 +64,9 @@ impl Inbound for WarpInbound {
     /// Cancel-safe: the only await is `StreamExt::next`, which loses nothing when
     /// dropped; a ping consumed before a cancellation needs no further action.
     async fn recv(&mut self) -> Option<Result<Incoming, TransportError>> {
+        if self.peer_close.is_some() {
+            return self.finish_peer_close().await;
+        }
         loop {
             let message = match self.stream.next().await? {
                 Ok(message) => message,
@@ -72,11 +83,24 @@ impl Inbound for WarpInbound {
                 return Some(Ok(Incoming::Pong));
             }
             if message.is_close() {
-                let code = message.close_frame().map(|(code, _)| CloseCode(code));
-                return Some(Ok(Incoming::Close(code)));
+                self.peer_close = Some(message.close_frame().map(|(code, _)| CloseCode(code)));
+                return self.finish_peer_close().await;
             }
             // A ping: tungstenite queued the pong; looping into the next read flushes it.
         }
+    }
+}
+
+impl WarpInbound {
+    /// tungstenite has queued the reply to the peer's close; it is written by the next
+    /// read, which then ends the stream. The runtime stops reading at a close and drops
+    /// the connection, so read once more here — otherwise the reply would never leave
+    /// and the peer would see the connection drop (1006) instead of a clean close.
+    async fn finish_peer_close(&mut self) -> Option<Result<Incoming, TransportError>> {
+        // Bounded: a peer that closed but does not read cannot hold us.
+        let _ = tokio::time::timeout(self.close_timeout, self.stream.next()).await;
+        let code = self.peer_close.take()?;
+        Some(Ok(Incoming::Close(code)))
     }
 }
 
