@@ -146,14 +146,16 @@ pub const OPENMETRICS_TEXT: &str = "application/openmetrics-text; version=1.0.0;
 /// depend on the runtime's internals:
 ///
 /// ```
-/// use chat_ws_warp::{MetricsSource, OPENMETRICS_TEXT};
+/// use chat_ws_warp::{MetricsSource, OPENMETRICS_TEXT, PROMETHEUS_TEXT};
 ///
-/// // With the chat runtime: `let m = runtime.metrics(); MetricsSource::new(move || m.encode_text())`.
-/// let source = MetricsSource::new(|| "chat_connections 3\n".to_owned());
-/// assert_eq!(source.encode(), "chat_connections 3\n");
-///
-/// let open = MetricsSource::with_content_type(OPENMETRICS_TEXT, || "# EOF\n".to_owned());
+/// // The chat runtime encodes OpenMetrics:
+/// // `let m = server.metrics(); MetricsSource::openmetrics(move || m.encode_text())`.
+/// let open = MetricsSource::openmetrics(|| "chat_connections 3\n# EOF\n".to_owned());
 /// assert_eq!(open.content_type(), OPENMETRICS_TEXT);
+///
+/// let plain = MetricsSource::new(|| "chat_connections 3\n".to_owned());
+/// assert_eq!(plain.encode(), "chat_connections 3\n");
+/// assert_eq!(plain.content_type(), PROMETHEUS_TEXT);
 /// ```
 #[derive(Clone)]
 pub struct MetricsSource {
@@ -167,7 +169,13 @@ impl MetricsSource {
         Self::with_content_type(PROMETHEUS_TEXT, encode)
     }
 
-    /// A source whose text has another content type (e.g. [`OPENMETRICS_TEXT`]).
+    /// A source of OpenMetrics text ([`OPENMETRICS_TEXT`]), such as the chat runtime's
+    /// `Metrics::encode_text`.
+    pub fn openmetrics(encode: impl Fn() -> String + Send + Sync + 'static) -> Self {
+        Self::with_content_type(OPENMETRICS_TEXT, encode)
+    }
+
+    /// A source whose text has another content type.
     pub fn with_content_type(
         content_type: &'static str,
         encode: impl Fn() -> String + Send + Sync + 'static,

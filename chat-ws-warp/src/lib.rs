@@ -37,27 +37,34 @@
 //!
 //! ## Serving the chat
 //!
-//! On its own address, with [`WarpTransport::bind`]:
+//! On its own address, with [`WarpTransport::bind`], driven by the chat runtime:
 //!
 //! ```no_run
-//! use chat_core::Transport;
+//! use std::sync::Arc;
+//!
+//! use chat_core::{Config, RuntimeConfig, Server};
+//! use chat_memory_store::MemoryStore;
 //! use chat_ws_warp::{MetricsSource, WarpConfig, WarpTransport};
 //!
-//! # async fn run() -> std::io::Result<()> {
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let chat = Server::new(Config::default(), RuntimeConfig::default(), Arc::new(MemoryStore::new()));
+//! let metrics = chat.metrics();
 //! let config = WarpConfig {
-//!     metrics: Some(MetricsSource::new(|| "chat_up 1\n".to_owned())),
+//!     // The runtime encodes OpenMetrics text.
+//!     metrics: Some(MetricsSource::openmetrics(move || metrics.encode_text())),
 //!     ..WarpConfig::default()
 //! };
-//! let (mut transport, server) = WarpTransport::bind("0.0.0.0:8080", config).await?;
-//! println!("open http://{}/", server.local_addr());
+//! let (transport, http) = WarpTransport::bind("0.0.0.0:8080", config).await?;
+//! println!("open http://{}/", http.local_addr());
 //!
-//! // The chat runtime does this; here every connection is refused.
-//! while let Some(handshake) = transport.accept().await {
-//!     handshake
-//!         .reject(chat_core::Rejection::Unavailable("maintenance".into()))
-//!         .await;
-//! }
-//! # server.stopped().await;
+//! let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+//! // … keep `stop` and send on it (on SIGTERM, say) …
+//! # drop(stop);
+//! // Runs until `stopped`, then closes every socket with 1001 and drops the transport
+//! // (new handshakes get 503 from then on).
+//! chat.run(transport, async { let _ = stopped.await; }).await?;
+//! http.shutdown();
+//! http.stopped().await;
 //! # Ok(())
 //! # }
 //! ```
@@ -78,7 +85,7 @@
 //! let server = serve(listener, app, &config)?;
 //! // … run the chat runtime with `transport` …
 //! # drop(transport);
-//! server.shutdown(); // stop accepting; then shut the runtime down (it closes sockets with 1001)
+//! server.shutdown();
 //! server.stopped().await;
 //! # Ok(())
 //! # }
@@ -102,6 +109,6 @@ mod web;
 
 pub use config::{MetricsSource, OPENMETRICS_TEXT, PROMETHEUS_TEXT, WarpConfig};
 pub use echo::echo_routes;
-pub use server::{ServerHandle, serve};
+pub use server::{HttpServer, serve};
 pub use transport::{Routes, WarpTransport};
 pub use web::CONTENT_SECURITY_POLICY;

@@ -45,13 +45,13 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 /// Dropping the handle does **not** stop the server (it runs until its runtime ends);
 /// call [`shutdown`](Self::shutdown).
 #[derive(Debug)]
-pub struct ServerHandle {
+pub struct HttpServer {
     local_addr: SocketAddr,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
 }
 
-impl ServerHandle {
+impl HttpServer {
     /// The address the server listens on (useful after binding port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
@@ -69,7 +69,7 @@ impl ServerHandle {
 
     /// Waits until the listener is closed and every HTTP connection has ended.
     pub async fn stopped(self) {
-        let ServerHandle { stop, task, .. } = self;
+        let HttpServer { stop, task, .. } = self;
         // A panic in the accept loop has nothing left to clean up; the server is stopped.
         let _ = task.await;
         drop(stop);
@@ -77,7 +77,7 @@ impl ServerHandle {
 }
 
 /// Serves `filter` on `listener` with the limits of `config` (TCP_NODELAY, header
-/// timeout and limits, connection cap) until [`ServerHandle::shutdown`].
+/// timeout and limits, connection cap) until [`HttpServer::shutdown`].
 ///
 /// Use it to run the chat's [`Routes`](crate::Routes) combined with your own warp
 /// routes; [`WarpTransport::bind`](crate::WarpTransport::bind) is this plus the chat's
@@ -102,11 +102,7 @@ impl ServerHandle {
 /// # Ok(())
 /// # }
 /// ```
-pub fn serve<F, R>(
-    listener: TcpListener,
-    filter: F,
-    config: &WarpConfig,
-) -> io::Result<ServerHandle>
+pub fn serve<F, R>(listener: TcpListener, filter: F, config: &WarpConfig) -> io::Result<HttpServer>
 where
     F: Filter<Extract = (R,), Error = warp::Rejection> + Clone + Send + Sync + 'static,
     R: Reply + 'static,
@@ -116,7 +112,7 @@ where
     let limits = Limits::from(config);
     #[allow(clippy::disallowed_methods)] // the server's one long-lived task
     let task = tokio::spawn(accept_loop(listener, filter, limits, stop_rx));
-    Ok(ServerHandle {
+    Ok(HttpServer {
         local_addr,
         stop,
         task,
@@ -250,7 +246,7 @@ fn is_connection_error(err: &io::Error) -> bool {
     )
 }
 
-/// Resolves once a shutdown was asked for. A dropped [`ServerHandle`] is not a request to
+/// Resolves once a shutdown was asked for. A dropped [`HttpServer`] is not a request to
 /// stop, so then it never resolves.
 async fn stopped(stop: &mut watch::Receiver<bool>) {
     if stop.wait_for(|stop| *stop).await.is_err() {

@@ -14,7 +14,7 @@ use warp::reply::Response;
 
 use crate::config::WarpConfig;
 use crate::handshake::{self, WarpHandshake};
-use crate::server::{ServerHandle, serve};
+use crate::server::{HttpServer, serve};
 use crate::web;
 
 /// The chat's warp routes: the socket at `/` and `/ws`, `/healthz`, `/metrics` when
@@ -78,7 +78,7 @@ impl WarpTransport {
     pub async fn bind(
         addr: impl ToSocketAddrs,
         config: WarpConfig,
-    ) -> io::Result<(WarpTransport, ServerHandle)> {
+    ) -> io::Result<(WarpTransport, HttpServer)> {
         let listener = TcpListener::bind(addr).await?;
         let (transport, routes) = WarpTransport::routes(config.clone());
         let server = serve(listener, routes, &config)?;

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use chat_core::channel::ClientEvent;
 use chat_core::testkit::transport::{Harness, TestClient, run_all};
 use chat_core::{CloseCode, TransportError, async_trait};
-use chat_ws_warp::{ServerHandle, WarpConfig, WarpTransport};
+use chat_ws_warp::{HttpServer, WarpConfig, WarpTransport};
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -18,14 +18,14 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 /// Starts a fresh server per case; the previous one is shut down.
 #[derive(Default)]
 struct WarpHarness {
-    server: Option<ServerHandle>,
+    server: Option<HttpServer>,
 }
 
 impl WarpHarness {
     fn addr(&self) -> SocketAddr {
         self.server
             .as_ref()
-            .map(ServerHandle::local_addr)
+            .map(HttpServer::local_addr)
             .expect("start() runs before connect()")
     }
 }

@@ -10,7 +10,7 @@ use chat_core::{
     Channel, CloseCode, ConnectionInfo, Handshake, Incoming, Rejection, Transport, TransportError,
 };
 use chat_ws_warp::{
-    CONTENT_SECURITY_POLICY, MetricsSource, ServerHandle, WarpConfig, WarpTransport, echo_routes,
+    CONTENT_SECURITY_POLICY, HttpServer, MetricsSource, WarpConfig, WarpTransport, echo_routes,
     serve,
 };
 use futures_util::{SinkExt, StreamExt};
@@ -29,7 +29,7 @@ type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
 /// Upper bound for anything that should happen "at once".
 const PROMPT: Duration = Duration::from_secs(5);
 
-async fn start(config: WarpConfig) -> (WarpTransport, ServerHandle) {
+async fn start(config: WarpConfig) -> (WarpTransport, HttpServer) {
     WarpTransport::bind("127.0.0.1:0", config)
         .await
         .expect("bind 127.0.0.1:0")
