@@ -422,6 +422,45 @@ async fn a_protocol_violation_is_a_protocol_error() {
     }
 }
 
+#[tokio::test]
+async fn invalid_utf8_text_is_a_protocol_error() {
+    let (mut transport, server) = start(WarpConfig::default()).await;
+    let addr = server.local_addr();
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let client = tokio::spawn(tokio_tungstenite::client_async(url(addr, "/ws"), tcp));
+    let mut channel = next_handshake(&mut transport).await.accept().await.unwrap();
+    let (mut client, _) = client.await.unwrap().unwrap();
+
+    // A masked text frame (all-zero mask key) whose payload is not UTF-8.
+    let frame = [0x81, 0x80 | 2, 0, 0, 0, 0, 0xff, 0xfe];
+    client.get_mut().write_all(&frame).await.unwrap();
+    match recv(&mut channel).await {
+        Some(Err(TransportError::Protocol(why))) => assert!(why.contains("UTF-8"), "{why}"),
+        other => panic!("expected a protocol error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_peer_that_does_not_read_blocks_send_instead_of_growing_buffers() {
+    let (mut transport, server) = start(WarpConfig::default()).await;
+    let (_client, mut channel, _) = connect(&mut transport, server.local_addr(), "/ws").await;
+    // 64 MiB towards a client that never reads: far more than the kernel's socket
+    // buffers and tungstenite's bounded write buffer hold, so `send` must wait.
+    let batch: Vec<Bytes> = (0..16)
+        .map(|_| Bytes::from("z".repeat(64 * 1024)))
+        .collect();
+    let flood = async {
+        for _ in 0..64 {
+            channel.outbound.send(&batch).await?;
+        }
+        Ok::<_, TransportError>(())
+    };
+    assert!(
+        timeout(Duration::from_secs(2), flood).await.is_err(),
+        "send should block on a peer that does not read"
+    );
+}
+
 // ---------------------------------------------------------------- control frames
 
 #[tokio::test]
