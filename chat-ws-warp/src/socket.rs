@@ -49,7 +49,7 @@ pub(crate) fn split(socket: WebSocket, close_timeout: Duration) -> (WarpInbound,
 ///
 /// Pings are answered by tungstenite: it queues the pong when it reads the ping and
 /// writes it on the next read (which `recv` performs at once by reading on), or on the
-/// next write. A peer's close frame is answered the same way.
+/// next write. A peer's close frame is answered the same way, before `recv` reports it.
 #[derive(Debug)]
 pub(crate) struct WarpInbound {
     stream: SplitStream<WebSocket>,
@@ -61,8 +61,9 @@ pub(crate) struct WarpInbound {
 
 #[async_trait]
 impl Inbound for WarpInbound {
-    /// Cancel-safe: the only await is `StreamExt::next`, which loses nothing when
-    /// dropped; a ping consumed before a cancellation needs no further action.
+    /// Cancel-safe: `StreamExt::next` loses nothing when dropped, a ping consumed
+    /// before a cancellation needs no further action, and a close whose reply was being
+    /// flushed is kept in `peer_close` and reported by the next call.
     async fn recv(&mut self) -> Option<Result<Incoming, TransportError>> {
         if self.peer_close.is_some() {
             return self.finish_peer_close().await;
@@ -73,7 +74,8 @@ impl Inbound for WarpInbound {
                 Err(err) => return Some(Err(read_error(&err))),
             };
             if message.is_text() {
-                // `into_bytes` hands over tungstenite's buffer: no copy.
+                // `into_bytes` hands over a slice of tungstenite's read buffer: no copy.
+                // It keeps that buffer alive while held; the runtime decodes and drops it.
                 return Some(Ok(Incoming::Text(message.into_bytes())));
             }
             if message.is_binary() {
