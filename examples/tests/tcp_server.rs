@@ -1,4 +1,5 @@
 //! The TCP example end to end: a real server on an ephemeral port, real TCP clients.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use std::sync::Arc;
 use std::time::Duration;
