@@ -119,7 +119,12 @@ impl Engine {
             return;
         };
         let target = beyond.max(ahead);
-        if room.stream.inflight > 0 || room.stream.gap_fill || target.is_none_or(|t| t <= cursor) {
+        let nobody_needs_it = room.members.is_empty() && room.pending_joins == 0;
+        if nobody_needs_it
+            || room.stream.inflight > 0
+            || room.stream.gap_fill
+            || target.is_none_or(|t| t <= cursor)
+        {
             return;
         }
         room.stream.gap_fill = true;

@@ -7,8 +7,8 @@
 //! `cursor` — the last `seq` delivered to the members — and a reorder buffer of messages
 //! that arrived ahead of it. A message is delivered when it is the cursor's successor.
 //!
-//! The cursor is unknown while the room has no members; the first join's store read
-//! establishes it. A joiner's history may end *after* the cursor (the store already has
+//! The cursor is unknown until the room's first join completes; that join's store read
+//! establishes it, and it lives as long as the room. A joiner's history may end *after* the cursor (the store already has
 //! messages whose append replies are still on their way): that member is *ahead* until
 //! the cursor catches up, and those messages skip it. A history that ends *before* the
 //! cursor is completed by the join logic before the joiner becomes a member.
@@ -177,15 +177,9 @@ impl Room {
         if user_gone {
             self.presence.swap_remove(&member.user);
         }
-        if self.members.is_empty() {
-            // Nobody holds the stream any more; the next join re-establishes it. Keep
-            // early arrivals only if a join is on its way (it may need them).
-            self.stream.cursor = None;
-            self.stream.epoch = None;
-            if self.pending_joins == 0 {
-                self.stream.reorder.clear();
-            }
-        }
+        // The stream's cursor survives an empty room: a join still on its way may hold a
+        // read older than what the departed members received, and the cursor is what
+        // tells it to catch up. The room (and its stream) is forgotten once idle.
         Some(Departure {
             user,
             user_gone,
@@ -197,7 +191,7 @@ impl Room {
     pub(crate) fn accept(&mut self, message: Arc<StoredMessage>) {
         match self.stream.cursor {
             Some(cursor) if message.seq <= cursor => {}
-            // Nobody to deliver to and nobody on the way in: the store has it anyway.
+            // Before the first join completes, keep arrivals only for a join on its way.
             None if self.pending_joins == 0 => {}
             _ => {
                 self.stream.reorder.insert(message.seq, message);

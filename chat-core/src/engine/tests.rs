@@ -642,6 +642,35 @@ fn a_join_whose_read_ends_before_the_stream_catches_up_from_the_store() {
 }
 
 #[test]
+fn a_join_pending_while_the_room_empties_still_gets_what_the_leaver_saw() {
+    // Found by the property tests: the last member leaves while a join's (stale) read is
+    // out. The joiner must still receive everything stored before it became a member.
+    let mut s = Sim::new(Config::unlimited());
+    let a = member(&mut s, "alice", "lobby");
+    let b = named(&mut s, "bob");
+    s.set_store_mode(StoreMode::Held);
+    s.send(b, json!({"type":"join_room","room":"lobby"}));
+    let join = s.take_held(0).expect("the join's read");
+    let stale = s.store.perform(join.op.clone());
+    chat(&mut s, a, "one");
+    s.complete_all();
+    assert_eq!(seqs(&s.take(a)), [1]);
+    s.send(a, json!({"type":"leave_room"}));
+    s.input(crate::engine::Input::StoreReply {
+        ticket: join.ticket,
+        reply: stale,
+    });
+    s.complete_all();
+    let frames = s.take(b);
+    assert_eq!(
+        history_seqs(&frames[1]),
+        [1],
+        "the catch-up read brought seq 1"
+    );
+    assert_eq!(frames[1]["lastSeq"], 1);
+}
+
+#[test]
 fn resume_replays_exactly_the_missed_messages() {
     let mut s = Sim::new(Config::unlimited());
     let a = member(&mut s, "alice", "lobby");

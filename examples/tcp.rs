@@ -9,8 +9,8 @@ use std::net::SocketAddr;
 
 use bytes::Bytes;
 use chat_core::{
-    async_trait, Channel, CloseCode, ConnectionInfo, Handshake, Inbound, Incoming, Outbound,
-    Rejection, Transport, TransportError,
+    Channel, CloseCode, ConnectionInfo, Handshake, Inbound, Incoming, Outbound, Rejection,
+    Transport, TransportError, async_trait,
 };
 use futures_util::StreamExt;
 use tokio::io::{AsyncWriteExt, BufWriter};
@@ -125,7 +125,10 @@ impl Outbound for LinesOut {
     async fn close(&mut self, code: CloseCode, reason: &str) -> Result<(), TransportError> {
         let line = serde_json::json!({"type": "closed", "code": code.0, "reason": reason});
         let io = |e: std::io::Error| TransportError::Io(e.to_string());
-        self.0.write_all(format!("{line}\n").as_bytes()).await.map_err(io)?;
+        self.0
+            .write_all(format!("{line}\n").as_bytes())
+            .await
+            .map_err(io)?;
         self.0.flush().await.map_err(io)?;
         self.0.shutdown().await.map_err(io)
     }
