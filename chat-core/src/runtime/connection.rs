@@ -138,6 +138,7 @@ pub(crate) async fn serve(handshake: Box<dyn Handshake>, ctx: Arc<Context>, _slo
         return reject(handshake, why, &ctx).await;
     }
     let info = handshake.info().clone();
+    let peer = info.peer_addr;
     let identity = match ctx.admission.admit(&info) {
         Ok(identity) => identity,
         Err(why) => return reject(handshake, why, &ctx).await,
@@ -175,6 +176,7 @@ pub(crate) async fn serve(handshake: Box<dyn Handshake>, ctx: Arc<Context>, _slo
         )
         .await;
     };
+    tracing::info!(%conn, peer = ?peer, "connection opened");
     let registered = Registered {
         conn,
         hub: &ctx.hub,
@@ -199,6 +201,7 @@ pub(crate) async fn serve(handshake: Box<dyn Handshake>, ctx: Arc<Context>, _slo
         }
     }
     registered.closed().await;
+    tracing::info!(%conn, peer = ?peer, "connection closed");
 }
 
 async fn register(
@@ -262,10 +265,11 @@ async fn read(
             }
             Ok(Incoming::Close(_)) => return ReadEnd::PeerGone,
             Err(TransportError::MessageTooBig) => {
+                tracing::warn!(%conn, "frame over the size limit: closing with 1009");
                 return ReadEnd::Close(CloseCode::TOO_BIG, "message too big");
             }
             Err(e @ TransportError::Protocol(_)) => {
-                tracing::debug!(%conn, error = %e, "peer broke the framing protocol");
+                tracing::warn!(%conn, error = %e, "peer broke the framing protocol");
                 return ReadEnd::Close(e.close_code(), "protocol error");
             }
             Err(e) => {

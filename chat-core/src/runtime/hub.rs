@@ -344,6 +344,9 @@ impl Hub {
             match output {
                 Output::Deliver { to, event } => self.deliver(&to, &event),
                 Output::Close { conn, code, reason } => {
+                    // The engine closes only for abuse (refusal budget, per-user cap) or
+                    // an authenticated name conflict.
+                    tracing::warn!(%conn, code = code.0, reason, "closing connection");
                     if let Some(c) = lookup(&mut self.conns, conn) {
                         c.closing = true;
                         if c.queue.close_after_flush(code, reason) {
@@ -377,7 +380,7 @@ impl Hub {
                     dropped += evicted as u64;
                     overflowed += 1;
                     c.closing = true;
-                    tracing::debug!(%conn, "slow reader: outbound queue full, closing");
+                    tracing::warn!(%conn, "slow reader: outbound queue full, closing with 1013");
                 }
                 Pushed::Closed => {}
             }
