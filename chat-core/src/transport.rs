@@ -158,9 +158,12 @@ pub enum TransportError {
     /// A frame or message exceeded the transport's size limit (→ close 1009).
     #[error("message too big")]
     MessageTooBig,
-    /// The peer broke the framing protocol (bad opcode, bad UTF-8, unmasked frame…).
+    /// The peer broke the framing protocol (bad opcode, unmasked frame…) (→ close 1002).
     #[error("protocol violation: {0}")]
     Protocol(String),
+    /// A text frame that is not valid UTF-8 (→ close 1007).
+    #[error("invalid UTF-8 in a text frame")]
+    InvalidPayload,
     /// The connection is closed.
     #[error("connection closed")]
     Closed,
@@ -178,6 +181,7 @@ impl TransportError {
         match self {
             TransportError::MessageTooBig => CloseCode::TOO_BIG,
             TransportError::Protocol(_) => CloseCode(1002),
+            TransportError::InvalidPayload => CloseCode::INVALID_PAYLOAD,
             _ => CloseCode::NORMAL,
         }
     }

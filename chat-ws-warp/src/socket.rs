@@ -191,9 +191,7 @@ pub(crate) fn read_error(err: &warp::Error) -> TransportError {
             TransportError::Closed
         }
         Some(tungstenite::Error::Protocol(p)) => TransportError::Protocol(p.to_string()),
-        Some(tungstenite::Error::Utf8(e)) => {
-            TransportError::Protocol(format!("invalid UTF-8: {e}"))
-        }
+        Some(tungstenite::Error::Utf8(_)) => TransportError::InvalidPayload,
         Some(tungstenite::Error::Io(e)) => TransportError::Io(e.to_string()),
         Some(other) => TransportError::Io(other.to_string()),
         None => TransportError::Io(err.to_string()),

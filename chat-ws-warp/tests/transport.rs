@@ -423,7 +423,7 @@ async fn a_protocol_violation_is_a_protocol_error() {
 }
 
 #[tokio::test]
-async fn invalid_utf8_text_is_a_protocol_error() {
+async fn invalid_utf8_text_is_an_invalid_payload_closed_with_1007() {
     let (mut transport, server) = start(WarpConfig::default()).await;
     let addr = server.local_addr();
     let tcp = TcpStream::connect(addr).await.unwrap();
@@ -435,8 +435,8 @@ async fn invalid_utf8_text_is_a_protocol_error() {
     let frame = [0x81, 0x80 | 2, 0, 0, 0, 0, 0xff, 0xfe];
     client.get_mut().write_all(&frame).await.unwrap();
     match recv(&mut channel).await {
-        Some(Err(TransportError::Protocol(why))) => assert!(why.contains("UTF-8"), "{why}"),
-        other => panic!("expected a protocol error, got {other:?}"),
+        Some(Err(e @ TransportError::InvalidPayload)) => assert_eq!(e.close_code().0, 1007),
+        other => panic!("expected an invalid payload, got {other:?}"),
     }
 }
 

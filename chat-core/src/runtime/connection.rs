@@ -268,7 +268,7 @@ async fn read(
                 tracing::warn!(%conn, "frame over the size limit: closing with 1009");
                 return ReadEnd::Close(CloseCode::TOO_BIG, "message too big");
             }
-            Err(e @ TransportError::Protocol(_)) => {
+            Err(e @ (TransportError::Protocol(_) | TransportError::InvalidPayload)) => {
                 tracing::warn!(%conn, error = %e, "peer broke the framing protocol");
                 return ReadEnd::Close(e.close_code(), "protocol error");
             }
