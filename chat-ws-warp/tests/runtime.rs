@@ -1,86 +1,35 @@
 //! End to end: the chat runtime (`chat_core::Server` with the in-memory store) serving
 //! real WebSocket clients through `WarpTransport`.
 
-use std::sync::Arc;
-use std::time::Duration;
+mod support;
 
-use chat_core::{Config, RuntimeConfig, Server};
-use chat_memory_store::MemoryStore;
-use chat_ws_warp::{HttpServer, MetricsSource, OPENMETRICS_TEXT, WarpConfig, WarpTransport};
-use futures_util::{SinkExt, StreamExt};
-use serde_json::{Value, json};
+use chat_core::{Config, RuntimeConfig};
+use chat_ws_warp::{MetricsSource, OPENMETRICS_TEXT, WarpConfig};
+use futures_util::SinkExt;
+use serde_json::json;
+use support::{PROMPT, TestServer, Ws, close_code, next_text as event};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-const PROMPT: Duration = Duration::from_secs(5);
-
-async fn start() -> (chat_core::ServerHandle, HttpServer) {
-    let store = Arc::new(MemoryStore::new());
-    let chat = Server::new(Config::default(), RuntimeConfig::default(), store);
-    let metrics = chat.metrics();
-    let config = WarpConfig {
-        metrics: Some(MetricsSource::openmetrics(move || metrics.encode_text())),
-        ..WarpConfig::default()
-    };
-    let (transport, http) = WarpTransport::bind("127.0.0.1:0", config)
-        .await
-        .expect("bind 127.0.0.1:0");
-    (chat.spawn(transport), http)
-}
-
-async fn connect(http: &HttpServer) -> Client {
-    let url = format!("ws://{}/ws", http.local_addr());
-    let (client, _) = timeout(PROMPT, tokio_tungstenite::connect_async(url))
-        .await
-        .expect("connect in time")
-        .expect("connect");
-    client
-}
-
-async fn send(client: &mut Client, command: Value) {
-    client
-        .send(Message::text(command.to_string()))
-        .await
-        .expect("send");
-}
-
-/// The next text frame as JSON.
-async fn event(client: &mut Client) -> Value {
-    loop {
-        let message = timeout(PROMPT, client.next())
-            .await
-            .expect("an event in time")
-            .expect("connection open")
-            .expect("a frame");
-        if let Message::Text(text) = message {
-            return serde_json::from_str(text.as_str()).expect("JSON event");
-        }
-    }
-}
-
-/// The close code the client receives next (text frames before it are skipped).
-async fn close_code(client: &mut Client) -> u16 {
-    loop {
-        match timeout(PROMPT, client.next())
-            .await
-            .expect("a close in time")
-        {
-            Some(Ok(Message::Close(Some(frame)))) => return u16::from(frame.code),
-            Some(Ok(_)) => {}
-            other => panic!("expected a close frame, got {other:?}"),
-        }
-    }
+/// Default configuration, with the runtime's metrics on `/metrics`.
+async fn start() -> TestServer {
+    TestServer::with_warp(
+        Config::default(),
+        RuntimeConfig::default(),
+        |metrics, warp| WarpConfig {
+            metrics: Some(MetricsSource::openmetrics(move || metrics.encode_text())),
+            ..warp
+        },
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chat_round_trip_over_warp() {
-    let (chat, http) = start().await;
-    let mut alice = connect(&http).await;
+    let TestServer { chat, http, .. } = start().await;
+    let mut alice = TestServer::ws_at(http.local_addr()).await;
 
     let hello = event(&mut alice).await;
     assert_eq!(hello["type"], "connection");
@@ -122,8 +71,8 @@ async fn a_chat_round_trip_over_warp() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_runtime_closes_an_oversized_frame_with_1009() {
-    let (_chat, http) = start().await;
-    let mut client = connect(&http).await;
+    let server = start().await;
+    let mut client = server.ws().await;
     assert_eq!(event(&mut client).await["type"], "connection");
     client
         .send(Message::text("x".repeat(64 * 1024 + 1)))
@@ -134,13 +83,11 @@ async fn the_runtime_closes_an_oversized_frame_with_1009() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_serve_the_runtimes_openmetrics() {
-    let (_chat, http) = start().await;
-    let mut client = connect(&http).await;
+    let server = start().await;
+    let mut client = server.ws().await;
     assert_eq!(event(&mut client).await["type"], "connection");
 
-    let mut tcp = TcpStream::connect(http.local_addr())
-        .await
-        .expect("connect");
+    let mut tcp = TcpStream::connect(server.addr()).await.expect("connect");
     let request = "GET /metrics HTTP/1.1\r\nHost: chat\r\nConnection: close\r\n\r\n";
     tcp.write_all(request.as_bytes()).await.expect("write");
     let mut response = String::new();
@@ -154,4 +101,11 @@ async fn metrics_serve_the_runtimes_openmetrics() {
         "{response}"
     );
     assert!(response.trim_end().ends_with("# EOF"), "{response}");
+}
+
+async fn send(client: &mut Ws, command: serde_json::Value) {
+    client
+        .send(Message::text(command.to_string()))
+        .await
+        .expect("send");
 }
