@@ -224,7 +224,7 @@ fn seqs_seen(frames: &[Value]) -> Vec<u64> {
     seqs
 }
 
-// ENGINE BUG: a join whose store read is answered after the room emptied activates at
+// Regression (found by these properties, fixed in engine/room.rs): a join whose store read is answered after the room emptied activates at
 // that read's (stale) end. When the room's last member leaves, the stream forgets its
 // cursor even though a join is pending, so the join cannot tell that messages were
 // stored and delivered after its read: it neither includes them in the history nor
@@ -235,7 +235,7 @@ fn seqs_seen(frames: &[Value]) -> Vec<u64> {
 // `stream.cursor` when the last member leaves although `pending_joins > 0`; then
 // `on_join_page` (engine/join.rs) finds no cursor to compare the read's end with.
 #[test]
-fn engine_bug_a_stale_join_read_after_the_room_emptied_withholds_messages() {
+fn regression_a_stale_join_read_after_the_room_emptied_still_gets_every_message() {
     let mut s = Sim::new(Config::unlimited());
     s.set_store_mode(StoreMode::Held);
     let alice = named(&mut s, "alice");
