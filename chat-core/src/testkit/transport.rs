@@ -21,7 +21,8 @@
 //! The rules (the contract of [`crate::transport`]):
 //!
 //! 1. [`request_metadata`]: `ConnectionInfo` carries path, raw query and headers.
-//! 2. [`rejection_status`]: a rejected handshake reaches the client as its HTTP status.
+//! 2. [`rejection_status`]: a rejected handshake reaches the client as its HTTP status
+//!    (or, for transports without a handshake reply, as a final frame naming it).
 //! 3. [`text_both_ways`]: text frames arrive intact and in order in both directions,
 //!    including non-ASCII text and a 60 KiB frame.
 //! 4. [`batch_in_order`]: a batch of 500 frames in one `send` arrives in order.
@@ -67,6 +68,15 @@ pub trait Harness: Send {
     /// Whether the transport reports path, query and headers in [`ConnectionInfo`]
     /// (transports without requests, such as raw TCP, may not). Default true.
     fn carries_request_metadata(&self) -> bool {
+        true
+    }
+
+    /// Whether a refused handshake fails [`Harness::connect`] itself, as HTTP-based
+    /// transports do (the upgrade request is answered with the status). Transports
+    /// without a handshake reply (raw TCP) connect first and deliver the refusal as the
+    /// connection's only frame, naming the status, followed by its end; for them the
+    /// suite checks exactly that. Default true.
+    fn refuses_during_connect(&self) -> bool {
         true
     }
 }
@@ -237,11 +247,27 @@ pub async fn rejection_status<H: Harness>(h: &mut H) {
                 .expect("transport stopped accepting");
             within("reject", handshake.reject(rejection)).await;
         };
+        let during_connect = h.refuses_during_connect();
         let client = within("client connect", h.connect("/", &[]));
         let ((), result) = tokio::join!(server, client);
         match result {
             Err(got) => assert_eq!(got, status, "rejection status"),
-            Ok(_) => panic!("a rejected handshake connected (expected {status})"),
+            Ok(_) if during_connect => {
+                panic!("a rejected handshake connected (expected {status})")
+            }
+            Ok(mut client) => {
+                match within("the refusal frame", client.recv()).await {
+                    Some(ClientEvent::Text(t)) => assert!(
+                        t.contains(&status.to_string()),
+                        "the refusal frame names the status {status}: {t}"
+                    ),
+                    other => panic!("expected a refusal frame naming {status}, got {other:?}"),
+                }
+                match within("the end after a refusal", client.recv()).await {
+                    None | Some(ClientEvent::Closed { .. }) => {}
+                    other => panic!("a refused connection must end, got {other:?}"),
+                }
+            }
         }
     }
 }
