@@ -146,7 +146,7 @@ pub(crate) struct Options {
     )]
     pub(crate) outbound_frames: usize,
     /// Bytes queued for one connection before it counts as a slow reader.
-    #[arg(long, env = "CHAT_OUTBOUND_BYTES", default_value_t = 1 << 20, help_heading = "Runtime")]
+    #[arg(long, env = "CHAT_OUTBOUND_BYTES", default_value_t = 4 << 20, help_heading = "Runtime")]
     pub(crate) outbound_bytes: usize,
     /// Frames written per batch (one flush per batch).
     #[arg(
@@ -188,7 +188,7 @@ pub(crate) struct Options {
     #[arg(long, env = "CHAT_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024, help_heading = "WebSocket")]
     pub(crate) max_message_bytes: usize,
     /// Bytes a socket may hold unsent before writes wait.
-    #[arg(long, env = "CHAT_MAX_WRITE_BUFFER_BYTES", default_value_t = 2 << 20, help_heading = "WebSocket")]
+    #[arg(long, env = "CHAT_MAX_WRITE_BUFFER_BYTES", default_value_t = 8 << 20, help_heading = "WebSocket")]
     pub(crate) max_write_buffer_bytes: usize,
     /// Handshakes waiting for admission at once; more get 503.
     #[arg(
