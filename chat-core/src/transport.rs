@@ -91,7 +91,10 @@ impl fmt::Debug for ConnectionInfo {
                 let secret = REDACTED_HEADERS
                     .iter()
                     .any(|s| s.eq_ignore_ascii_case(name));
-                (name.as_str(), if secret { REDACTED } else { value.as_str() })
+                (
+                    name.as_str(),
+                    if secret { REDACTED } else { value.as_str() },
+                )
             })
             .collect();
         f.debug_struct("ConnectionInfo")
@@ -137,11 +140,20 @@ impl ConnectionInfo {
 
     /// The first query parameter with this name, percent-decoded.
     pub fn query_param(&self, name: &str) -> Option<String> {
-        let query = self.query.as_deref()?;
-        query.split('&').find_map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (percent_decode(k) == name).then(|| percent_decode(v))
-        })
+        self.query_params(name).next()
+    }
+
+    /// Every value of the query parameter with this name, percent-decoded, in order (so
+    /// a credential check can refuse a repeated parameter instead of picking one).
+    pub fn query_params<'a>(&'a self, name: &'a str) -> impl Iterator<Item = String> + 'a {
+        self.query
+            .as_deref()
+            .into_iter()
+            .flat_map(|query| query.split('&'))
+            .filter_map(move |pair| {
+                let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+                (percent_decode(k) == name).then(|| percent_decode(v))
+            })
     }
 }
 
@@ -325,6 +337,15 @@ mod tests {
         assert_eq!(info.query_param("token").as_deref(), Some("x+y="));
         assert_eq!(info.query_param("b").as_deref(), Some(""));
         assert_eq!(info.query_param("zz"), None);
+        let repeated = ConnectionInfo {
+            query: Some("token=a&x=1&%74oken=b".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            repeated.query_params("token").collect::<Vec<_>>(),
+            ["a", "b"]
+        );
+        assert_eq!(ConnectionInfo::default().query_params("token").count(), 0);
     }
 
     #[test]
@@ -353,11 +374,20 @@ mod tests {
         };
         let shown = format!("{info:?} {info:#?}");
         assert!(!shown.contains("SECRET"), "{shown}");
-        for kept in ["127.0.0.1:4000", "/ws", "room=a", "https://chat.example", "&x"] {
+        for kept in [
+            "127.0.0.1:4000",
+            "/ws",
+            "room=a",
+            "https://chat.example",
+            "&x",
+        ] {
             assert!(shown.contains(kept), "{kept} missing from {shown}");
         }
         assert!(shown.contains("token=[redacted]"), "{shown}");
-        assert!(shown.contains("\"Authorization\", \"[redacted]\""), "{shown}");
+        assert!(
+            shown.contains("\"Authorization\", \"[redacted]\""),
+            "{shown}"
+        );
         // Redaction is only in the display: the values are still there to check.
         assert_eq!(info.query_param("token").as_deref(), Some("SECRET1"));
     }

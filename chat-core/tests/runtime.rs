@@ -13,10 +13,10 @@ use tokio::sync::oneshot;
 
 use chat_core::store::{Appended, Page, PageRange, Store, StoreError};
 use chat_core::{
-    Admission, Admitted, ChannelOptions, ChannelTransport, ClientConnection, ClientEvent, CloseCode, Config,
-    ConnectionInfo, Connector, Epoch, Identity, MessageId, NewDm, NewRoomMessage, Rejection,
-    RoomName, RuntimeConfig, Seq, SequentialIds, Server, ServerHandle, StoredDm, StoredMessage,
-    Timestamp, UserId, Username,
+    Admission, Admitted, ChannelOptions, ChannelTransport, ClientConnection, ClientEvent,
+    CloseCode, Config, ConnectionInfo, Connector, Epoch, Identity, MessageId, NewDm,
+    NewRoomMessage, Rejection, RoomName, RuntimeConfig, Seq, SequentialIds, Server, ServerHandle,
+    StoredDm, StoredMessage, Timestamp, UserId, Username,
 };
 
 // ---------------------------------------------------------------------------------------
@@ -627,7 +627,11 @@ async fn admission_rejects_or_names_the_connection() {
     let refused = s.connector.connect(with_token("forged")).await;
     assert_eq!(refused.unwrap_err().status(), 401);
 
-    let conn = s.connector.connect(with_token("alice-token")).await.unwrap();
+    let conn = s
+        .connector
+        .connect(with_token("alice-token"))
+        .await
+        .unwrap();
     let mut alice = Client {
         conn,
         id: String::new(),
@@ -651,7 +655,11 @@ async fn an_expiring_admission_is_closed_with_4001_at_its_deadline() {
         Some(Arc::new(TokenAdmission::default())),
     );
     let start = paused_clock();
-    let conn = s.connector.connect(with_token("brief-token")).await.unwrap();
+    let conn = s
+        .connector
+        .connect(with_token("brief-token"))
+        .await
+        .unwrap();
     let mut bob = Client {
         conn,
         id: String::new(),
@@ -672,7 +680,10 @@ async fn an_expiring_admission_is_closed_with_4001_at_its_deadline() {
     assert_eq!(alice.expect("message_received").await["content"], "in time");
 
     let (code, reason, _) = bob.closed().await;
-    assert_eq!((code, reason.as_str()), (CloseCode::TOKEN_EXPIRED, "token expired"));
+    assert_eq!(
+        (code, reason.as_str()),
+        (CloseCode::TOKEN_EXPIRED, "token expired")
+    );
     let took = paused_clock() - start;
     assert!(
         took >= BRIEF && took < BRIEF + Duration::from_secs(1),
@@ -691,7 +702,11 @@ async fn a_connection_without_expiry_outlives_an_expiring_one() {
         ChannelOptions::default(),
         Some(Arc::new(TokenAdmission::default())),
     );
-    let conn = s.connector.connect(with_token("alice-token")).await.unwrap();
+    let conn = s
+        .connector
+        .connect(with_token("alice-token"))
+        .await
+        .unwrap();
     let mut alice = Client {
         conn,
         id: String::new(),
@@ -716,7 +731,11 @@ async fn every_admitted_connection_is_released_exactly_once() {
     assert!(s.connector.connect(with_token("forged")).await.is_err());
     // Closed by the client, and closed by expiry.
     let quitter = s.connect().await;
-    let conn = s.connector.connect(with_token("brief-token")).await.unwrap();
+    let conn = s
+        .connector
+        .connect(with_token("brief-token"))
+        .await
+        .unwrap();
     let mut brief = Client {
         conn,
         id: String::new(),
