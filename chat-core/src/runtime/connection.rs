@@ -21,9 +21,9 @@
 //!
 //! 5. **Expiry**: when admission said the connection may only stay for a while
 //!    ([`Admitted::expires_in`], e.g. until its token's `exp`), the deadline is fixed on
-//!    the runtime's clock at admission. When it passes, the reader is dropped — an
-//!    expired session sends nothing more — and the writer writes what was already
-//!    queued and closes with [`CloseCode::TOKEN_EXPIRED`] (4001, "token expired").
+//!    the runtime's clock at admission. When it passes, the reader stops — an expired
+//!    session sends nothing more — and the writer writes what was already queued and
+//!    closes with [`CloseCode::TOKEN_EXPIRED`] (4001, "token expired").
 //!
 //! Reader and writer run concurrently within the one task. When the reader sees the peer
 //! go, the writer is dropped (nobody is listening); when the writer has closed the
@@ -210,9 +210,9 @@ pub(crate) async fn serve(handshake: Box<dyn Handshake>, ctx: Arc<Context>, _slo
                 }
             },
             () = &mut writer => {}
-            // Leaving the select drops the reader: nothing the peer sends after its
-            // credential expired reaches the engine. What was queued before the deadline
-            // was meant for it and is still written.
+            // The reader is not polled again (and is dropped with this block): nothing
+            // the peer sends after its credential expired reaches the engine. What was
+            // queued before the deadline was meant for it and is still written.
             () = expiry(deadline) => {
                 tracing::info!(%conn, "credential expired: closing with 4001");
                 let code = CloseCode::TOKEN_EXPIRED;
