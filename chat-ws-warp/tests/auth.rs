@@ -237,8 +237,9 @@ async fn two_connections_with_the_same_sub_are_one_user() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_expiring_during_the_session_closes_it_with_4001() {
     let server = server(jwt(Duration::ZERO)).await;
-    // `exp` is in whole seconds: this token has between 1 and 2 seconds left.
-    let mut alice = signed_in(&server, &token("user-1", "Alice", 2), "user-1", "Alice").await;
+    // `exp` is in whole seconds: this token has between 2 and 3 seconds left, time
+    // enough to sign in and join before it runs out.
+    let mut alice = signed_in(&server, &token("user-1", "Alice", 3), "user-1", "Alice").await;
     join(&mut alice, "lobby").await;
     let close = loop {
         match timeout(PROMPT, alice.ws.next())
