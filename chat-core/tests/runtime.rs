@@ -30,10 +30,16 @@ struct TestStore {
 /// A message with this content makes the store panic (a buggy store).
 const BOOM: &str = "make the store panic";
 
+/// A message with this content makes the store hang forever (a sick store).
+const HANG: &str = "make the store hang";
+
 #[async_trait]
 impl Store for TestStore {
     async fn append_room(&self, m: NewRoomMessage) -> Result<Appended<StoredMessage>, StoreError> {
         assert!(m.content.as_str() != BOOM, "the store panics on purpose");
+        if m.content.as_str() == HANG {
+            std::future::pending::<()>().await;
+        }
         let mut rooms = self.rooms.lock().expect("store lock");
         let log = rooms.entry(m.room.clone()).or_default();
         if let Some(id) = &m.client_msg_id {
@@ -393,6 +399,24 @@ async fn a_panicking_store_is_a_store_failure_not_a_stuck_connection() {
         text.contains("chat_store_failures_total{op=\"append_room\"} 1"),
         "{text}"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_store_that_never_answers_times_out_and_the_connection_stays_usable() {
+    let s = server();
+    let mut c = s.member("alice", "room").await;
+    let sent = tokio::time::Instant::now();
+    c.send(chat(HANG)).await;
+    let error = c.expect("error").await;
+    assert_eq!(error["code"], "store_unavailable");
+    let waited = sent.elapsed();
+    let limit = RuntimeConfig::default().store_timeout;
+    assert!(
+        waited >= limit && waited < limit * 2,
+        "answered after {waited:?}"
+    );
+    c.send(chat("fine")).await;
+    assert_eq!(c.expect("message_received").await["content"], "fine");
 }
 
 // ---------------------------------------------------------------------------------------

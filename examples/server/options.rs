@@ -209,6 +209,9 @@ pub(crate) struct Options {
     /// On Ctrl-C, time to flush queues and close every connection with 1001.
     #[arg(long, env = "CHAT_SHUTDOWN_GRACE", default_value = "5s", value_parser = parse_duration, help_heading = "Runtime")]
     pub(crate) shutdown_grace: Duration,
+    /// Longest one store operation may take; past it the client gets `store_unavailable`.
+    #[arg(long, env = "CHAT_STORE_TIMEOUT", default_value = "10s", value_parser = parse_duration, help_heading = "Runtime")]
+    pub(crate) store_timeout: Duration,
     /// Inputs waiting for the hub before readers pause (TCP backpressure).
     #[arg(
         long,
@@ -408,6 +411,7 @@ impl Options {
             close_timeout: self.close_timeout,
             shutdown_grace: self.shutdown_grace,
             max_connections: self.max_connections,
+            store_timeout: self.store_timeout,
         }
     }
 
@@ -599,6 +603,7 @@ mod tests {
                 d.max_connections
             )
         );
+        assert_eq!(r.store_timeout, d.store_timeout);
         let (w, dw) = (o.warp(), WarpConfig::default());
         assert_eq!(
             (

@@ -46,6 +46,13 @@ pub struct RuntimeConfig {
     /// Most open connections (including those in their handshake). Further handshakes
     /// are refused with 503. Default 10,000.
     pub max_connections: usize,
+    /// Longest one store operation may take; past it the engine is told the store is
+    /// unavailable (the client gets `store_unavailable`). Default 10 s. This is what
+    /// bounds store work in flight when a store hangs: without it, connections that
+    /// send and leave would pile up operations forever. An append that commits after
+    /// its timeout is still delivered (the engine's gap filling finds it), and a retry
+    /// with the same `clientMsgId` returns it rather than storing it twice.
+    pub store_timeout: Duration,
 }
 
 impl Default for RuntimeConfig {
@@ -61,6 +68,7 @@ impl Default for RuntimeConfig {
             close_timeout: Duration::from_secs(2),
             shutdown_grace: Duration::from_secs(5),
             max_connections: 10_000,
+            store_timeout: Duration::from_secs(10),
         }
     }
 }

@@ -155,6 +155,8 @@ pub(crate) struct Hub {
     conns: Slab<Conn>,
     generation: u32,
     store_tasks: JoinSet<StoreOutcome>,
+    /// Longest one store operation may take (see `RuntimeConfig::store_timeout`).
+    store_timeout: Duration,
     in_flight: FxHashMap<task::Id, (Ticket, OpKind)>,
     grace: Duration,
     /// Set once shutdown began: the hub refuses registrations and stops when every
@@ -168,6 +170,7 @@ impl Hub {
         store: Arc<dyn Store>,
         metrics: Metrics,
         grace: Duration,
+        store_timeout: Duration,
     ) -> Self {
         Hub {
             engine,
@@ -176,6 +179,7 @@ impl Hub {
             conns: Slab::new(),
             generation: 0,
             store_tasks: JoinSet::new(),
+            store_timeout,
             in_flight: FxHashMap::default(),
             grace,
             shutdown_deadline: None,
@@ -399,9 +403,16 @@ impl Hub {
         let StoreRequest { ticket, op } = request;
         let kind = OpKind::of(&op);
         let store = Arc::clone(&self.store);
+        let limit = self.store_timeout;
         let handle = self.store_tasks.spawn(async move {
             let started = now();
-            let reply = op.perform(&*store).await;
+            let reply = match tokio::time::timeout(limit, op.perform(&*store)).await {
+                Ok(reply) => reply,
+                Err(_) => kind.failed(StoreError::Unavailable(format!(
+                    "the store did not answer within {} ms",
+                    limit.as_millis()
+                ))),
+            };
             (reply, now() - started)
         });
         self.in_flight.insert(handle.id(), (ticket, kind));

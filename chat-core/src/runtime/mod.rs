@@ -200,6 +200,7 @@ impl Server {
             store,
             metrics.clone(),
             config.shutdown_grace,
+            config.store_timeout,
         );
         let mut hub_task = spawn(hub.run(rx, lost_rx, stop_rx.clone()));
         let ctx = Arc::new(Context {
