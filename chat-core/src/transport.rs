@@ -55,7 +55,11 @@ impl fmt::Display for CloseCode {
 }
 
 /// What the runtime knows about a connection before accepting it.
-#[derive(Debug, Clone, Default)]
+///
+/// Its `Debug` output is safe to log: the values of credential-carrying headers
+/// ([`REDACTED_HEADERS`]) and query parameters ([`REDACTED_QUERY_PARAMS`]) are replaced by
+/// `[redacted]`.
+#[derive(Clone, Default)]
 pub struct ConnectionInfo {
     /// The peer's address, when the transport has one.
     pub peer_addr: Option<SocketAddr>,
@@ -65,6 +69,59 @@ pub struct ConnectionInfo {
     pub query: Option<String>,
     /// Request headers, names lower-cased, in arrival order.
     pub headers: Vec<(String, String)>,
+}
+
+/// Headers whose values `ConnectionInfo`'s `Debug` never shows: they carry credentials
+/// (a bearer token, a session cookie).
+pub const REDACTED_HEADERS: &[&str] = &["authorization", "proxy-authorization", "cookie"];
+
+/// Query parameters whose values `ConnectionInfo`'s `Debug` never shows: browsers cannot
+/// set headers on a WebSocket, so tokens travel here (`?token=`).
+pub const REDACTED_QUERY_PARAMS: &[&str] = &["token", "access_token"];
+
+const REDACTED: &str = "[redacted]";
+
+impl fmt::Debug for ConnectionInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Written by hand so that a `?info` in a log line cannot leak a token.
+        let headers: Vec<(&str, &str)> = self
+            .headers
+            .iter()
+            .map(|(name, value)| {
+                let secret = REDACTED_HEADERS
+                    .iter()
+                    .any(|s| s.eq_ignore_ascii_case(name));
+                (
+                    name.as_str(),
+                    if secret { REDACTED } else { value.as_str() },
+                )
+            })
+            .collect();
+        f.debug_struct("ConnectionInfo")
+            .field("peer_addr", &self.peer_addr)
+            .field("path", &self.path)
+            .field("query", &self.query.as_deref().map(redact_query))
+            .field("headers", &headers)
+            .finish()
+    }
+}
+
+/// The query with the values of [`REDACTED_QUERY_PARAMS`] replaced. Names are compared
+/// percent-decoded, as [`ConnectionInfo::query_param`] reads them, so `%74oken=` is
+/// redacted too.
+fn redact_query(query: &str) -> String {
+    query
+        .split('&')
+        .map(|pair| {
+            let key = pair.split_once('=').map_or(pair, |(k, _)| k);
+            if REDACTED_QUERY_PARAMS.contains(&percent_decode(key).as_str()) {
+                format!("{key}={REDACTED}")
+            } else {
+                pair.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("&")
 }
 
 impl ConnectionInfo {
@@ -83,11 +140,20 @@ impl ConnectionInfo {
 
     /// The first query parameter with this name, percent-decoded.
     pub fn query_param(&self, name: &str) -> Option<String> {
-        let query = self.query.as_deref()?;
-        query.split('&').find_map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (percent_decode(k) == name).then(|| percent_decode(v))
-        })
+        self.query_params(name).next()
+    }
+
+    /// Every value of the query parameter with this name, percent-decoded, in order (so
+    /// a credential check can refuse a repeated parameter instead of picking one).
+    pub fn query_params<'a>(&'a self, name: &'a str) -> impl Iterator<Item = String> + 'a {
+        self.query
+            .as_deref()
+            .into_iter()
+            .flat_map(|query| query.split('&'))
+            .filter_map(move |pair| {
+                let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+                (percent_decode(k) == name).then(|| percent_decode(v))
+            })
     }
 }
 
@@ -271,6 +337,15 @@ mod tests {
         assert_eq!(info.query_param("token").as_deref(), Some("x+y="));
         assert_eq!(info.query_param("b").as_deref(), Some(""));
         assert_eq!(info.query_param("zz"), None);
+        let repeated = ConnectionInfo {
+            query: Some("token=a&x=1&%74oken=b".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            repeated.query_params("token").collect::<Vec<_>>(),
+            ["a", "b"]
+        );
+        assert_eq!(ConnectionInfo::default().query_params("token").count(), 0);
     }
 
     #[test]
@@ -282,6 +357,39 @@ mod tests {
         assert_eq!(info.query_param("t").as_deref(), Some("%"));
         assert_eq!(info.query_param("u").as_deref(), Some("%4"));
         assert_eq!(info.query_param("v").as_deref(), Some("%zz"));
+    }
+
+    #[test]
+    fn debug_never_shows_credentials() {
+        let info = ConnectionInfo {
+            peer_addr: Some(SocketAddr::from(([127, 0, 0, 1], 4000))),
+            path: "/ws".into(),
+            query: Some("room=a&token=SECRET1&%74oken=SECRET2&access_token=SECRET3&x".into()),
+            headers: vec![
+                ("origin".into(), "https://chat.example".into()),
+                ("Authorization".into(), "Bearer SECRET4".into()),
+                ("proxy-authorization".into(), "Basic SECRET5".into()),
+                ("cookie".into(), "session=SECRET6".into()),
+            ],
+        };
+        let shown = format!("{info:?} {info:#?}");
+        assert!(!shown.contains("SECRET"), "{shown}");
+        for kept in [
+            "127.0.0.1:4000",
+            "/ws",
+            "room=a",
+            "https://chat.example",
+            "&x",
+        ] {
+            assert!(shown.contains(kept), "{kept} missing from {shown}");
+        }
+        assert!(shown.contains("token=[redacted]"), "{shown}");
+        assert!(
+            shown.contains("\"Authorization\", \"[redacted]\""),
+            "{shown}"
+        );
+        // Redaction is only in the display: the values are still there to check.
+        assert_eq!(info.query_param("token").as_deref(), Some("SECRET1"));
     }
 
     #[test]

@@ -13,10 +13,10 @@ use tokio::sync::oneshot;
 
 use chat_core::store::{Appended, Page, PageRange, Store, StoreError};
 use chat_core::{
-    Admission, ChannelOptions, ChannelTransport, ClientConnection, ClientEvent, CloseCode, Config,
-    ConnectionInfo, Connector, Epoch, Identity, MessageId, NewDm, NewRoomMessage, Rejection,
-    RoomName, RuntimeConfig, Seq, SequentialIds, Server, ServerHandle, StoredDm, StoredMessage,
-    Timestamp, UserId, Username,
+    Admission, Admitted, ChannelOptions, ChannelTransport, ClientConnection, ClientEvent,
+    CloseCode, Config, ConnectionInfo, Connector, Epoch, Identity, MessageId, NewDm,
+    NewRoomMessage, Rejection, RoomName, RuntimeConfig, Seq, SequentialIds, Server, ServerHandle,
+    StoredDm, StoredMessage, Timestamp, UserId, Username,
 };
 
 // ---------------------------------------------------------------------------------------
@@ -576,18 +576,43 @@ async fn heartbeats_are_off_when_the_transport_has_no_ping() {
 // ---------------------------------------------------------------------------------------
 // Admission and limits
 
-struct TokenAdmission;
+/// `alice-token` is Alice; `brief-token` is Bob for one minute; anything else is refused;
+/// no token is anonymous. Counts admissions and releases.
+#[derive(Default)]
+struct TokenAdmission {
+    admitted: std::sync::atomic::AtomicUsize,
+    released: std::sync::atomic::AtomicUsize,
+}
+
+const BRIEF: Duration = Duration::from_secs(60);
 
 impl Admission for TokenAdmission {
-    fn admit(&self, info: &ConnectionInfo) -> Result<Option<Identity>, Rejection> {
-        match info.query_param("token").as_deref() {
-            Some("alice-token") => Ok(Some(Identity {
-                user_id: UserId::parse("alice-id").expect("valid id"),
-                username: Username::parse("Alice").expect("valid name"),
-            })),
-            Some(_) => Err(Rejection::Unauthorized("bad token".into())),
-            None => Ok(None),
-        }
+    fn admit(&self, info: &ConnectionInfo) -> Result<Admitted, Rejection> {
+        let user = |id: &str, name: &str| Identity {
+            user_id: UserId::parse(id).expect("valid id"),
+            username: Username::parse(name).expect("valid name"),
+        };
+        let admitted = match info.query_param("token").as_deref() {
+            Some("alice-token") => Admitted::user(user("alice-id", "Alice")),
+            Some("brief-token") => Admitted::user(user("bob-id", "Bob")).expiring_in(BRIEF),
+            Some(_) => return Err(Rejection::Unauthorized("bad token".into())),
+            None => Admitted::anonymous(),
+        };
+        self.admitted
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(admitted)
+    }
+
+    fn release(&self, _info: &ConnectionInfo) {
+        self.released
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+fn with_token(token: &str) -> ConnectionInfo {
+    ConnectionInfo {
+        query: Some(format!("token={token}")),
+        ..ConnectionInfo::default()
     }
 }
 
@@ -597,18 +622,14 @@ async fn admission_rejects_or_names_the_connection() {
         Config::unlimited(),
         RuntimeConfig::default(),
         ChannelOptions::default(),
-        Some(Arc::new(TokenAdmission)),
+        Some(Arc::new(TokenAdmission::default())),
     );
-    let info = |q: &str| ConnectionInfo {
-        query: Some(q.to_owned()),
-        ..ConnectionInfo::default()
-    };
-    let refused = s.connector.connect(info("token=forged")).await;
+    let refused = s.connector.connect(with_token("forged")).await;
     assert_eq!(refused.unwrap_err().status(), 401);
 
     let conn = s
         .connector
-        .connect(info("token=alice-token"))
+        .connect(with_token("alice-token"))
         .await
         .unwrap();
     let mut alice = Client {
@@ -623,6 +644,116 @@ async fn admission_rejects_or_names_the_connection() {
             .encode_text()
             .contains("chat_handshakes_rejected_total{status=\"401\"} 1")
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_expiring_admission_is_closed_with_4001_at_its_deadline() {
+    let s = server_with(
+        Config::unlimited(),
+        RuntimeConfig::default(),
+        ChannelOptions::default(),
+        Some(Arc::new(TokenAdmission::default())),
+    );
+    let start = paused_clock();
+    let conn = s
+        .connector
+        .connect(with_token("brief-token"))
+        .await
+        .unwrap();
+    let mut bob = Client {
+        conn,
+        id: String::new(),
+    };
+    bob.expect("connection").await;
+    bob.expect("username_set").await;
+    bob.send(json!({"type": "join_room", "room": "r"})).await;
+    bob.expect("room_joined").await;
+    bob.expect("message_history").await;
+    bob.expect("room_users").await;
+    let mut alice = s.member("alice", "r").await;
+    bob.saw_join_of("alice").await;
+
+    // Still valid just before the deadline: the session works normally.
+    tokio::time::sleep_until(start + BRIEF - Duration::from_secs(1)).await;
+    bob.send(chat("in time")).await;
+    assert_eq!(bob.expect("message_received").await["content"], "in time");
+    assert_eq!(alice.expect("message_received").await["content"], "in time");
+
+    let (code, reason, _) = bob.closed().await;
+    assert_eq!(
+        (code, reason.as_str()),
+        (CloseCode::TOKEN_EXPIRED, "token expired")
+    );
+    let took = paused_clock() - start;
+    assert!(
+        took >= BRIEF && took < BRIEF + Duration::from_secs(1),
+        "closed after {took:?}, expected at {BRIEF:?}"
+    );
+    // The engine saw the connection go: presence follows.
+    assert_eq!(alice.expect("user_left").await["username"], "Bob");
+    assert_eq!(s.handle.metrics().closes(CloseCode::TOKEN_EXPIRED), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_connection_without_expiry_outlives_an_expiring_one() {
+    let s = server_with(
+        Config::unlimited(),
+        RuntimeConfig::default(),
+        ChannelOptions::default(),
+        Some(Arc::new(TokenAdmission::default())),
+    );
+    let conn = s
+        .connector
+        .connect(with_token("alice-token"))
+        .await
+        .unwrap();
+    let mut alice = Client {
+        conn,
+        id: String::new(),
+    };
+    alice.expect("connection").await;
+    alice.expect("username_set").await;
+    tokio::time::sleep(BRIEF * 10).await;
+    alice.send(json!({"type": "join_room", "room": "r"})).await;
+    alice.expect("room_joined").await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_admitted_connection_is_released_exactly_once() {
+    let admission = Arc::new(TokenAdmission::default());
+    let s = server_with(
+        Config::unlimited(),
+        RuntimeConfig::default(),
+        ChannelOptions::default(),
+        Some(Arc::clone(&admission) as Arc<dyn Admission>),
+    );
+    // Refused: neither admitted nor released.
+    assert!(s.connector.connect(with_token("forged")).await.is_err());
+    // Closed by the client, and closed by expiry.
+    let quitter = s.connect().await;
+    let conn = s
+        .connector
+        .connect(with_token("brief-token"))
+        .await
+        .unwrap();
+    let mut brief = Client {
+        conn,
+        id: String::new(),
+    };
+    drop(quitter);
+    brief.closed().await;
+    let counts = || {
+        (
+            admission.admitted.load(std::sync::atomic::Ordering::SeqCst),
+            admission.released.load(std::sync::atomic::Ordering::SeqCst),
+        )
+    };
+    let mut waited = Duration::ZERO;
+    while counts() != (2, 2) {
+        assert!(waited < WAIT, "admitted/released: {:?}", counts());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        waited += Duration::from_millis(10);
+    }
 }
 
 #[tokio::test(start_paused = true)]

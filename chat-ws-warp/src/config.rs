@@ -39,12 +39,14 @@ pub struct WarpConfig {
     pub max_frame_bytes: usize,
     /// Largest incoming message (all fragments together), in bytes. Default 64 KiB.
     pub max_message_bytes: usize,
-    /// Most bytes one connection may have queued for writing, in bytes. Default 2 MiB.
+    /// Most bytes one connection may have queued for writing, in bytes. Default 8 MiB.
     ///
-    /// The write buffer only grows past tungstenite's 128 KiB flush threshold while the
-    /// peer is not reading; it must hold that threshold plus the largest frame the server
-    /// sends (a 100-message history page is a few hundred KiB). Values at or below
-    /// 128 KiB are raised to just above it (tungstenite requires that).
+    /// A cap, not an allocation: the write buffer only grows past tungstenite's 128 KiB
+    /// flush threshold while the peer is not reading. It must hold that threshold plus
+    /// the largest frame the server sends, or that frame can never be written: the
+    /// largest is a full resume (`resume_max` = 500 messages of up to 1,000 characters,
+    /// each up to 6 bytes once JSON-escaped: about 3.2 MB), hence 8 MiB. Values at or
+    /// below 128 KiB are raised to just above it (tungstenite requires that).
     pub max_write_buffer_bytes: usize,
     /// Request paths that upgrade to the chat socket, relative to where the routes are
     /// mounted. Default `/` and `/ws` (the web client connects to `/ws`).
@@ -89,7 +91,7 @@ impl Default for WarpConfig {
         WarpConfig {
             max_frame_bytes: 64 * 1024,
             max_message_bytes: 64 * 1024,
-            max_write_buffer_bytes: 2 * 1024 * 1024,
+            max_write_buffer_bytes: 8 * 1024 * 1024,
             socket_paths: vec!["/".to_owned(), "/ws".to_owned()],
             handshake_timeout: Duration::from_secs(10),
             accept_backlog: 1024,

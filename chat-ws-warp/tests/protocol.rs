@@ -1161,3 +1161,35 @@ fn the_frame_matcher_rejects_extra_or_missing_keys_and_misshapen_generated_field
         assert!(caught.is_err(), "{frame} should not match {pattern}");
     }
 }
+
+#[tokio::test]
+async fn the_largest_frame_the_server_can_send_a_full_resume_is_delivered() {
+    // 500 messages (the resume cap) of 1,000 control characters, each escaped to six
+    // bytes of JSON: one ~3 MB `message_history`, above the old 2 MiB write-buffer cap.
+    use chat_core::{Content, NewRoomMessage, RoomName, Store, UserId};
+    let server = TestServer::start().await;
+    let content = Content::parse(&format!("x{}x", "\u{1}".repeat(998))).expect("content");
+    for _ in 0..500 {
+        server
+            .store
+            .append_room(NewRoomMessage {
+                room: RoomName::parse("big").expect("room"),
+                user_id: UserId::parse("writer").expect("user"),
+                username: "writer".into(),
+                content: content.clone(),
+                client_msg_id: None,
+            })
+            .await
+            .expect("stored");
+    }
+    let mut reader = server.named("reader").await;
+    reader
+        .send(json!({"type": "join_room", "room": "big", "since": 0, "epoch": server.epoch()}))
+        .await;
+    reader.expect_type("room_joined").await;
+    let history = reader.expect_type("message_history").await;
+    assert_eq!(history["recovered"], true);
+    assert_eq!(history_seqs(&history), (1..=500).collect::<Vec<_>>());
+    assert!(history.to_string().len() > 3_000_000, "the frame is ~3 MB");
+    reader.expect_type("room_users").await;
+}

@@ -4,12 +4,20 @@
 //! cargo run --release --example server                 # http://127.0.0.1:3000
 //! cargo run --release --example server -- --addr 0.0.0.0:8080
 //! cargo run --release --example server -- --help       # every knob, with its default
+//! # sign-in with JWTs, and only this page may connect:
+//! CHAT_JWT_HS256_SECRET=… cargo run --release --example server -- \
+//!     --allowed-origins http://127.0.0.1:3000
 //! ```
 //!
 //! It wires the four pieces together: the in-memory store, the engine's configuration,
 //! the WebSocket transport (which also serves the web client, `/healthz` and
 //! `/metrics`), and the runtime that drives them. Ctrl-C shuts down gracefully: every
 //! client is closed with 1001 after its queued frames are written.
+//!
+//! Admission (`chat-auth`) runs before every upgrade: per-IP limits are on by default
+//! (64 connections, 20 new at once then 5 per second, per address → 429); the Origin
+//! allow-list (→ 403) and JWT authentication (→ 401) are off until their flags are
+//! given. See `docs/SECURITY.md`.
 
 mod options;
 
@@ -28,8 +36,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&options.log)?)
         .init();
 
+    let admission = options.admission()?;
+    tracing::info!(admission = %options.admission_summary(), "admission policies");
     let store = Arc::new(MemoryStore::with_config(options.store()));
-    let chat = Server::new(options.engine(), options.runtime(), store);
+    let chat =
+        Server::new(options.engine(), options.runtime(), store).with_admission(Arc::new(admission));
     let metrics = chat.metrics();
     let transport_config = WarpConfig {
         // The runtime's registry encodes OpenMetrics text; Prometheus scrapes it.

@@ -1,13 +1,21 @@
-//! Every knob of the engine, the runtime, the WebSocket transport and the store, as a
-//! command-line flag with an environment variable and its default (`--help` lists them).
+//! Every knob of the engine, the runtime, the WebSocket transport, the store and the
+//! admission policies, as a command-line flag with an environment variable and its
+//! default (`--help` lists them).
 
+use std::fmt;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use chat_auth::{
+    Chain, InvalidOrigin, JwtAlgorithm, JwtAuth, JwtConfig, JwtConfigError, OriginAllowList,
+    PerIpConfig, PerIpLimits,
+};
 use chat_core::{Config, Rate, RuntimeConfig};
 use chat_memory_store::MemoryConfig;
 use chat_ws_warp::WarpConfig;
-use clap::Parser;
+use clap::{ArgAction, ArgGroup, Parser};
+use thiserror::Error;
 
 /// A rate limit: `BURST/PER_SECOND` (e.g. `10/1`), or `off`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +39,35 @@ fn parse_rate(s: &str) -> Result<RateArg, String> {
     Ok(RateArg(Some(Rate::per_second(burst, per_second))))
 }
 
+/// A count where `off` means no limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct OptionalCount(pub(crate) Option<u32>);
+
+fn parse_optional_count(s: &str) -> Result<OptionalCount, String> {
+    if s.eq_ignore_ascii_case("off") {
+        return Ok(OptionalCount(None));
+    }
+    match s.trim().parse::<u32>() {
+        Ok(0) => Err("must be at least 1 (or say `off`)".into()),
+        Ok(n) => Ok(OptionalCount(Some(n))),
+        Err(e) => Err(format!("expected a number or off: {e}")),
+    }
+}
+
+/// A secret from the command line or the environment. Its `Debug` does not show it.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct Secret(pub(crate) String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+fn parse_secret(s: &str) -> Result<Secret, String> {
+    Ok(Secret(s.to_owned()))
+}
+
 fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| e.to_string())
 }
@@ -51,6 +88,7 @@ fn parse_optional_duration(s: &str) -> Result<OptionalDuration, String> {
 /// `/healthz` and `/metrics`, messages kept in memory.
 #[derive(Debug, Parser)]
 #[command(version, max_term_width = 100)]
+#[command(group = ArgGroup::new("jwt_key").multiple(false))]
 pub(crate) struct Options {
     /// Address to listen on.
     #[arg(long, env = "CHAT_ADDR", default_value = "127.0.0.1:3000")]
@@ -146,7 +184,7 @@ pub(crate) struct Options {
     )]
     pub(crate) outbound_frames: usize,
     /// Bytes queued for one connection before it counts as a slow reader.
-    #[arg(long, env = "CHAT_OUTBOUND_BYTES", default_value_t = 1 << 20, help_heading = "Runtime")]
+    #[arg(long, env = "CHAT_OUTBOUND_BYTES", default_value_t = 4 << 20, help_heading = "Runtime")]
     pub(crate) outbound_bytes: usize,
     /// Frames written per batch (one flush per batch).
     #[arg(
@@ -188,7 +226,7 @@ pub(crate) struct Options {
     #[arg(long, env = "CHAT_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024, help_heading = "WebSocket")]
     pub(crate) max_message_bytes: usize,
     /// Bytes a socket may hold unsent before writes wait.
-    #[arg(long, env = "CHAT_MAX_WRITE_BUFFER_BYTES", default_value_t = 2 << 20, help_heading = "WebSocket")]
+    #[arg(long, env = "CHAT_MAX_WRITE_BUFFER_BYTES", default_value_t = 8 << 20, help_heading = "WebSocket")]
     pub(crate) max_write_buffer_bytes: usize,
     /// Handshakes waiting for admission at once; more get 503.
     #[arg(
@@ -235,6 +273,73 @@ pub(crate) struct Options {
     /// Do not serve the web client at `/` (socket, /healthz and /metrics only).
     #[arg(long, env = "CHAT_NO_WEB_CLIENT", help_heading = "WebSocket")]
     pub(crate) no_web_client: bool,
+
+    // ---- admission: authentication, Origin, per-IP limits -------------------------
+    /// Require a JWT signed with this HS256 shared secret (at least 32 bytes) on every
+    /// connection, by `?token=` or `Authorization: Bearer`. Off when no key is given.
+    #[arg(long, env = "CHAT_JWT_HS256_SECRET", hide_env_values = true, value_parser = parse_secret, group = "jwt_key", help_heading = "Security")]
+    pub(crate) jwt_hs256_secret: Option<Secret>,
+    /// Require a JWT signed with RS256; the RSA public key is in this PEM file.
+    #[arg(
+        long,
+        env = "CHAT_JWT_RS256_PUBLIC_KEY",
+        value_name = "PEM_FILE",
+        group = "jwt_key",
+        help_heading = "Security"
+    )]
+    pub(crate) jwt_rs256_public_key: Option<PathBuf>,
+    /// Require a JWT signed with EdDSA (Ed25519); the public key is in this PEM file.
+    #[arg(
+        long,
+        env = "CHAT_JWT_EDDSA_PUBLIC_KEY",
+        value_name = "PEM_FILE",
+        group = "jwt_key",
+        help_heading = "Security"
+    )]
+    pub(crate) jwt_eddsa_public_key: Option<PathBuf>,
+    /// The token's `iss` must be this.
+    #[arg(
+        long,
+        env = "CHAT_JWT_ISSUER",
+        requires = "jwt_key",
+        help_heading = "Security"
+    )]
+    pub(crate) jwt_issuer: Option<String>,
+    /// The token's `aud` must name this (without it, tokens carrying an `aud` are refused).
+    #[arg(
+        long,
+        env = "CHAT_JWT_AUDIENCE",
+        requires = "jwt_key",
+        help_heading = "Security"
+    )]
+    pub(crate) jwt_audience: Option<String>,
+    /// Clock skew allowed on `exp` and `nbf`; a session lasts until `exp` plus this.
+    #[arg(long, env = "CHAT_JWT_LEEWAY", default_value = "30s", value_parser = parse_duration, help_heading = "Security")]
+    pub(crate) jwt_leeway: Duration,
+    /// Refuse tokens without a `name` claim (by default `sub` is used as the name).
+    #[arg(long, env = "CHAT_JWT_REQUIRE_NAME", help_heading = "Security")]
+    pub(crate) jwt_require_name: bool,
+    /// Only pages from these origins may connect (exact scheme://host[:port],
+    /// comma-separated; others get 403). Include this server's own origin to keep the
+    /// built-in web client working. Off when empty.
+    #[arg(
+        long,
+        env = "CHAT_ALLOWED_ORIGINS",
+        value_delimiter = ',',
+        value_name = "ORIGINS",
+        help_heading = "Security"
+    )]
+    pub(crate) allowed_origins: Vec<String>,
+    /// With --allowed-origins: accept handshakes without an Origin header (non-browser
+    /// clients; browsers always send one).
+    #[arg(long, env = "CHAT_ALLOW_MISSING_ORIGIN", default_value_t = true, action = ArgAction::Set, help_heading = "Security")]
+    pub(crate) allow_missing_origin: bool,
+    /// Connections one client address may hold open (more get 429), or off.
+    #[arg(long, env = "CHAT_MAX_CONNECTIONS_PER_IP", default_value = "64", value_parser = parse_optional_count, help_heading = "Security")]
+    pub(crate) max_connections_per_ip: OptionalCount,
+    /// New connections per client address: BURST/PER_SECOND (more get 429), or off.
+    #[arg(long, env = "CHAT_CONNECTIONS_PER_IP_RATE", default_value = "20/5", value_parser = parse_rate, help_heading = "Security")]
+    pub(crate) connections_per_ip_rate: RateArg,
 
     // ---- store --------------------------------------------------------------------
     /// Messages kept per room.
@@ -325,6 +430,97 @@ impl Options {
         }
     }
 
+    /// The admission policies, in the order they run: Origin (cheapest, and a foreign
+    /// page learns nothing more), per-IP limits (before any signature work), JWT. Reads
+    /// the public key file when one is configured.
+    pub(crate) fn admission(&self) -> Result<Chain, SecurityError> {
+        let origins = if self.allowed_origins.is_empty() {
+            None
+        } else {
+            Some(
+                OriginAllowList::new(&self.allowed_origins)?
+                    .allow_missing(self.allow_missing_origin),
+            )
+        };
+        let per_ip = PerIpConfig {
+            max_connections: self.max_connections_per_ip.0,
+            rate: self.connections_per_ip_rate.0,
+            ..PerIpConfig::default()
+        };
+        let per_ip = (per_ip.max_connections.is_some() || per_ip.rate.is_some())
+            .then(|| PerIpLimits::new(per_ip));
+        let jwt = self.jwt()?.map(JwtAuth::new).transpose()?;
+        Ok(Chain::new()
+            .then_maybe(origins)
+            .then_maybe(per_ip)
+            .then_maybe(jwt))
+    }
+
+    /// The JWT configuration, if a key was given.
+    pub(crate) fn jwt(&self) -> Result<Option<JwtConfig>, SecurityError> {
+        let algorithm = if let Some(Secret(secret)) = &self.jwt_hs256_secret {
+            JwtAlgorithm::Hs256 {
+                secret: secret.clone().into_bytes(),
+            }
+        } else if let Some(path) = &self.jwt_rs256_public_key {
+            JwtAlgorithm::Rs256 {
+                public_key_pem: read_key(path)?,
+            }
+        } else if let Some(path) = &self.jwt_eddsa_public_key {
+            JwtAlgorithm::EdDsa {
+                public_key_pem: read_key(path)?,
+            }
+        } else {
+            return Ok(None);
+        };
+        Ok(Some(JwtConfig {
+            issuer: self.jwt_issuer.clone(),
+            audience: self.jwt_audience.clone(),
+            leeway: self.jwt_leeway,
+            require_name: self.jwt_require_name,
+            ..JwtConfig::new(algorithm)
+        }))
+    }
+
+    /// One line for the startup log: which policies are on (never a key).
+    pub(crate) fn admission_summary(&self) -> String {
+        let mut on = Vec::new();
+        if !self.allowed_origins.is_empty() {
+            on.push(format!(
+                "Origin allow-list ({} origins, missing Origin {})",
+                self.allowed_origins.len(),
+                if self.allow_missing_origin {
+                    "accepted"
+                } else {
+                    "refused"
+                }
+            ));
+        }
+        if let Some(max) = self.max_connections_per_ip.0 {
+            on.push(format!("{max} connections per IP"));
+        }
+        if let Some(rate) = self.connections_per_ip_rate.0 {
+            on.push(format!(
+                "new connections per IP: burst {} then one per {:?}",
+                rate.burst, rate.interval
+            ));
+        }
+        let jwt = if self.jwt_hs256_secret.is_some() {
+            Some("HS256")
+        } else if self.jwt_rs256_public_key.is_some() {
+            Some("RS256")
+        } else if self.jwt_eddsa_public_key.is_some() {
+            Some("EdDSA")
+        } else {
+            None
+        };
+        match jwt {
+            Some(alg) => on.push(format!("JWT {alg} required")),
+            None => on.push("anonymous (no JWT)".into()),
+        }
+        on.join(", ")
+    }
+
     /// The store's configuration.
     pub(crate) fn store(&self) -> MemoryConfig {
         MemoryConfig {
@@ -334,6 +530,32 @@ impl Options {
             max_dm_conversations: self.store_max_dm_conversations,
         }
     }
+}
+
+/// Why the admission flags cannot be used.
+#[derive(Debug, Error)]
+pub(crate) enum SecurityError {
+    /// A public key file could not be read.
+    #[error("cannot read the JWT public key {path}: {source}")]
+    ReadKey {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The JWT settings are invalid (short secret, not a public key…).
+    #[error(transparent)]
+    Jwt(#[from] JwtConfigError),
+    /// An entry of `--allowed-origins` is not an origin.
+    #[error(transparent)]
+    Origin(#[from] InvalidOrigin),
+}
+
+fn read_key(path: &Path) -> Result<Vec<u8>, SecurityError> {
+    std::fs::read(path).map_err(|source| SecurityError::ReadKey {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 #[cfg(test)]
@@ -443,5 +665,142 @@ mod tests {
             parse_optional_duration("30s"),
             Ok(OptionalDuration(Some(Duration::from_secs(30))))
         );
+    }
+
+    const SECRET: &str = "test-only secret, 32 bytes or more!!";
+
+    fn fixture(name: &str) -> String {
+        format!(
+            "{}/../chat-auth/tests/fixtures/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        )
+    }
+
+    #[test]
+    fn admission_is_per_ip_limits_only_by_default() {
+        let o = Options::parse_from(["server"]);
+        assert_eq!(o.jwt().expect("no key"), None);
+        assert!(o.allowed_origins.is_empty());
+        assert!(o.allow_missing_origin);
+        assert_eq!(o.jwt_leeway, chat_auth::DEFAULT_LEEWAY);
+        let defaults = PerIpConfig::default();
+        assert_eq!(o.max_connections_per_ip.0, defaults.max_connections);
+        assert_eq!(o.connections_per_ip_rate.0, defaults.rate);
+        assert_eq!(o.admission().expect("valid").len(), 1);
+        assert_eq!(
+            o.admission_summary(),
+            "64 connections per IP, new connections per IP: burst 20 then one per 200ms, \
+             anonymous (no JWT)"
+        );
+    }
+
+    #[test]
+    fn every_policy_can_be_switched_on_or_off() {
+        let o = Options::parse_from([
+            "server",
+            "--jwt-hs256-secret",
+            SECRET,
+            "--jwt-issuer",
+            "https://auth.example",
+            "--jwt-audience",
+            "chat",
+            "--jwt-leeway",
+            "5s",
+            "--jwt-require-name",
+            "--allowed-origins",
+            "https://chat.example,http://localhost:3000",
+            "--allow-missing-origin",
+            "false",
+            "--max-connections-per-ip",
+            "off",
+            "--connections-per-ip-rate",
+            "off",
+        ]);
+        let jwt = o.jwt().expect("valid").expect("a JWT config");
+        assert_eq!(
+            jwt.algorithm,
+            JwtAlgorithm::Hs256 {
+                secret: SECRET.as_bytes().to_vec()
+            }
+        );
+        assert_eq!(jwt.issuer.as_deref(), Some("https://auth.example"));
+        assert_eq!(jwt.audience.as_deref(), Some("chat"));
+        assert_eq!(jwt.leeway, Duration::from_secs(5));
+        assert!(jwt.require_name);
+        assert_eq!(
+            o.allowed_origins,
+            ["https://chat.example", "http://localhost:3000"]
+        );
+        assert!(!o.allow_missing_origin);
+        // Origin and JWT; the per-IP limits are off.
+        assert_eq!(o.admission().expect("valid").len(), 2);
+        let summary = o.admission_summary();
+        assert!(summary.contains("JWT HS256 required"), "{summary}");
+        assert!(!summary.contains(SECRET), "{summary}");
+    }
+
+    #[test]
+    fn public_key_files_are_read() {
+        let rs = Options::parse_from([
+            "server",
+            "--jwt-rs256-public-key",
+            &fixture("rsa-public.pem"),
+        ]);
+        assert!(matches!(
+            rs.jwt().expect("readable").expect("a JWT config").algorithm,
+            JwtAlgorithm::Rs256 { .. }
+        ));
+        assert_eq!(rs.admission().expect("valid").len(), 2);
+        let ed = Options::parse_from([
+            "server",
+            "--jwt-eddsa-public-key",
+            &fixture("ed25519-public.pem"),
+        ]);
+        assert!(ed.admission().is_ok());
+        let missing = Options::parse_from(["server", "--jwt-eddsa-public-key", "/no/such.pem"]);
+        assert!(matches!(
+            missing.admission(),
+            Err(SecurityError::ReadKey { .. })
+        ));
+        // The right file for the other algorithm is refused at startup.
+        let swapped = Options::parse_from([
+            "server",
+            "--jwt-eddsa-public-key",
+            &fixture("rsa-public.pem"),
+        ]);
+        assert!(matches!(swapped.admission(), Err(SecurityError::Jwt(_))));
+    }
+
+    #[test]
+    fn security_flags_are_checked() {
+        // One key only.
+        assert!(
+            Options::try_parse_from([
+                "server",
+                "--jwt-hs256-secret",
+                SECRET,
+                "--jwt-eddsa-public-key",
+                "k.pem",
+            ])
+            .is_err()
+        );
+        // Issuer and audience need a key.
+        assert!(Options::try_parse_from(["server", "--jwt-issuer", "x"]).is_err());
+        // Short secrets and bad origins are refused when the policies are built.
+        let short = Options::parse_from(["server", "--jwt-hs256-secret", "short"]);
+        assert!(matches!(short.admission(), Err(SecurityError::Jwt(_))));
+        let origin = Options::parse_from(["server", "--allowed-origins", "https://a.example/app"]);
+        assert!(matches!(origin.admission(), Err(SecurityError::Origin(_))));
+        assert_eq!(parse_optional_count("off"), Ok(OptionalCount(None)));
+        assert_eq!(parse_optional_count("8"), Ok(OptionalCount(Some(8))));
+        assert!(parse_optional_count("0").is_err());
+        assert!(parse_optional_count("many").is_err());
+    }
+
+    #[test]
+    fn the_secret_is_not_in_debug_output() {
+        let o = Options::parse_from(["server", "--jwt-hs256-secret", SECRET]);
+        let shown = format!("{o:?}");
+        assert!(!shown.contains(SECRET), "{shown}");
     }
 }

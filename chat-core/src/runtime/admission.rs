@@ -1,10 +1,13 @@
-//! [`Admission`]: the decision to let a handshake in, and as whom.
+//! [`Admission`]: the decision to let a handshake in, as whom, and for how long.
 //!
 //! Runs before a connection is upgraded, with everything the transport knows about it
 //! ([`ConnectionInfo`]: peer address, path, query, headers). This is where a deployment
 //! checks `Origin` against an allow-list, validates a token and turns it into an
-//! [`Identity`], or limits connections per address. The default,
-//! [`AllowAnonymous`], lets everyone in without an identity (the base protocol).
+//! [`Identity`], or limits connections per address (the `chat-auth` crate has all
+//! three). The default, [`AllowAnonymous`], lets everyone in without an identity (the
+//! base protocol).
+
+use std::time::Duration;
 
 use crate::engine::Identity;
 use crate::transport::{ConnectionInfo, Rejection};
@@ -14,10 +17,10 @@ use crate::transport::{ConnectionInfo, Rejection};
 /// Called once per handshake, on the connection's own task (never on the hub), so it may
 /// do CPU work such as verifying a signature; it must not block on I/O.
 pub trait Admission: Send + Sync + 'static {
-    /// `Ok(None)`: admit anonymously (the engine assigns a fresh user id).
-    /// `Ok(Some(identity))`: admit as this authenticated user.
+    /// `Ok(admitted)`: let the connection in, anonymously or as an authenticated user,
+    /// possibly only for a while (see [`Admitted`]).
     /// `Err(rejection)`: refuse; the transport answers with the rejection's status.
-    fn admit(&self, info: &ConnectionInfo) -> Result<Option<Identity>, Rejection>;
+    fn admit(&self, info: &ConnectionInfo) -> Result<Admitted, Rejection>;
 
     /// Called exactly once for every admitted handshake when its connection ends
     /// (whether or not the upgrade then succeeded), so limits that count open
@@ -27,12 +30,73 @@ pub trait Admission: Send + Sync + 'static {
     }
 }
 
+/// A handshake that [`Admission::admit`] let in.
+///
+/// Expiry is a *remaining duration*, not a wall-clock instant: the admission already read
+/// the wall clock to validate its credential (a token's `exp`), so it is the one to turn
+/// that into "how long from now". The runtime adds it to its own (tokio) clock once, at
+/// admission, which keeps `SystemTime` out of `chat-core` and lets paused-time tests
+/// drive expiry like every other timer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Admitted {
+    /// `None`: anonymous (the engine assigns a fresh user id). `Some`: this
+    /// authenticated user; its name is fixed and `set_username` is refused.
+    pub identity: Option<Identity>,
+    /// How long the connection may stay open from now. When it runs out the runtime
+    /// stops reading from the connection, writes what is already queued for it and
+    /// closes it with [`CloseCode::TOKEN_EXPIRED`](crate::CloseCode::TOKEN_EXPIRED)
+    /// (4001, "token expired"). `None`: no limit.
+    pub expires_in: Option<Duration>,
+}
+
+impl Admitted {
+    /// Admitted without an identity and without an expiry.
+    pub fn anonymous() -> Self {
+        Admitted::default()
+    }
+
+    /// Admitted as this authenticated user, without an expiry.
+    pub fn user(identity: Identity) -> Self {
+        Admitted {
+            identity: Some(identity),
+            expires_in: None,
+        }
+    }
+
+    /// The same admission, ending after `expires_in` (or earlier, if it already had a
+    /// shorter expiry).
+    #[must_use]
+    pub fn expiring_in(mut self, expires_in: Duration) -> Self {
+        self.expires_in = Some(self.expires_in.map_or(expires_in, |e| e.min(expires_in)));
+        self
+    }
+}
+
 /// Admits every handshake anonymously: the base protocol's behaviour.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct AllowAnonymous;
 
 impl Admission for AllowAnonymous {
-    fn admit(&self, _info: &ConnectionInfo) -> Result<Option<Identity>, Rejection> {
-        Ok(None)
+    fn admit(&self, _info: &ConnectionInfo) -> Result<Admitted, Rejection> {
+        Ok(Admitted::anonymous())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shorter_expiry_wins() {
+        let a = Admitted::anonymous()
+            .expiring_in(Duration::from_secs(10))
+            .expiring_in(Duration::from_secs(20));
+        assert_eq!(a.expires_in, Some(Duration::from_secs(10)));
+        let b = Admitted::anonymous()
+            .expiring_in(Duration::from_secs(20))
+            .expiring_in(Duration::from_secs(5));
+        assert_eq!(b.expires_in, Some(Duration::from_secs(5)));
+        assert_eq!(Admitted::anonymous().expires_in, None);
     }
 }

@@ -17,8 +17,12 @@ pub struct RuntimeConfig {
     pub hub_queue: usize,
     /// Frames one connection's outbound queue may hold. Default 1024.
     pub outbound_frames: usize,
-    /// Bytes one connection's outbound queue may hold. Default 1 MiB. A connection
-    /// therefore costs at most this much queued memory, however slowly it reads.
+    /// Bytes one connection's outbound queue may hold before it counts as a slow reader.
+    /// Default 4 MiB. A connection therefore costs at most this much queued memory plus
+    /// one frame, however slowly it reads. It must exceed the largest frame the engine
+    /// sends together with the frames around it: a full resume (`resume_max` = 500
+    /// messages of up to 1,000 characters, up to 6 bytes each once JSON-escaped) is about
+    /// 3.2 MB, followed at once by `room_users`.
     pub outbound_bytes: usize,
     /// Most frames written in one [`Outbound::send`](crate::Outbound::send) call (one
     /// flush per batch). Default 64.
@@ -49,7 +53,7 @@ impl Default for RuntimeConfig {
         RuntimeConfig {
             hub_queue: 1024,
             outbound_frames: 1024,
-            outbound_bytes: 1 << 20,
+            outbound_bytes: 4 << 20,
             write_batch: 64,
             write_timeout: Duration::from_secs(15),
             heartbeat_interval: Some(Duration::from_secs(30)),

@@ -19,6 +19,12 @@
 //!    peer is terminated — and pings again. A transport whose `ping` returns `Ok(false)`
 //!    has no pings; heartbeats are then off for that connection.
 //!
+//! 5. **Expiry**: when admission said the connection may only stay for a while
+//!    ([`Admitted::expires_in`], e.g. until its token's `exp`), the deadline is fixed on
+//!    the runtime's clock at admission. When it passes, the reader stops — an expired
+//!    session sends nothing more — and the writer writes what was already queued and
+//!    closes with [`CloseCode::TOKEN_EXPIRED`] (4001, "token expired").
+//!
 //! Reader and writer run concurrently within the one task. When the reader sees the peer
 //! go, the writer is dropped (nobody is listening); when the writer has closed the
 //! connection, the reader is dropped. Either way the hub then gets exactly one `Closed`
@@ -29,9 +35,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use tokio::sync::{oneshot, watch};
-use tokio::time::{Interval, MissedTickBehavior, interval_at, timeout};
+use tokio::time::{Instant, Interval, MissedTickBehavior, interval_at, sleep_until, timeout};
 
-use super::admission::Admission;
+use super::admission::{Admission, Admitted};
 use super::config::RuntimeConfig;
 use super::hub::{HubMsg, HubSender};
 use super::metrics::Metrics;
@@ -84,12 +90,12 @@ impl Drop for Slot {
 }
 
 /// Gives an admitted connection's place back to the [`Admission`] when it ends.
-struct Admitted<'a> {
+struct Release<'a> {
     admission: &'a dyn Admission,
     info: ConnectionInfo,
 }
 
-impl Drop for Admitted<'_> {
+impl Drop for Release<'_> {
     fn drop(&mut self) {
         self.admission.release(&self.info);
     }
@@ -139,14 +145,20 @@ pub(crate) async fn serve(handshake: Box<dyn Handshake>, ctx: Arc<Context>, _slo
     }
     let info = handshake.info().clone();
     let peer = info.peer_addr;
-    let identity = match ctx.admission.admit(&info) {
-        Ok(identity) => identity,
+    let Admitted {
+        identity,
+        expires_in,
+    } = match ctx.admission.admit(&info) {
+        Ok(admitted) => admitted,
         Err(why) => return reject(handshake, why, &ctx).await,
     };
-    let _admitted = Admitted {
+    let _release = Release {
         admission: &*ctx.admission,
         info,
     };
+    // Fixed once, now: the admission measured `expires_in` from this moment. A deadline
+    // too far away to represent is no deadline.
+    let deadline = expires_in.and_then(|d| now().checked_add(d));
     let Channel {
         mut inbound,
         mut outbound,
@@ -198,6 +210,17 @@ pub(crate) async fn serve(handshake: Box<dyn Handshake>, ctx: Arc<Context>, _slo
                 }
             },
             () = &mut writer => {}
+            // The reader is not polled again (and is dropped with this block): nothing
+            // the peer sends after its credential expired reaches the engine. What was
+            // queued before the deadline was meant for it and is still written.
+            () = expiry(deadline) => {
+                tracing::info!(%conn, "credential expired: closing with 4001");
+                let code = CloseCode::TOKEN_EXPIRED;
+                if queue.close_after_flush(code, "token expired") {
+                    ctx.metrics.closed(code);
+                }
+                writer.await;
+            }
         }
     }
     registered.closed().await;
@@ -346,6 +369,14 @@ async fn write(out: &mut dyn Outbound, ctx: &Context, queue: &OutboundQueue, see
             Next::Close(code, reason) => return close(out, ctx, code, reason).await,
             Next::Done => return,
         }
+    }
+}
+
+/// Resolves at `deadline`; never without one.
+async fn expiry(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => sleep_until(deadline).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -60,7 +60,7 @@ use thiserror::Error;
 use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
-pub use admission::{Admission, AllowAnonymous};
+pub use admission::{Admission, Admitted, AllowAnonymous};
 pub use config::RuntimeConfig;
 pub use metrics::Metrics;
 pub use random_ids::RandomUserIds;

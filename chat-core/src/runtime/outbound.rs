@@ -19,8 +19,9 @@
 //! themselves after the engine's typing timeout, as the bundled web client does.
 //!
 //! So whatever a peer does, a connection holds at most `max_frames` frames and
-//! `max_bytes` bytes here (a single frame larger than `max_bytes` is accepted only into
-//! an empty queue, so it can still be delivered), plus the writer's one batch in flight.
+//! `max_bytes` bytes plus one frame here (the budget is checked before a frame is added,
+//! so one large legitimate frame — a full resume — is always accepted), plus the
+//! writer's one batch in flight.
 //!
 //! The queue also carries the end of the connection: a close that waits for the queued
 //! frames to be written (an engine close, server shutdown), a close that discards them
@@ -181,9 +182,14 @@ impl OutboundQueue {
         Pushed::Queued { evicted }
     }
 
-    fn fits(&self, s: &State, len: usize) -> bool {
+    /// The byte budget is checked before a frame is added, not after: a frame is
+    /// admitted while less than `max_bytes` is queued. So the queue holds at most
+    /// `max_bytes` plus one frame, and a single large but legitimate frame (a full
+    /// resume is ~3 MB) is never mistaken for a slow reader, while a reader that lets the
+    /// budget fill up still is.
+    fn fits(&self, s: &State, _len: usize) -> bool {
         s.frames.is_empty()
-            || (s.frames.len() < self.limits.max_frames && s.bytes + len <= self.limits.max_bytes)
+            || (s.frames.len() < self.limits.max_frames && s.bytes < self.limits.max_bytes)
     }
 
     /// Refuses new frames and closes with `code` once the queued ones are written.
@@ -366,6 +372,19 @@ mod tests {
         q.push(b("abc"), false);
         assert_eq!(q.push(b("de"), false), Pushed::Queued { evicted: 0 });
         assert!(matches!(q.push(b("f"), false), Pushed::Overflow { .. }));
+    }
+
+    #[tokio::test]
+    async fn a_large_frame_behind_a_small_one_is_admitted_and_then_the_budget_is_full() {
+        // room_joined, then a history frame larger than the whole budget: both queued.
+        let q = q(100, 5);
+        q.push(b("ab"), false);
+        assert_eq!(
+            q.push(b("0123456789"), false),
+            Pushed::Queued { evicted: 0 }
+        );
+        // The budget is now exhausted: the next frame means a slow reader.
+        assert!(matches!(q.push(b("x"), false), Pushed::Overflow { .. }));
     }
 
     #[tokio::test]

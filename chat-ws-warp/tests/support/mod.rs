@@ -71,12 +71,23 @@ impl TestServer {
         runtime: RuntimeConfig,
         warp: impl FnOnce(chat_core::Metrics, WarpConfig) -> WarpConfig,
     ) -> TestServer {
+        TestServer::with_admission(engine, runtime, warp, Arc::new(chat_core::AllowAnonymous)).await
+    }
+
+    /// Full control, and an admission policy (authentication, Origin, per-IP limits).
+    pub(crate) async fn with_admission(
+        engine: Config,
+        runtime: RuntimeConfig,
+        warp: impl FnOnce(chat_core::Metrics, WarpConfig) -> WarpConfig,
+        admission: Arc<dyn chat_core::Admission>,
+    ) -> TestServer {
         let store = Arc::new(MemoryStore::new());
         let chat = Server::new(
             engine,
             runtime,
             Arc::clone(&store) as Arc<dyn chat_core::Store>,
-        );
+        )
+        .with_admission(admission);
         let config = warp(chat.metrics(), WarpConfig::default());
         let (transport, http) = WarpTransport::bind("127.0.0.1:0", config)
             .await

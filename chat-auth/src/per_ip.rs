@@ -1,0 +1,417 @@
+//! [`PerIpLimits`]: how many connections one address may hold, and how fast it may open
+//! them.
+//!
+//! Two limits per client address, both answered with HTTP 429 before any upgrade:
+//!
+//! * **concurrent connections** ([`PerIpConfig::max_connections`], default 64): counted
+//!   at admission and given back by [`Admission::release`] when the connection ends
+//!   (the runtime calls it exactly once per admitted handshake);
+//! * **connection rate** ([`PerIpConfig::rate`], default burst 20 then 5 per second): a
+//!   token bucket (GCRA, as the engine's message limits) charged for each connection
+//!   admitted here. In a [`Chain`](crate::Chain) that runs JWT validation after this, a
+//!   handshake refused for its token has still spent its token: guessing tokens is rate
+//!   limited too.
+//!
+//! The global connection cap (503) is the runtime's
+//! [`RuntimeConfig::max_connections`](chat_core::RuntimeConfig::max_connections).
+//!
+//! **Which address.** The peer address of the TCP connection. IPv4-mapped IPv6 addresses
+//! count as the IPv4 address; other IPv6 addresses are grouped by their first
+//! [`PerIpConfig::ipv6_prefix_len`] bits (default 64: one subnet is usually one
+//! customer, who can pick any of its 2⁶⁴ addresses). Behind a reverse proxy every client
+//! has the proxy's address: put the limits on the proxy, or raise them here
+//! (`X-Forwarded-For` is not trusted; anyone can send it). A transport without peer
+//! addresses (an in-process channel) is not limited.
+//!
+//! **Memory.** One small entry per address that has a connection open or a bucket not
+//! yet refilled; an entry is dropped as soon as it is neither (on release, or by a
+//! sweep). The table holds at most [`PerIpConfig::max_addresses`] entries: when it is
+//! full, idle entries are swept (at most once a second, so a flood of new addresses
+//! cannot make every handshake pay for a full scan), and if it is still full a new
+//! address is refused with 429 until entries age out — a flood from more distinct
+//! addresses than that within a few seconds is refused rather than allowed to grow
+//! memory.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv6Addr};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use chat_core::{Admission, Admitted, ConnectionInfo, Rate, Rejection};
+use thiserror::Error;
+
+/// Limits per client address. Start from [`PerIpConfig::default`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PerIpConfig {
+    /// Connections one address may hold open at once; `None`: no limit. Default 64.
+    pub max_connections: Option<u32>,
+    /// New connections per address: a burst, then a steady rate; `None`: no limit.
+    /// Default 20 at once, then 5 per second.
+    pub rate: Option<Rate>,
+    /// IPv6 addresses sharing this many leading bits count as one address. Default 64.
+    pub ipv6_prefix_len: u8,
+    /// Addresses tracked at most (see the module docs). Default 100,000 (a few MiB).
+    pub max_addresses: usize,
+}
+
+impl Default for PerIpConfig {
+    fn default() -> Self {
+        PerIpConfig {
+            max_connections: Some(64),
+            rate: Some(Rate::per_second(20, 5)),
+            ipv6_prefix_len: 64,
+            max_addresses: 100_000,
+        }
+    }
+}
+
+/// Why [`PerIpLimits`] refused a handshake. The text is the 429 response's body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum PerIpRefusal {
+    /// The address already holds [`PerIpConfig::max_connections`] connections.
+    #[error("too many connections from your address")]
+    TooManyConnections,
+    /// The address opens connections faster than [`PerIpConfig::rate`]; one more is
+    /// allowed after `retry_after`.
+    #[error("connecting too fast from your address: try again later")]
+    TooFast {
+        /// How long until the bucket allows another connection.
+        retry_after: Duration,
+    },
+    /// The table of addresses is full (see the module docs).
+    #[error("too many clients: try again later")]
+    TooManyAddresses,
+}
+
+/// One address's state.
+#[derive(Debug, Default, Clone, Copy)]
+struct Entry {
+    /// Admitted connections not yet released.
+    open: u32,
+    /// GCRA theoretical arrival time: when the bucket is full again. `None`: full.
+    tat: Option<Instant>,
+}
+
+impl Entry {
+    /// Forgetting an idle entry loses nothing: no connection to release, full bucket.
+    fn idle(&self, now: Instant) -> bool {
+        self.open == 0 && self.tat.is_none_or(|tat| tat <= now)
+    }
+}
+
+#[derive(Debug, Default)]
+struct Table {
+    entries: HashMap<IpAddr, Entry>,
+    last_sweep: Option<Instant>,
+}
+
+/// Shortest time between two sweeps of a full table.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// An [`Admission`] limiting connections per client address (HTTP 429). See the module
+/// docs.
+///
+/// ```
+/// use chat_auth::{PerIpConfig, PerIpLimits};
+/// use chat_core::Rate;
+///
+/// let limits = PerIpLimits::new(PerIpConfig {
+///     max_connections: Some(16),
+///     rate: Some(Rate::per_second(10, 2)),
+///     ..PerIpConfig::default()
+/// });
+/// # drop(limits);
+/// ```
+#[derive(Debug)]
+pub struct PerIpLimits {
+    config: PerIpConfig,
+    // A std mutex: the critical sections are a hash lookup and a few integer operations,
+    // never held across an await. The map uses std's randomly keyed hasher on purpose:
+    // its keys are chosen by the peers.
+    table: Mutex<Table>,
+}
+
+impl PerIpLimits {
+    /// Limits with this configuration.
+    pub fn new(config: PerIpConfig) -> Self {
+        PerIpLimits {
+            config,
+            table: Mutex::new(Table::default()),
+        }
+    }
+
+    /// Admits one connection from `ip` at `now`, counting it.
+    pub fn try_acquire(&self, ip: IpAddr, now: Instant) -> Result<(), PerIpRefusal> {
+        let key = self.key(ip);
+        let mut table = self.lock();
+        if !table.entries.contains_key(&key) && table.entries.len() >= self.config.max_addresses {
+            make_room(&mut table, now, self.config.max_addresses)?;
+        }
+        let entry = table.entries.entry(key).or_default();
+        if self
+            .config
+            .max_connections
+            .is_some_and(|max| entry.open >= max)
+        {
+            return Err(PerIpRefusal::TooManyConnections);
+        }
+        if let Some(rate) = self.config.rate {
+            let tat = entry.tat.map_or(now, |tat| tat.max(now));
+            // `Rate`'s fields are public: absurd values saturate instead of panicking.
+            let new_tat = tat.checked_add(rate.interval).unwrap_or(tat);
+            let allowance = rate
+                .interval
+                .checked_mul(rate.burst)
+                .unwrap_or(Duration::MAX);
+            let ahead = new_tat.saturating_duration_since(now);
+            if ahead > allowance {
+                return Err(PerIpRefusal::TooFast {
+                    retry_after: ahead - allowance,
+                });
+            }
+            entry.tat = Some(new_tat);
+        }
+        entry.open += 1;
+        Ok(())
+    }
+
+    /// Gives back one connection of `ip` (from an earlier successful
+    /// [`try_acquire`](Self::try_acquire)).
+    pub fn release_at(&self, ip: IpAddr, now: Instant) {
+        let key = self.key(ip);
+        let mut table = self.lock();
+        if let Some(entry) = table.entries.get_mut(&key) {
+            entry.open = entry.open.saturating_sub(1);
+            if entry.idle(now) {
+                table.entries.remove(&key);
+            }
+        }
+    }
+
+    /// Connections `ip` (or its IPv6 prefix) holds.
+    pub fn open_connections(&self, ip: IpAddr) -> u32 {
+        let key = self.key(ip);
+        self.lock().entries.get(&key).map_or(0, |entry| entry.open)
+    }
+
+    /// Addresses currently tracked (bounded by [`PerIpConfig::max_addresses`]).
+    pub fn tracked_addresses(&self) -> usize {
+        self.lock().entries.len()
+    }
+
+    /// The address an IP counts as.
+    fn key(&self, ip: IpAddr) -> IpAddr {
+        match ip {
+            IpAddr::V4(_) => ip,
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => IpAddr::V4(v4),
+                None => {
+                    let prefix = u32::from(self.config.ipv6_prefix_len.min(128));
+                    let mask = u128::MAX.checked_shl(128 - prefix).unwrap_or(0);
+                    IpAddr::V6(Ipv6Addr::from(u128::from(v6) & mask))
+                }
+            },
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Table> {
+        // Every update leaves the table consistent, so a panic elsewhere while it was
+        // held does not make it unusable.
+        self.table.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Sweeps idle entries out of a full table, at most once per [`SWEEP_INTERVAL`].
+fn make_room(table: &mut Table, now: Instant, max: usize) -> Result<(), PerIpRefusal> {
+    let due = table
+        .last_sweep
+        .is_none_or(|last| now.saturating_duration_since(last) >= SWEEP_INTERVAL);
+    if due {
+        table.entries.retain(|_, entry| !entry.idle(now));
+        table.last_sweep = Some(now);
+    }
+    if table.entries.len() >= max {
+        return Err(PerIpRefusal::TooManyAddresses);
+    }
+    Ok(())
+}
+
+impl Admission for PerIpLimits {
+    fn admit(&self, info: &ConnectionInfo) -> Result<Admitted, Rejection> {
+        let Some(peer) = info.peer_addr else {
+            return Ok(Admitted::anonymous());
+        };
+        self.try_acquire(peer.ip(), Instant::now())
+            .map(|()| Admitted::anonymous())
+            .map_err(|why| {
+                tracing::debug!(peer = %peer, reason = %why, "per-address limit");
+                Rejection::TooManyRequests(why.to_string())
+            })
+    }
+
+    fn release(&self, info: &ConnectionInfo) {
+        if let Some(peer) = info.peer_addr {
+            self.release_at(peer.ip(), Instant::now());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{Ipv4Addr, SocketAddr};
+
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("an IP address")
+    }
+
+    fn limits(max: Option<u32>, rate: Option<Rate>) -> PerIpLimits {
+        PerIpLimits::new(PerIpConfig {
+            max_connections: max,
+            rate,
+            ..PerIpConfig::default()
+        })
+    }
+
+    #[test]
+    fn the_connection_cap_counts_open_connections_and_release_gives_them_back() {
+        let l = limits(Some(2), None);
+        let t = Instant::now();
+        let a = ip("192.0.2.1");
+        assert_eq!(l.try_acquire(a, t), Ok(()));
+        assert_eq!(l.try_acquire(a, t), Ok(()));
+        assert_eq!(l.try_acquire(a, t), Err(PerIpRefusal::TooManyConnections));
+        // Another address has its own count.
+        assert_eq!(l.try_acquire(ip("192.0.2.2"), t), Ok(()));
+        l.release_at(a, t);
+        assert_eq!(l.open_connections(a), 1);
+        assert_eq!(l.try_acquire(a, t), Ok(()));
+        l.release_at(a, t);
+        l.release_at(a, t);
+        l.release_at(a, t); // one too many: ignored
+        assert_eq!(l.open_connections(a), 0);
+        // Nothing held and no bucket: the entry is gone.
+        assert_eq!(l.tracked_addresses(), 1);
+    }
+
+    #[test]
+    fn the_rate_allows_a_burst_then_the_steady_rate() {
+        let l = limits(None, Some(Rate::per_second(3, 2)));
+        let t = Instant::now();
+        let a = ip("198.51.100.7");
+        for _ in 0..3 {
+            assert_eq!(l.try_acquire(a, t), Ok(()));
+        }
+        assert_eq!(
+            l.try_acquire(a, t),
+            Err(PerIpRefusal::TooFast {
+                retry_after: Duration::from_millis(500)
+            })
+        );
+        // Releasing does not refund the rate.
+        for _ in 0..3 {
+            l.release_at(a, t);
+        }
+        assert!(l.try_acquire(a, t).is_err());
+        assert_eq!(l.try_acquire(a, t + Duration::from_millis(500)), Ok(()));
+        assert!(l.try_acquire(a, t + Duration::from_millis(500)).is_err());
+        // A long pause refills the burst, not more.
+        let later = t + Duration::from_secs(60);
+        for _ in 0..3 {
+            assert_eq!(l.try_acquire(a, later), Ok(()));
+        }
+        assert!(l.try_acquire(a, later).is_err());
+    }
+
+    #[test]
+    fn a_refused_connection_is_not_counted() {
+        let l = limits(Some(1), Some(Rate::per_second(10, 1)));
+        let t = Instant::now();
+        let a = ip("203.0.113.9");
+        assert_eq!(l.try_acquire(a, t), Ok(()));
+        for _ in 0..20 {
+            assert_eq!(l.try_acquire(a, t), Err(PerIpRefusal::TooManyConnections));
+        }
+        assert_eq!(l.open_connections(a), 1);
+        l.release_at(a, t);
+        // The refusals spent no rate tokens: 9 more of the burst are left.
+        for _ in 0..9 {
+            assert_eq!(l.try_acquire(a, t), Ok(()));
+            l.release_at(a, t);
+        }
+        assert!(matches!(
+            l.try_acquire(a, t),
+            Err(PerIpRefusal::TooFast { .. })
+        ));
+    }
+
+    #[test]
+    fn ipv6_addresses_count_per_prefix_and_mapped_ipv4_as_ipv4() {
+        let l = limits(Some(1), None);
+        let t = Instant::now();
+        assert_eq!(l.try_acquire(ip("2001:db8:1:2::1"), t), Ok(()));
+        assert_eq!(
+            l.try_acquire(ip("2001:db8:1:2:ffff::9"), t),
+            Err(PerIpRefusal::TooManyConnections)
+        );
+        assert_eq!(l.try_acquire(ip("2001:db8:1:3::1"), t), Ok(()));
+        assert_eq!(l.try_acquire(ip("192.0.2.1"), t), Ok(()));
+        assert_eq!(
+            l.try_acquire(ip("::ffff:192.0.2.1"), t),
+            Err(PerIpRefusal::TooManyConnections)
+        );
+    }
+
+    #[test]
+    fn the_table_is_bounded_and_idle_entries_are_swept() {
+        let l = PerIpLimits::new(PerIpConfig {
+            max_connections: Some(8),
+            rate: Some(Rate::per_second(1, 1)),
+            max_addresses: 4,
+            ..PerIpConfig::default()
+        });
+        let t = Instant::now();
+        let addr = |i: u8| IpAddr::V4(Ipv4Addr::new(10, 0, 0, i));
+        for i in 0..4 {
+            assert_eq!(l.try_acquire(addr(i), t), Ok(()));
+            l.release_at(addr(i), t); // open 0, but the bucket is not yet full
+        }
+        assert_eq!(l.tracked_addresses(), 4);
+        // Full of recent entries: a new address is refused.
+        assert_eq!(
+            l.try_acquire(addr(9), t),
+            Err(PerIpRefusal::TooManyAddresses)
+        );
+        // Known addresses are still served (here: refused by their own rate).
+        assert!(matches!(
+            l.try_acquire(addr(0), t),
+            Err(PerIpRefusal::TooFast { .. })
+        ));
+        // Within the sweep interval nothing is swept again, even once entries are idle.
+        let soon = t + Duration::from_millis(999);
+        assert!(l.try_acquire(addr(9), soon).is_err());
+        // Once the buckets have refilled, a sweep makes room.
+        let later = t + Duration::from_secs(2);
+        assert_eq!(l.try_acquire(addr(9), later), Ok(()));
+        assert_eq!(l.tracked_addresses(), 1);
+    }
+
+    #[test]
+    fn as_an_admission_it_answers_429_and_releases() {
+        let l = limits(Some(1), None);
+        let info = ConnectionInfo {
+            peer_addr: Some(SocketAddr::from(([192, 0, 2, 1], 5000))),
+            ..ConnectionInfo::default()
+        };
+        assert!(l.admit(&info).is_ok());
+        assert_eq!(l.admit(&info).expect_err("over the cap").status(), 429);
+        l.release(&info);
+        assert!(l.admit(&info).is_ok());
+        // No address (an in-process transport): not limited.
+        let anonymous = ConnectionInfo::default();
+        assert!(l.admit(&anonymous).is_ok());
+        assert!(l.admit(&anonymous).is_ok());
+    }
+}
