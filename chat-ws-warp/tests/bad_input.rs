@@ -21,10 +21,11 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use support::frames::{self, BINARY, CLOSE, CONTINUATION, PING, PONG, TEXT};
 use support::process::{ends_within, http_exchange, read_response};
-use support::suite::Suite;
+use support::suite::{Suite, hs256, sub_of, unix_now};
 use support::{PROMPT, Peer, RawFrame, RawWs, TIMESTAMP, UUID, assert_frame};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::{Instant, timeout};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{self, Message};
 
 // ---- helpers ------------------------------------------------------------------------
@@ -626,8 +627,13 @@ async fn a_binary_frame_is_answered_with_binary_unsupported() {
             "binary_unsupported"
         )
     );
+    let joined = peer.expect_type("user_joined").await;
     drop(raw);
-    peer.expect_type("user_joined").await;
+    peer.expect(
+        json!({"type": "user_left", "room": "binary", "username": "raw-binary",
+                       "userId": joined["userId"]}),
+    )
+    .await;
     still_chats(&mut peer, "binary", 1, "binary").await;
     drop(peer);
     suite.finish("binary frames").await;
@@ -1935,8 +1941,15 @@ async fn joining_past_the_room_cap_with_the_refusal_budget_on_is_closed_with_100
 /// RSS by more than 4 MiB over the first: a leak of only 400 bytes per room would.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_live_rooms_are_all_freed() {
-    let mut suite =
-        Suite::start(&["--join-rate", "off", "--max-rooms-per-connection", "1000"]).await;
+    let mut suite = Suite::start(&[
+        "--join-rate",
+        "off",
+        "--max-rooms-per-connection",
+        "1000",
+        "--connections-per-ip-rate",
+        "off",
+    ])
+    .await;
     let addr = suite.addr();
     let mut settled = Vec::new();
     for round in 0..2 {
@@ -1980,7 +1993,17 @@ async fn ten_thousand_live_rooms_are_all_freed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_flood_past_max_connections_is_503_and_recovers() {
-    let mut suite = Suite::start(&["--max-connections", "50"]).await;
+    // The per-IP limits (on by default) would answer 429 first: this case is about the
+    // global cap, so they are off here (and shown in their own cases).
+    let mut suite = Suite::start(&[
+        "--max-connections",
+        "50",
+        "--max-connections-per-ip",
+        "off",
+        "--connections-per-ip-rate",
+        "off",
+    ])
+    .await;
     let addr = suite.addr();
     // The canaries hold 2 of the 50.
     let mut peers = Vec::new();
@@ -2127,4 +2150,395 @@ async fn a_slow_reader_in_a_busy_room_is_closed_with_1013() {
     }
     drop(talker);
     suite.finish("slow reader").await;
+}
+
+// ---- admission: JWT, Origin, per-IP -------------------------------------------------
+
+/// The secret the JWT cases' server is started with (HS256 needs at least 32 bytes).
+const SECRET: &str = "bad-input suite secret, 32 bytes or more";
+
+fn jwt_flags() -> [&'static str; 2] {
+    ["--jwt-hs256-secret", SECRET]
+}
+
+/// RFC 4648 base64url without padding, as JWTs use it.
+fn b64url(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &b)| n | (u32::from(b) << (16 - 8 * i)));
+        for i in 0..=chunk.len() {
+            out.push(char::from(ALPHABET[(n >> (18 - 6 * i)) as usize & 63]));
+        }
+    }
+    out
+}
+
+/// A token with this header and claims and no signature.
+fn unsigned(header: &Value, claims: &Value) -> String {
+    format!(
+        "{}.{}.",
+        b64url(header.to_string().as_bytes()),
+        b64url(claims.to_string().as_bytes())
+    )
+}
+
+/// Valid claims for `name`, an hour ahead.
+fn claims(name: &str) -> Value {
+    json!({"sub": sub_of(name), "name": name, "exp": unix_now() + 3600})
+}
+
+/// A handshake at `/ws{query}` with extra header lines is refused with `status` and
+/// exactly `body`; nothing is upgraded.
+async fn admission_refuses(suite: &Suite, query: &str, headers: &str, status: u16, body: &str) {
+    let request = format!(
+        "GET /ws{query} HTTP/1.1\r\nHost: 127.0.0.1\r\n{UPGRADE}{KEY}{VERSION}{headers}\r\n"
+    );
+    refused(suite, &request, status, body).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jwt_with_alg_none_or_another_algorithm_is_401() {
+    let suite = Suite::start(&jwt_flags()).await;
+    for alg in ["none", "None", "NONE", "nOnE"] {
+        let token = unsigned(&json!({"alg": alg, "typ": "JWT"}), &claims("mallory"));
+        admission_refuses(
+            &suite,
+            &format!("?token={token}"),
+            "",
+            401,
+            "token algorithm not accepted",
+        )
+        .await;
+    }
+    // Other algorithms than the configured one, correctly signed with the secret.
+    for algorithm in [
+        jsonwebtoken::Algorithm::HS384,
+        jsonwebtoken::Algorithm::HS512,
+    ] {
+        let token = jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(algorithm),
+            &claims("mallory"),
+            &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .expect("signing works");
+        admission_refuses(
+            &suite,
+            "",
+            &format!("Authorization: Bearer {token}\r\n"),
+            401,
+            "token algorithm not accepted",
+        )
+        .await;
+    }
+    assert_eq!(
+        suite
+            .server
+            .metric("chat_handshakes_rejected_total{status=\"401\"}")
+            .await,
+        6
+    );
+    suite.finish("JWT alg none").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jwt_signed_with_another_key_is_401() {
+    let suite = Suite::start(&jwt_flags()).await;
+    for key in [
+        "another secret, also 32 bytes long",
+        "",
+        SECRET.trim_end_matches('e'),
+    ] {
+        let token = hs256(key.as_bytes(), &claims("mallory"));
+        admission_refuses(
+            &suite,
+            &format!("?token={token}"),
+            "",
+            401,
+            "invalid token signature",
+        )
+        .await;
+    }
+    // A valid token whose claims were swapped after signing.
+    let token = hs256(SECRET.as_bytes(), &claims("mallory"));
+    let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
+    parts[1] = b64url(claims("canary-a").to_string().as_bytes());
+    admission_refuses(
+        &suite,
+        &format!("?token={}", parts.join(".")),
+        "",
+        401,
+        "invalid token signature",
+    )
+    .await;
+    suite.finish("JWT wrong key").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_jwt_is_401() {
+    let suite = Suite::start(&jwt_flags()).await;
+    let now = unix_now();
+    // Past the 30 s leeway: an hour ago, a minute ago, at the epoch.
+    for exp in [now - 3600, now - 60, 1] {
+        let token = hs256(
+            SECRET.as_bytes(),
+            &json!({"sub": "user-late", "name": "late", "exp": exp}),
+        );
+        admission_refuses(&suite, &format!("?token={token}"), "", 401, "token expired").await;
+    }
+    suite.finish("JWT expired").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jwt_without_exp_is_401() {
+    let suite = Suite::start(&jwt_flags()).await;
+    let token = hs256(
+        SECRET.as_bytes(),
+        &json!({"sub": "user-forever", "name": "forever"}),
+    );
+    admission_refuses(
+        &suite,
+        &format!("?token={token}"),
+        "",
+        401,
+        "token has no `exp` claim",
+    )
+    .await;
+    suite.finish("JWT without exp").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_or_malformed_jwt_is_401() {
+    let suite = Suite::start(&jwt_flags()).await;
+    let missing = "missing token: send ?token= or Authorization: Bearer";
+    for (query, headers, body) in [
+        ("", "", missing),
+        ("?token=", "", missing),
+        ("?token=abc", "", "malformed token"),
+        ("?token=a.b.c", "", "malformed token"),
+        (
+            "",
+            "Authorization: Basic dXNlcjpwYXNz\r\n",
+            "the Authorization header must use the Bearer scheme",
+        ),
+    ] {
+        admission_refuses(&suite, query, headers, 401, body).await;
+    }
+    let token = hs256(SECRET.as_bytes(), &claims("mallory"));
+    admission_refuses(
+        &suite,
+        &format!("?token={token}&token={token}"),
+        "",
+        401,
+        "more than one token presented",
+    )
+    .await;
+    suite.finish("JWT missing / malformed").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_in_user_cannot_rename_or_impersonate() {
+    let suite = Suite::start(&jwt_flags()).await;
+    let mut mallory = suite.named("mallory").await;
+    for name in ["canary-a", "admin", "mallory2"] {
+        mallory
+            .send(json!({"type": "set_username", "username": name}))
+            .await;
+        mallory
+            .expect_error(
+                "Your username comes from your sign-in token",
+                "username_locked",
+            )
+            .await;
+    }
+    // A valid token naming a look-alike of an online user: admitted, then closed with 4009.
+    let token = hs256(
+        SECRET.as_bytes(),
+        &json!({"sub": "user-other", "name": "CANARY-A", "exp": unix_now() + 3600}),
+    );
+    let url = format!("ws://{}/ws?token={token}", suite.addr());
+    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("admitted");
+    assert_eq!(support::close_code(&mut ws).await, 4009);
+    drop(mallory);
+    suite.finish("JWT impersonation").await;
+}
+
+/// The origin the Origin cases allow.
+const ORIGIN: &str = "http://chat.example:3000";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_origins_are_403() {
+    let suite = Suite::start(&["--allowed-origins", ORIGIN]).await;
+    for origin in [
+        "http://chat.example.evil:3000",
+        "http://evil-chat.example:3000",
+        "http://sub.chat.example:3000",
+        "http://chat.examp1e:3000",
+        "http://xn--chat-xmpl-2ve.example:3000",
+        "http://chat.example:3001",
+        "http://chat.example",
+        "https://chat.example:3000",
+        "ws://chat.example:3000",
+    ] {
+        admission_refuses(
+            &suite,
+            "",
+            &format!("Origin: {origin}\r\n"),
+            403,
+            "origin not allowed",
+        )
+        .await;
+    }
+    // The allowed origin, spelt otherwise, is admitted.
+    let mut request = format!("ws://{}/ws", suite.addr())
+        .into_client_request()
+        .expect("a request");
+    request.headers_mut().insert(
+        "Origin",
+        "HTTP://CHAT.EXAMPLE:3000".parse().expect("a header value"),
+    );
+    let (ws, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("the allowed origin is admitted");
+    drop(ws);
+    suite.finish("foreign origins").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn null_malformed_or_repeated_origins_are_403() {
+    let suite = Suite::start(&["--allowed-origins", ORIGIN]).await;
+    admission_refuses(
+        &suite,
+        "",
+        "Origin: null\r\n",
+        403,
+        "opaque origin (null) not allowed",
+    )
+    .await;
+    for origin in [
+        "chat.example:3000",
+        "http://chat.example:3000/path",
+        "http://",
+        "*",
+    ] {
+        admission_refuses(
+            &suite,
+            "",
+            &format!("Origin: {origin}\r\n"),
+            403,
+            "malformed Origin header",
+        )
+        .await;
+    }
+    admission_refuses(
+        &suite,
+        "",
+        &format!("Origin: {ORIGIN}\r\nOrigin: {ORIGIN}\r\n"),
+        403,
+        "more than one Origin header",
+    )
+    .await;
+    suite.finish("null / malformed origins").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_max_connections_per_ip_are_429() {
+    let mut suite = Suite::start(&[
+        "--max-connections-per-ip",
+        "10",
+        "--connections-per-ip-rate",
+        "off",
+    ])
+    .await;
+    let addr = suite.addr();
+    // The canaries hold 2 of the address's 10.
+    let mut peers = Vec::new();
+    for _ in 0..8 {
+        peers.push(Peer::connect(addr).await);
+    }
+    let request = upgrade(("GET", "HTTP/1.1"), &format!("{UPGRADE}{KEY}{VERSION}"));
+    for _ in 0..20 {
+        refused(
+            &suite,
+            &request,
+            429,
+            "too many connections from your address",
+        )
+        .await;
+    }
+    suite.sample_rss();
+    // One leaves, one gets in.
+    peers.pop().expect("a peer").disconnect().await;
+    suite
+        .server
+        .await_metric("chat_connections", 9, PROMPT)
+        .await;
+    let deadline = Instant::now() + PROMPT;
+    loop {
+        match tokio_tungstenite::connect_async(format!("ws://{addr}/ws")).await {
+            Ok((ws, _)) => {
+                peers.push(Peer {
+                    ws,
+                    id: String::new(),
+                });
+                break;
+            }
+            // The slot is given back when the connection's task ends, just after the gauge.
+            Err(tungstenite::Error::Http(response)) if response.status() == 429 => {
+                assert!(Instant::now() < deadline, "the slot was not given back");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    refused(
+        &suite,
+        &request,
+        429,
+        "too many connections from your address",
+    )
+    .await;
+    drop(peers);
+    suite.finish("per-IP cap").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_flood_from_one_address_is_429_at_the_default_rate() {
+    // Default per-IP limits: 20 new connections at once, then 5 per second.
+    let suite = Suite::start(&[]).await;
+    let addr = suite.addr();
+    let request = upgrade(("GET", "HTTP/1.1"), &format!("{UPGRADE}{KEY}{VERSION}"));
+    let started = Instant::now();
+    let mut admitted = Vec::new();
+    let mut refusals = 0;
+    for _ in 0..60 {
+        let (response, tcp) = http_exchange(addr, request.as_bytes()).await;
+        let response = response.expect("an HTTP response");
+        match response.status {
+            101 => admitted.push(tcp),
+            429 => {
+                assert_eq!(
+                    response.body,
+                    "connecting too fast from your address: try again later"
+                );
+                refusals += 1;
+            }
+            other => panic!("unexpected {other}: {response:?}"),
+        }
+    }
+    // The suite's own 6 connections (canaries, warm-up) came out of the same burst; the
+    // bucket refills 5 per second.
+    let allowed = 20 - 6 + 5 * (started.elapsed().as_secs() as usize + 2);
+    assert!(
+        admitted.len() <= allowed && refusals > 0,
+        "{} admitted, {refusals} refused",
+        admitted.len()
+    );
+    drop(admitted);
+    suite.finish("per-IP rate").await;
 }

@@ -17,9 +17,14 @@
 //!
 //! The canaries run on tasks of their own that read all the time, so they answer the
 //! server's pings even in cases that shorten the heartbeat.
+//!
+//! With `--jwt-hs256-secret` among the flags every connection needs a token: the suite's
+//! clients (canaries, warm-up, [`Suite::named`], [`Suite::member`]) then sign in with an
+//! HS256 token (`sub` = `user-<name>`, `name`, an `exp` an hour ahead) instead of
+//! `set_username`.
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
@@ -28,7 +33,7 @@ use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::process::ServerProcess;
-use super::{PROMPT, Peer, TIMESTAMP, UUID, Ws, assert_frame};
+use super::{PROMPT, Peer, TIMESTAMP, UUID, Ws, assert_frame, next_text};
 
 /// How far above its baseline the server's RSS may stay once an abuse is over.
 ///
@@ -122,9 +127,81 @@ async fn canary_task(
     }
 }
 
+/// Seconds since the Unix epoch (for JWT claims).
+pub(crate) fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs()
+}
+
+/// `claims` as an HS256 JWT signed with `secret`.
+pub(crate) fn hs256(secret: &[u8], claims: &Value) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret),
+    )
+    .expect("signing works")
+}
+
+/// The user id the suite's tokens give `name`.
+pub(crate) fn sub_of(name: &str) -> String {
+    format!("user-{name}")
+}
+
+/// How the suite's clients get a name: `set_username`, or a token signed with this secret.
+#[derive(Clone)]
+struct Identity(Option<String>);
+
+impl Identity {
+    /// `?token=…` for `name`, or nothing.
+    fn query(&self, name: &str) -> String {
+        match &self.0 {
+            Some(secret) => {
+                let claims = json!({"sub": sub_of(name), "name": name, "exp": unix_now() + 3600});
+                format!("?token={}", hs256(secret.as_bytes(), &claims))
+            }
+            None => String::new(),
+        }
+    }
+
+    /// A client named `name`: signed in with a token, or by `set_username`.
+    async fn named(&self, addr: SocketAddr, name: &str) -> Peer {
+        if self.0.is_none() {
+            return Peer::named(addr, name).await;
+        }
+        let url = format!("ws://{addr}/ws{}", self.query(name));
+        let (mut ws, _) = timeout(PROMPT, tokio_tungstenite::connect_async(url))
+            .await
+            .expect("connect in time")
+            .expect("a token-bearing handshake is admitted");
+        let sub = sub_of(name);
+        assert_eq!(
+            next_text(&mut ws).await,
+            json!({"type": "connection", "clientId": sub})
+        );
+        assert_eq!(
+            next_text(&mut ws).await,
+            json!({"type": "username_set", "username": name})
+        );
+        Peer { ws, id: sub }
+    }
+
+    async fn member(&self, addr: SocketAddr, name: &str, room: &str) -> Peer {
+        let mut peer = self.named(addr, name).await;
+        peer.send(json!({"type": "join_room", "room": room})).await;
+        peer.expect_type("room_joined").await;
+        peer.expect_type("message_history").await;
+        peer.expect_type("room_users").await;
+        peer
+    }
+}
+
 /// A server process with its canaries and memory baseline.
 pub(crate) struct Suite {
     pub(crate) server: ServerProcess,
+    identity: Identity,
     a: Canary,
     b: Canary,
     /// `seq` of the last message in the canary room.
@@ -140,8 +217,13 @@ impl Suite {
     pub(crate) async fn start(flags: &[&str]) -> Suite {
         let server = ServerProcess::start(flags);
         let addr = server.addr();
-        let mut a = Peer::member(addr, "canary-a", CANARY_ROOM).await;
-        let b = Peer::member(addr, "canary-b", CANARY_ROOM).await;
+        let secret = flags
+            .iter()
+            .position(|flag| *flag == "--jwt-hs256-secret")
+            .map(|i| flags[i + 1].to_owned());
+        let identity = Identity(secret);
+        let mut a = identity.member(addr, "canary-a", CANARY_ROOM).await;
+        let b = identity.member(addr, "canary-b", CANARY_ROOM).await;
         a.expect(
             json!({"type": "user_joined", "room": CANARY_ROOM, "username": "canary-b",
                         "userId": b.id}),
@@ -149,6 +231,7 @@ impl Suite {
         .await;
         let mut suite = Suite {
             server,
+            identity,
             a: Canary::spawn(a, "canary-a"),
             b: Canary::spawn(b, "canary-b"),
             canary_seq: 0,
@@ -165,13 +248,32 @@ impl Suite {
         self.server.addr()
     }
 
+    /// A client named `name` (signed in with a token when the server wants one).
+    pub(crate) async fn named(&self, name: &str) -> Peer {
+        self.identity.named(self.addr(), name).await
+    }
+
+    /// A client named `name` in `room` (its three join replies read).
+    pub(crate) async fn member(&self, name: &str, room: &str) -> Peer {
+        self.identity.member(self.addr(), name, room).await
+    }
+
+    /// `?token=…` for `name` when the server wants tokens, else empty.
+    pub(crate) fn token_query(&self, name: &str) -> String {
+        self.identity.query(name)
+    }
+
     /// Four clients join a room, chat, page history and leave; the canaries chat; the
     /// HTTP routes are served. Then the gauges are back to the canaries alone.
     async fn warm_up(&mut self) {
         let addr = self.addr();
         let mut clients = Vec::new();
         for i in 0..4 {
-            clients.push(Peer::member(addr, &format!("warm-{i}"), "warm-up").await);
+            clients.push(
+                self.identity
+                    .member(addr, &format!("warm-{i}"), "warm-up")
+                    .await,
+            );
         }
         for round in 0..3 {
             for i in 0..clients.len() {
