@@ -426,22 +426,26 @@ async fn a_frame_over_64_kib_is_closed_with_1009() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_header_announcing_1_gib_is_closed_with_1009_at_once_without_memory_growth() {
     let mut suite = Suite::start(&[]).await;
-    let mut raw = raw_member(&suite, "announcer", "frames").await;
-    let started = Instant::now();
-    let mut bytes = frames::header(true, 0, TEXT, true, 1 << 30);
-    bytes.extend(frames::masked(&[b'x'; 1000]));
-    raw.write(&bytes).await.expect("write");
-    // …and then nothing more: the server must not wait for (or reserve) the gigabyte.
-    assert_eq!(raw.close_code().await, 1009);
-    let took = started.elapsed();
-    assert!(took < Duration::from_secs(2), "1009 only after {took:?}");
-    let rss = suite.sample_rss();
-    assert!(
-        rss <= suite.baseline_kib + support::suite::RSS_TOLERANCE_KIB,
-        "RSS {rss} KiB right after the 1 GiB announcement (baseline {} KiB)",
-        suite.baseline_kib
-    );
-    assert!(raw.ended_within(PROMPT).await);
+    // 1 GiB, the largest 63-bit length, and a length with the most significant bit set
+    // (which RFC 6455 forbids).
+    for len in [1 << 30, i64::MAX as u64, u64::MAX] {
+        let mut raw = raw_member(&suite, "announcer", "frames").await;
+        let started = Instant::now();
+        let mut bytes = frames::header(true, 0, TEXT, true, len);
+        bytes.extend(frames::masked(&[b'x'; 1000]));
+        raw.write(&bytes).await.expect("write");
+        // …and then nothing more: the server must not wait for (or reserve) the payload.
+        assert_eq!(raw.close_code().await, 1009, "announcing {len} bytes");
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(2), "1009 only after {took:?}");
+        let rss = suite.sample_rss();
+        assert!(
+            rss <= suite.baseline_kib + support::suite::RSS_TOLERANCE_KIB,
+            "RSS {rss} KiB right after announcing {len} bytes (baseline {} KiB)",
+            suite.baseline_kib
+        );
+        assert!(raw.ended_within(PROMPT).await);
+    }
     suite.finish("1 GiB announced").await;
 }
 
