@@ -86,7 +86,8 @@ pub(crate) struct Room {
     pub(crate) members: IndexMap<ConnId, Member, FxBuildHasher>,
     pub(crate) presence: IndexMap<UserId, Presence, FxBuildHasher>,
     /// Shared list of member connections for broadcasts; `None` after a change, rebuilt
-    /// on the next broadcast so a burst of joins costs one rebuild, not one each.
+    /// on the next broadcast: membership changes without a broadcast in between (leaves
+    /// in a burst, a join's own `user_joined`) cost one rebuild, not one each.
     snapshot: Option<Arc<[ConnId]>>,
     /// Joins waiting for their store read.
     pub(crate) pending_joins: u32,

@@ -104,38 +104,43 @@ impl ClientCommand {
     }
 }
 
-/// Every field any command has; borrowed from the frame when it holds no escapes.
+/// A string field borrowed from the frame when it holds no escapes. (A newtype because
+/// serde ignores `#[serde(borrow)]` on `Option<Cow<str>>` and would always allocate.)
+#[derive(Deserialize)]
+struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
+
+/// Every field any command has.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct RawFrame<'a> {
     #[serde(rename = "type", borrow)]
-    kind: Option<Cow<'a, str>>,
+    kind: Option<Text<'a>>,
     #[serde(borrow)]
-    username: Option<Cow<'a, str>>,
+    username: Option<Text<'a>>,
     #[serde(borrow)]
-    room: Option<Cow<'a, str>>,
+    room: Option<Text<'a>>,
     #[serde(borrow)]
-    content: Option<Cow<'a, str>>,
+    content: Option<Text<'a>>,
     #[serde(borrow)]
-    target_id: Option<Cow<'a, str>>,
+    target_id: Option<Text<'a>>,
     #[serde(borrow)]
-    user_id: Option<Cow<'a, str>>,
+    user_id: Option<Text<'a>>,
     #[serde(borrow)]
-    client_msg_id: Option<Cow<'a, str>>,
+    client_msg_id: Option<Text<'a>>,
     #[serde(borrow)]
-    epoch: Option<Cow<'a, str>>,
+    epoch: Option<Text<'a>>,
     since: Option<u64>,
     before: Option<u64>,
     limit: Option<u64>,
     keep_rooms: Option<bool>,
 }
 
-fn owned(s: Option<Cow<'_, str>>) -> Option<String> {
-    s.map(Cow::into_owned)
+fn owned(s: Option<Text<'_>>) -> Option<String> {
+    s.map(|t| t.0.into_owned())
 }
 
-fn owned_or_empty(s: Option<Cow<'_, str>>) -> String {
-    s.map(Cow::into_owned).unwrap_or_default()
+fn owned_or_empty(s: Option<Text<'_>>) -> String {
+    owned(s).unwrap_or_default()
 }
 
 fn classify(e: serde_json::Error) -> DecodeError {
@@ -160,7 +165,7 @@ pub fn decode(frame: &[u8]) -> Result<ClientCommand, DecodeError> {
     }
     let raw: RawFrame<'_> = serde_json::from_slice(frame).map_err(classify)?;
     let kind = raw.kind.ok_or(DecodeError::MissingType)?;
-    Ok(match &*kind {
+    Ok(match &*kind.0 {
         "set_username" => ClientCommand::SetUsername {
             username: owned_or_empty(raw.username),
         },
