@@ -8,6 +8,10 @@
 // Each test crate uses a different subset of these helpers.
 #![allow(dead_code)]
 
+pub(crate) mod frames;
+pub(crate) mod process;
+pub(crate) mod suite;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -121,35 +125,18 @@ impl TestServer {
 
     /// A connected client whose `connection {clientId}` frame has been read and checked.
     pub(crate) async fn connect(&self) -> Peer {
-        let mut ws = self.ws().await;
-        let hello = next_text(&mut ws).await;
-        assert_frame(&hello, &json!({"type": "connection", "clientId": UUID}));
-        let id = hello["clientId"]
-            .as_str()
-            .expect("clientId is a string")
-            .to_owned();
-        Peer { ws, id }
+        Peer::connect(self.addr()).await
     }
 
     /// A client with a username.
     pub(crate) async fn named(&self, name: &str) -> Peer {
-        let mut peer = self.connect().await;
-        peer.send(json!({"type": "set_username", "username": name}))
-            .await;
-        peer.expect(json!({"type": "username_set", "username": name}))
-            .await;
-        peer
+        Peer::named(self.addr(), name).await
     }
 
     /// A client with a username that joined `room` (a plain join, its first room); the
     /// three join replies have been read. Other members' `user_joined` is theirs to read.
     pub(crate) async fn member(&self, name: &str, room: &str) -> Peer {
-        let mut peer = self.named(name).await;
-        peer.send(json!({"type": "join_room", "room": room})).await;
-        peer.expect_type("room_joined").await;
-        peer.expect_type("message_history").await;
-        peer.expect_type("room_users").await;
-        peer
+        Peer::member(self.addr(), name, room).await
     }
 }
 
@@ -163,6 +150,40 @@ pub(crate) struct Peer {
 }
 
 impl Peer {
+    /// A client of the server at `addr` whose `connection {clientId}` frame has been read
+    /// and checked.
+    pub(crate) async fn connect(addr: SocketAddr) -> Peer {
+        let mut ws = TestServer::ws_at(addr).await;
+        let hello = next_text(&mut ws).await;
+        assert_frame(&hello, &json!({"type": "connection", "clientId": UUID}));
+        let id = hello["clientId"]
+            .as_str()
+            .expect("clientId is a string")
+            .to_owned();
+        Peer { ws, id }
+    }
+
+    /// A client of the server at `addr` with a username.
+    pub(crate) async fn named(addr: SocketAddr, name: &str) -> Peer {
+        let mut peer = Peer::connect(addr).await;
+        peer.send(json!({"type": "set_username", "username": name}))
+            .await;
+        peer.expect(json!({"type": "username_set", "username": name}))
+            .await;
+        peer
+    }
+
+    /// A client of the server at `addr` with a username that joined `room` (a plain
+    /// join, its first room); the three join replies have been read.
+    pub(crate) async fn member(addr: SocketAddr, name: &str, room: &str) -> Peer {
+        let mut peer = Peer::named(addr, name).await;
+        peer.send(json!({"type": "join_room", "room": room})).await;
+        peer.expect_type("room_joined").await;
+        peer.expect_type("message_history").await;
+        peer.expect_type("room_users").await;
+        peer
+    }
+
     /// Sends a JSON command as one text frame.
     pub(crate) async fn send(&mut self, command: Value) {
         self.send_text(command.to_string()).await;
@@ -399,7 +420,12 @@ pub(crate) enum RawFrame {
 impl RawWs {
     /// Connects to `/ws` and completes the handshake.
     pub(crate) async fn connect(addr: SocketAddr) -> RawWs {
-        let mut tcp = TcpStream::connect(addr).await.expect("TCP connect");
+        let tcp = TcpStream::connect(addr).await.expect("TCP connect");
+        RawWs::handshake(tcp, addr).await
+    }
+
+    /// Completes the handshake for `/ws` on a connected socket (one the caller tuned).
+    pub(crate) async fn handshake(mut tcp: TcpStream, addr: SocketAddr) -> RawWs {
         let request = format!(
             "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
