@@ -405,6 +405,7 @@ async fn a_panicking_store_is_a_store_failure_not_a_stuck_connection() {
 async fn a_store_that_never_answers_times_out_and_the_connection_stays_usable() {
     let s = server();
     let mut c = s.member("alice", "room").await;
+    #[allow(clippy::disallowed_methods)] // the test measures the runtime's paused clock
     let sent = tokio::time::Instant::now();
     c.send(chat(HANG)).await;
     let error = c.expect("error").await;
