@@ -36,6 +36,27 @@ use crate::socket;
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct PeerAddr(pub(crate) SocketAddr);
 
+/// The HTTP version of a request, attached by [`serve`](crate::serve) like [`PeerAddr`]:
+/// warp has no filter for it, and RFC 6455 §4.1 requires HTTP/1.1 or later for an
+/// upgrade. (Under `warp::serve` it is absent and the check is skipped.)
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RequestVersion(pub(crate) warp::http::Version);
+
+/// Whether a `Sec-WebSocket-Key` is what RFC 6455 §4.2.1 requires: the base64 encoding
+/// of 16 bytes (24 characters, two `=` of padding, and a last data character whose
+/// unused low bits are zero). warp only checks that the header is present.
+fn valid_key(key: Option<&str>) -> bool {
+    let Some(key) = key.map(str::trim) else {
+        return false;
+    };
+    let b = key.as_bytes();
+    let base64 = |c: u8| c.is_ascii_alphanumeric() || c == b'+' || c == b'/';
+    b.len() == 24
+        && b[..22].iter().all(|&c| base64(c))
+        && matches!(b[21], b'A' | b'Q' | b'g' | b'w')
+        && &b[22..] == b"=="
+}
+
 /// What the runtime decided about a handshake.
 #[derive(Debug)]
 pub(crate) enum Decision {
@@ -94,11 +115,24 @@ pub(crate) fn socket_route(
     socket_path(&config.socket_paths)
         .and(warp::ws())
         .and(connection_info())
-        .and_then(move |ws: Ws, info: ConnectionInfo| {
-            let queue = queue.clone();
-            let config = Arc::clone(&config);
-            async move { Ok::<_, Infallible>(decide(ws, info, &queue, &config).await) }
-        })
+        .and(warp::ext::optional::<RequestVersion>())
+        .and_then(
+            move |ws: Ws, info: ConnectionInfo, version: Option<RequestVersion>| {
+                let queue = queue.clone();
+                let config = Arc::clone(&config);
+                async move {
+                    // Malformed upgrades are answered before they cost an admission.
+                    if version.is_some_and(|RequestVersion(v)| v < warp::http::Version::HTTP_11) {
+                        let why = "WebSocket upgrades need HTTP/1.1 or later";
+                        return Ok::<_, Infallible>(bad_request(why));
+                    }
+                    if !valid_key(info.header("sec-websocket-key")) {
+                        return Ok(bad_request("invalid Sec-WebSocket-Key"));
+                    }
+                    Ok(decide(ws, info, &queue, &config).await)
+                }
+            },
+        )
         .boxed()
 }
 
@@ -166,6 +200,17 @@ async fn decide(
     }
 }
 
+/// A malformed upgrade request: 400 with a plain-text reason.
+fn bad_request(why: &'static str) -> Response {
+    let mut response = why.into_response();
+    *response.status_mut() = StatusCode::BAD_REQUEST;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
 /// A refused handshake as plain text with the rejection's status.
 fn rejection_response(rejection: &Rejection) -> Response {
     let status =
@@ -223,4 +268,27 @@ fn header_list(headers: &HeaderMap) -> Vec<(String, String)> {
             )
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid_key;
+
+    #[test]
+    fn only_base64_of_16_bytes_is_a_valid_key() {
+        assert!(
+            valid_key(Some("dGhlIHNhbXBsZSBub25jZQ==")),
+            "RFC 6455's example"
+        );
+        for bad in [
+            "short",
+            "!!!!",
+            "dGhlIHNhbXBsZSBub25jZQ==dGhl",
+            "dGhlIHNhbXBsZSBub25jZR==",
+            "",
+        ] {
+            assert!(!valid_key(Some(bad)), "{bad}");
+        }
+        assert!(!valid_key(None));
+    }
 }

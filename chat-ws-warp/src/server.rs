@@ -33,7 +33,7 @@ use warp::Filter;
 use warp::reply::Reply;
 
 use crate::config::WarpConfig;
-use crate::handshake::PeerAddr;
+use crate::handshake::{PeerAddr, RequestVersion};
 
 /// How long the accept loop pauses after an accept error that is not about one
 /// connection (e.g. out of file descriptors), so it does not spin while the process
@@ -271,6 +271,8 @@ where
 
     fn call(&self, mut request: http::Request<Incoming>) -> Self::Future {
         request.extensions_mut().insert(PeerAddr(self.peer));
+        let version = request.version();
+        request.extensions_mut().insert(RequestVersion(version));
         self.inner.call(request)
     }
 }
