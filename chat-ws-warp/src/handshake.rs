@@ -200,22 +200,21 @@ async fn decide(
     }
 }
 
-/// A malformed upgrade request: 400 with a plain-text reason.
-fn bad_request(why: &'static str) -> Response {
-    let mut response = why.into_response();
-    *response.status_mut() = StatusCode::BAD_REQUEST;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    response
-}
-
 /// A refused handshake as plain text with the rejection's status.
 fn rejection_response(rejection: &Rejection) -> Response {
     let status =
         StatusCode::from_u16(rejection.status()).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-    let mut response = rejection.reason().to_owned().into_response();
+    plain_text(status, rejection.reason().to_owned())
+}
+
+/// A malformed upgrade request: 400 with a plain-text reason.
+fn bad_request(why: &'static str) -> Response {
+    plain_text(StatusCode::BAD_REQUEST, why.to_owned())
+}
+
+/// A short plain-text answer that is never sniffed as anything else.
+fn plain_text(status: StatusCode, body: String) -> Response {
+    let mut response = body.into_response();
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(
