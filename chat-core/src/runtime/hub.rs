@@ -29,6 +29,7 @@ use std::time::Duration;
 
 use rustc_hash::FxHashMap;
 use slab::Slab;
+use smallvec::SmallVec;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::{self, JoinError, JoinSet};
 use tokio::time::{Instant, sleep_until};
@@ -369,7 +370,9 @@ impl Hub {
     fn deliver(&mut self, to: &Recipients, event: &ServerEvent) {
         let bytes = protocol::encode(event);
         let droppable = event.is_droppable();
-        let (mut queued, mut dropped, mut overflowed) = (0u64, 0u64, 0u64);
+        let (mut queued, mut dropped) = (0u64, 0u64);
+        // Slow readers found on this delivery (rare; no allocation unless one is).
+        let mut overflowed: SmallVec<[ConnId; 2]> = SmallVec::new();
         for conn in to.iter() {
             let Some(c) = lookup(&mut self.conns, conn) else {
                 continue; // gone, or a stale id whose slot was reused
@@ -382,7 +385,7 @@ impl Hub {
                 Pushed::Dropped => dropped += 1,
                 Pushed::Overflow { evicted } => {
                     dropped += evicted as u64;
-                    overflowed += 1;
+                    overflowed.push(conn);
                     c.closing = true;
                     tracing::warn!(%conn, "slow reader: outbound queue full, closing with 1013");
                 }
@@ -391,8 +394,13 @@ impl Hub {
         }
         self.metrics.frames_queued(queued);
         self.metrics.slow_reader_dropped(dropped);
-        for _ in 0..overflowed {
+        for conn in overflowed {
             self.metrics.closed(CloseCode::TRY_AGAIN_LATER);
+            // The engine forgets the slow reader now (its user leaves its rooms) rather
+            // than when its writer gives up; the later `Closed` report is then a no-op
+            // for the engine and only frees the slot.
+            self.engine
+                .handle(now().into_std(), Input::Disconnected { conn });
         }
         if let ServerEvent::Error(e) = event {
             self.metrics.error_sent(e.code.as_str(), queued);
