@@ -24,7 +24,7 @@
 //!     .then(OriginAllowList::new(["https://chat.example"])?)
 //!     .then(PerIpLimits::new(PerIpConfig::default()))
 //!     .then(JwtAuth::new(JwtConfig::new(JwtAlgorithm::Hs256 { secret }))?);
-//! # let store: Arc<dyn chat_core::Store> = todo!();
+//! let store = Arc::new(chat_memory_store::MemoryStore::new());
 //! let server = chat_core::Server::new(Default::default(), Default::default(), store)
 //!     .with_admission(Arc::new(admission));
 //! # drop(server);

@@ -1,0 +1,245 @@
+//! The flags' defaults match the libraries', and their parsers.
+use super::*;
+
+#[test]
+fn defaults_match_the_libraries() {
+    let o = Options::parse_from(["server"]);
+    assert_eq!(o.engine(), Config::default());
+    let (r, d) = (o.runtime(), RuntimeConfig::default());
+    assert_eq!(
+        (
+            r.hub_queue,
+            r.outbound_frames,
+            r.outbound_bytes,
+            r.write_batch,
+            r.write_timeout
+        ),
+        (
+            d.hub_queue,
+            d.outbound_frames,
+            d.outbound_bytes,
+            d.write_batch,
+            d.write_timeout
+        )
+    );
+    assert_eq!(
+        (
+            r.heartbeat_interval,
+            r.handshake_timeout,
+            r.close_timeout,
+            r.shutdown_grace,
+            r.max_connections
+        ),
+        (
+            d.heartbeat_interval,
+            d.handshake_timeout,
+            d.close_timeout,
+            d.shutdown_grace,
+            d.max_connections
+        )
+    );
+    assert_eq!(r.store_timeout, d.store_timeout);
+    let (w, dw) = (o.warp(), WarpConfig::default());
+    assert_eq!(
+        (
+            w.max_frame_bytes,
+            w.max_message_bytes,
+            w.max_write_buffer_bytes,
+            w.accept_backlog
+        ),
+        (
+            dw.max_frame_bytes,
+            dw.max_message_bytes,
+            dw.max_write_buffer_bytes,
+            dw.accept_backlog
+        )
+    );
+    assert_eq!(
+        (
+            w.header_read_timeout,
+            w.max_request_headers,
+            w.max_request_header_bytes,
+            w.max_http_connections
+        ),
+        (
+            dw.header_read_timeout,
+            dw.max_request_headers,
+            dw.max_request_header_bytes,
+            dw.max_http_connections
+        )
+    );
+    assert_eq!(w.serve_web_client, dw.serve_web_client);
+    assert_eq!(
+        (&w.socket_paths, w.close_timeout),
+        (&dw.socket_paths, dw.close_timeout)
+    );
+    let (s, ds) = (o.store(), MemoryConfig::default());
+    assert_eq!(
+        (
+            s.room_history,
+            s.dm_history,
+            s.max_rooms,
+            s.max_dm_conversations
+        ),
+        (
+            ds.room_history,
+            ds.dm_history,
+            ds.max_rooms,
+            ds.max_dm_conversations
+        )
+    );
+}
+
+#[test]
+fn rates_parse_and_can_be_switched_off() {
+    assert_eq!(
+        parse_rate("10/1"),
+        Ok(RateArg(Some(Rate::per_second(10, 1))))
+    );
+    assert_eq!(parse_rate("OFF"), Ok(RateArg(None)));
+    assert!(parse_rate("10").is_err());
+    assert!(parse_rate("0/1").is_err());
+    assert_eq!(parse_optional_duration("off"), Ok(OptionalDuration(None)));
+    assert_eq!(parse_optional_duration("0s"), Ok(OptionalDuration(None)));
+    assert_eq!(
+        parse_optional_duration("30s"),
+        Ok(OptionalDuration(Some(Duration::from_secs(30))))
+    );
+}
+
+const SECRET: &str = "test-only secret, 32 bytes or more!!";
+
+fn fixture(name: &str) -> String {
+    format!(
+        "{}/../chat-auth/tests/fixtures/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
+#[test]
+fn admission_is_per_ip_limits_only_by_default() {
+    let o = Options::parse_from(["server"]);
+    assert_eq!(o.jwt().expect("no key"), None);
+    assert!(o.allowed_origins.is_empty());
+    assert!(o.allow_missing_origin);
+    assert_eq!(o.jwt_leeway, chat_auth::DEFAULT_LEEWAY);
+    let defaults = PerIpConfig::default();
+    assert_eq!(o.max_connections_per_ip.0, defaults.max_connections);
+    assert_eq!(o.connections_per_ip_rate.0, defaults.rate);
+    assert_eq!(o.admission().expect("valid").len(), 1);
+    assert_eq!(
+        o.admission_summary(),
+        "64 connections per IP, new connections per IP: burst 20 then one per 200ms, \
+         anonymous (no JWT)"
+    );
+}
+
+#[test]
+fn every_policy_can_be_switched_on_or_off() {
+    let o = Options::parse_from([
+        "server",
+        "--jwt-hs256-secret",
+        SECRET,
+        "--jwt-issuer",
+        "https://auth.example",
+        "--jwt-audience",
+        "chat",
+        "--jwt-leeway",
+        "5s",
+        "--jwt-require-name",
+        "--allowed-origins",
+        "https://chat.example,http://localhost:3000",
+        "--allow-missing-origin",
+        "false",
+        "--max-connections-per-ip",
+        "off",
+        "--connections-per-ip-rate",
+        "off",
+    ]);
+    let jwt = o.jwt().expect("valid").expect("a JWT config");
+    assert_eq!(
+        jwt.algorithm,
+        JwtAlgorithm::Hs256 {
+            secret: SECRET.as_bytes().to_vec()
+        }
+    );
+    assert_eq!(jwt.issuer.as_deref(), Some("https://auth.example"));
+    assert_eq!(jwt.audience.as_deref(), Some("chat"));
+    assert_eq!(jwt.leeway, Duration::from_secs(5));
+    assert!(jwt.require_name);
+    assert_eq!(
+        o.allowed_origins,
+        ["https://chat.example", "http://localhost:3000"]
+    );
+    assert!(!o.allow_missing_origin);
+    // Origin and JWT; the per-IP limits are off.
+    assert_eq!(o.admission().expect("valid").len(), 2);
+    let summary = o.admission_summary();
+    assert!(summary.contains("JWT HS256 required"), "{summary}");
+    assert!(!summary.contains(SECRET), "{summary}");
+}
+
+#[test]
+fn public_key_files_are_read() {
+    let rs = Options::parse_from([
+        "server",
+        "--jwt-rs256-public-key",
+        &fixture("rsa-public.pem"),
+    ]);
+    assert!(matches!(
+        rs.jwt().expect("readable").expect("a JWT config").algorithm,
+        JwtAlgorithm::Rs256 { .. }
+    ));
+    assert_eq!(rs.admission().expect("valid").len(), 2);
+    let ed = Options::parse_from([
+        "server",
+        "--jwt-eddsa-public-key",
+        &fixture("ed25519-public.pem"),
+    ]);
+    assert!(ed.admission().is_ok());
+    let missing = Options::parse_from(["server", "--jwt-eddsa-public-key", "/no/such.pem"]);
+    assert!(matches!(
+        missing.admission(),
+        Err(SecurityError::ReadKey { .. })
+    ));
+    // The right file for the other algorithm is refused at startup.
+    let swapped = Options::parse_from([
+        "server",
+        "--jwt-eddsa-public-key",
+        &fixture("rsa-public.pem"),
+    ]);
+    assert!(matches!(swapped.admission(), Err(SecurityError::Jwt(_))));
+}
+
+#[test]
+fn security_flags_are_checked() {
+    // One key only.
+    assert!(
+        Options::try_parse_from([
+            "server",
+            "--jwt-hs256-secret",
+            SECRET,
+            "--jwt-eddsa-public-key",
+            "k.pem",
+        ])
+        .is_err()
+    );
+    // Issuer and audience need a key.
+    assert!(Options::try_parse_from(["server", "--jwt-issuer", "x"]).is_err());
+    // Short secrets and bad origins are refused when the policies are built.
+    let short = Options::parse_from(["server", "--jwt-hs256-secret", "short"]);
+    assert!(matches!(short.admission(), Err(SecurityError::Jwt(_))));
+    let origin = Options::parse_from(["server", "--allowed-origins", "https://a.example/app"]);
+    assert!(matches!(origin.admission(), Err(SecurityError::Origin(_))));
+    assert_eq!(parse_optional_count("off"), Ok(OptionalCount(None)));
+    assert_eq!(parse_optional_count("8"), Ok(OptionalCount(Some(8))));
+    assert!(parse_optional_count("0").is_err());
+    assert!(parse_optional_count("many").is_err());
+}
+
+#[test]
+fn the_secret_is_not_in_debug_output() {
+    let o = Options::parse_from(["server", "--jwt-hs256-secret", SECRET]);
+    let shown = format!("{o:?}");
+    assert!(!shown.contains(SECRET), "{shown}");
+}
