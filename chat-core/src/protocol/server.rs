@@ -144,6 +144,9 @@ impl ServerEvent {
 
     /// Whether a slow reader's queue may drop this event instead of closing the
     /// connection: typing indicators are ephemeral and the next one supersedes them.
+    /// Presence events (`user_joined`, `user_left`) are deliberately *not* droppable:
+    /// a member list that silently went stale is worse than a 1013 close, after which
+    /// the client resumes and gets a fresh `room_users`.
     pub fn is_droppable(&self) -> bool {
         matches!(self, ServerEvent::TypingIndicator { .. })
     }
