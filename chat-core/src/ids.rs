@@ -162,6 +162,11 @@ impl Username {
         &self.display
     }
 
+    /// The name as a shared string: events carry it without copying the text.
+    pub fn shared(&self) -> Arc<str> {
+        Arc::clone(&self.display)
+    }
+
     /// The key under which the name is unique (see the type's docs).
     pub fn key(&self) -> &str {
         &self.key

@@ -48,7 +48,7 @@ impl Engine {
             );
             return self.refuse(now, conn, e);
         }
-        let display: Arc<str> = Arc::from(name.as_str());
+        let display: Arc<str> = name.shared();
         if !unchanged {
             self.users.rename(&user_id, name);
         }

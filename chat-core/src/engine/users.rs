@@ -20,7 +20,8 @@ pub(crate) struct User {
 
 impl User {
     pub(crate) fn display_name(&self) -> Option<Arc<str>> {
-        self.name.as_ref().map(|n| Arc::from(n.as_str()))
+        // A refcount, not a copy: this runs for every message, DM and join.
+        self.name.as_ref().map(Username::shared)
     }
 }
 
