@@ -6,15 +6,17 @@
 //! address's budget, and the address's budget is spent before any signature is
 //! verified, so a flood of forged tokens costs one hash lookup each past the rate.
 
-use chat_core::{Admission, Admitted, ConnectionInfo, Identity, Rejection};
+use chat_core::{Admission, Admitted, ConnectionInfo, Identity, Rejection, async_trait};
 
 /// Runs its steps in order; the first refusal wins. See the module docs.
 ///
 /// What the steps admit is merged: the identity is the first one a step gives (later
 /// ones are ignored — stack one authenticator), and the expiry is the earliest of
 /// theirs. When a step refuses, the steps before it that had admitted the handshake are
-/// released at once (in reverse order), so a counted slot is never leaked; when an
-/// admitted connection ends, every step is released, in reverse order.
+/// released at once (in reverse order), so a counted slot is never leaked — also when
+/// the chain's future is dropped while a step is still running (the runtime's
+/// admission timeout); when an admitted connection ends, every step is released, in
+/// reverse order.
 ///
 /// ```
 /// use chat_auth::{Chain, OriginAllowList, PerIpConfig, PerIpLimits};
@@ -74,29 +76,47 @@ impl Chain {
     }
 }
 
+/// Releases the steps that admitted a handshake, in reverse order, unless disarmed: on a
+/// refusal, and when the chain's future is dropped mid-way (the runtime's admission
+/// timeout), so a slot counted by an earlier step is never leaked.
+struct Undo<'a> {
+    steps: &'a [Box<dyn Admission>],
+    admitted: usize,
+    info: &'a ConnectionInfo,
+}
+
+impl Drop for Undo<'_> {
+    fn drop(&mut self) {
+        for earlier in self.steps[..self.admitted].iter().rev() {
+            earlier.release(self.info);
+        }
+    }
+}
+
+#[async_trait]
 impl Admission for Chain {
-    fn admit(&self, info: &ConnectionInfo) -> Result<Admitted, Rejection> {
+    async fn admit(&self, info: &ConnectionInfo) -> Result<Admitted, Rejection> {
         let mut identity: Option<Identity> = None;
         let mut expires_in = None;
-        for (i, step) in self.steps.iter().enumerate() {
-            match step.admit(info) {
-                Ok(admitted) => {
-                    if identity.is_none() {
-                        identity = admitted.identity;
-                    }
-                    expires_in = match (expires_in, admitted.expires_in) {
-                        (Some(a), Some(b)) => Some(std::cmp::min(a, b)),
-                        (a, b) => a.or(b),
-                    };
-                }
-                Err(why) => {
-                    for earlier in self.steps[..i].iter().rev() {
-                        earlier.release(info);
-                    }
-                    return Err(why);
-                }
+        let mut undo = Undo {
+            steps: &self.steps,
+            admitted: 0,
+            info,
+        };
+        for step in &self.steps {
+            // A refusal returns here, and `undo` releases the steps before it.
+            let admitted = step.admit(info).await?;
+            undo.admitted += 1;
+            if identity.is_none() {
+                identity = admitted.identity;
             }
+            expires_in = match (expires_in, admitted.expires_in) {
+                (Some(a), Some(b)) => Some(std::cmp::min(a, b)),
+                (a, b) => a.or(b),
+            };
         }
+        // Every step admitted: the runtime releases them when the connection ends.
+        undo.admitted = 0;
         let admitted = identity.map_or_else(Admitted::anonymous, Admitted::user);
         Ok(match expires_in {
             Some(left) => admitted.expiring_in(left),
@@ -146,8 +166,9 @@ mod tests {
         }
     }
 
+    #[async_trait]
     impl Admission for Step {
-        fn admit(&self, _: &ConnectionInfo) -> Result<Admitted, Rejection> {
+        async fn admit(&self, _: &ConnectionInfo) -> Result<Admitted, Rejection> {
             self.admits.fetch_add(1, Ordering::SeqCst);
             self.result.clone()
         }
@@ -164,16 +185,17 @@ mod tests {
         }
     }
 
-    #[test]
-    fn an_empty_chain_admits_anonymously() {
+    #[tokio::test]
+    async fn an_empty_chain_admits_anonymously() {
         let admitted = Chain::new()
             .admit(&ConnectionInfo::default())
+            .await
             .expect("admitted");
         assert_eq!(admitted, Admitted::anonymous());
     }
 
-    #[test]
-    fn the_first_refusal_wins_and_earlier_steps_are_released() {
+    #[tokio::test]
+    async fn the_first_refusal_wins_and_earlier_steps_are_released() {
         let first = Step::new(Ok(Admitted::anonymous()));
         let refuses = Step::new(Err(Rejection::Unauthorized("no".into())));
         let never = Step::new(Ok(Admitted::anonymous()));
@@ -183,6 +205,7 @@ mod tests {
             .then(never.clone());
         let why = chain
             .admit(&ConnectionInfo::default())
+            .await
             .expect_err("refused");
         assert_eq!(why.status(), 401);
         assert_eq!(first.counts(), (1, 1));
@@ -190,8 +213,8 @@ mod tests {
         assert_eq!(never.counts(), (0, 0));
     }
 
-    #[test]
-    fn identities_and_expiries_are_merged_and_every_step_is_released() {
+    #[tokio::test]
+    async fn identities_and_expiries_are_merged_and_every_step_is_released() {
         let plain = Step::new(Ok(
             Admitted::anonymous().expiring_in(Duration::from_secs(50))
         ));
@@ -206,12 +229,38 @@ mod tests {
             .then_maybe(Some(bob.clone()));
         assert_eq!(chain.len(), 3);
         let info = ConnectionInfo::default();
-        let admitted = chain.admit(&info).expect("admitted");
+        let admitted = chain.admit(&info).await.expect("admitted");
         assert_eq!(admitted.identity, Some(identity("alice")));
         assert_eq!(admitted.expires_in, Some(Duration::from_secs(50)));
         chain.release(&info);
         for step in [plain, alice, bob] {
             assert_eq!(step.counts(), (1, 1));
         }
+    }
+
+    /// A step that never answers (a database that hangs).
+    struct Stall;
+
+    #[async_trait]
+    impl Admission for Stall {
+        async fn admit(&self, _: &ConnectionInfo) -> Result<Admitted, Rejection> {
+            std::future::pending().await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_chain_dropped_mid_admission_releases_the_steps_that_admitted() {
+        let counted = Step::new(Ok(Admitted::anonymous()));
+        let never = Step::new(Ok(Admitted::anonymous()));
+        let chain = Chain::new()
+            .then(counted.clone())
+            .then(Stall)
+            .then(never.clone());
+        let info = ConnectionInfo::default();
+        // What the runtime's admission timeout does: drop the future while it waits.
+        let timed_out = tokio::time::timeout(Duration::from_millis(20), chain.admit(&info)).await;
+        assert!(timed_out.is_err(), "the stalled step never answers");
+        assert_eq!(counted.counts(), (1, 1), "released when the future was dropped");
+        assert_eq!(never.counts(), (0, 0));
     }
 }

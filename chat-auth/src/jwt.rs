@@ -18,9 +18,15 @@
 //! 5. `sub` is a valid [`UserId`] (1 to 128 visible characters): the connection's user
 //!    id, shared by every connection of that user. `name` is a valid [`Username`] (the
 //!    `set_username` rules: trimmed, at least 2 characters, cut to 20, no invisible,
-//!    bidi or control characters): the user's name, and `set_username` is then refused
-//!    with `username_locked`. Without `name`, `sub` is used as the name unless
+//!    bidi or control characters): the user's display name, and `set_username` is then
+//!    refused with `username_locked`. Without `name`, the display name is `sub`'s first
+//!    20 characters (`user x` for a one-character `sub`) unless
 //!    [`JwtConfig::require_name`] says to refuse.
+//!
+//! **Identity is `sub`**, never the name: two tokens with one `name` (two "John
+//! Smith"s), or two long subjects cut to the same 20 characters, are two users. The
+//! engine shows the second one online under a disambiguated name (`John Smith (2)`);
+//! nobody is refused or closed because of a name (PROTOCOL.md, "Identity").
 //!
 //! The connection may stay open until `exp` plus the leeway; then the runtime closes it
 //! with 4001 (see [`Admitted::expires_in`]).
@@ -33,7 +39,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use chat_core::{Admission, Admitted, ConnectionInfo, Identity, Rejection, UserId, Username};
+use chat_core::{
+    Admission, Admitted, ConnectionInfo, Identity, Rejection, UserId, Username, async_trait,
+};
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
@@ -361,7 +369,12 @@ impl JwtAuth {
         let username = match (&claims.name, self.require_name) {
             (Some(name), _) => Username::parse(name).map_err(|_| TokenError::Name)?,
             (None, true) => return Err(TokenError::MissingClaim("name")),
-            (None, false) => Username::parse(&sub).map_err(|_| TokenError::Name)?,
+            // Named after `sub`: its first 20 characters (a 1-character `sub` becomes
+            // `user x`). Subjects that share them (`google-oauth2|1076…`) are told apart
+            // by the engine's disambiguation, like any two users with one name.
+            (None, false) => Username::parse(&sub)
+                .or_else(|_| Username::parse(&format!("user {sub}")))
+                .map_err(|_| TokenError::Name)?,
         };
         let admitted = Admitted::user(Identity { user_id, username });
         Ok(match expires_in {
@@ -394,15 +407,16 @@ impl JwtAuth {
     }
 }
 
+#[async_trait]
 impl Admission for JwtAuth {
-    fn admit(&self, info: &ConnectionInfo) -> Result<Admitted, Rejection> {
+    async fn admit(&self, info: &ConnectionInfo) -> Result<Admitted, Rejection> {
         // The one wall-clock read: `exp` and `nbf` are wall-clock times.
         let now = SystemTime::now();
         presented_token(info)
             .and_then(|token| token.ok_or(TokenError::Missing))
             .and_then(|token| self.verify(&token, now))
             .map_err(|why| {
-                tracing::debug!(peer = ?info.peer_addr, reason = %why, "token refused");
+                tracing::debug!(client = ?info.client_ip(), reason = %why, "token refused");
                 Rejection::Unauthorized(why.to_string())
             })
     }

@@ -33,8 +33,9 @@
 //! ```
 //!
 //! With a token, the connection's user id is the token's `sub` (shared by all of that
-//! user's connections: presence counts the user once), its name is the token's `name`,
-//! and `set_username` is refused with `username_locked`. When the token's `exp` (plus the
+//! user's connections: presence counts the user once), its display name is the token's
+//! `name` — disambiguated (`John Smith (2)`) when another online user already shows
+//! that name, never refused — and `set_username` is refused with `username_locked`. When the token's `exp` (plus the
 //! leeway) passes during the session, the runtime closes the connection with 4001.
 //!
 //! Tokens never reach the logs: the policies log refusal *reasons* only, and

@@ -31,7 +31,7 @@ use std::fmt;
 use std::net::Ipv6Addr;
 use std::str::FromStr;
 
-use chat_core::{Admission, Admitted, ConnectionInfo, Rejection};
+use chat_core::{Admission, Admitted, ConnectionInfo, Rejection, async_trait};
 use thiserror::Error;
 
 /// A normalised web origin: `scheme://host` or `scheme://host:port`.
@@ -262,8 +262,9 @@ impl OriginAllowList {
     }
 }
 
+#[async_trait]
 impl Admission for OriginAllowList {
-    fn admit(&self, info: &ConnectionInfo) -> Result<Admitted, Rejection> {
+    async fn admit(&self, info: &ConnectionInfo) -> Result<Admitted, Rejection> {
         let mut origins = info
             .headers
             .iter()
@@ -274,7 +275,7 @@ impl Admission for OriginAllowList {
             (origin, _) => self.check(origin),
         };
         checked.map(|()| Admitted::anonymous()).map_err(|why| {
-            tracing::debug!(peer = ?info.peer_addr, origin = ?info.origin(), reason = %why, "origin refused");
+            tracing::debug!(client = ?info.client_ip(), origin = ?info.origin(), reason = %why, "origin refused");
             Rejection::Forbidden(why.to_string())
         })
     }
@@ -393,17 +394,17 @@ mod tests {
         );
     }
 
-    #[test]
-    fn as_an_admission_it_answers_403() {
+    #[tokio::test]
+    async fn as_an_admission_it_answers_403() {
         let list = list();
-        assert!(list.admit(&headers(&["https://chat.example"])).is_ok());
-        assert!(list.admit(&headers(&[])).is_ok());
+        assert!(list.admit(&headers(&["https://chat.example"])).await.is_ok());
+        assert!(list.admit(&headers(&[])).await.is_ok());
         for refused in [
             headers(&["https://evil.example"]),
             headers(&["null"]),
             headers(&["https://chat.example", "https://evil.example"]),
         ] {
-            let why = list.admit(&refused).expect_err("refused");
+            let why = list.admit(&refused).await.expect_err("refused");
             assert_eq!(why.status(), 403, "{why:?}");
         }
     }

@@ -15,13 +15,23 @@
 //! The global connection cap (503) is the runtime's
 //! [`RuntimeConfig::max_connections`](chat_core::RuntimeConfig::max_connections).
 //!
-//! **Which address.** The peer address of the TCP connection. IPv4-mapped IPv6 addresses
-//! count as the IPv4 address; other IPv6 addresses are grouped by their first
+//! **Which address.** [`ConnectionInfo::client_ip`]: the peer address of the connection,
+//! or — when the peer is a reverse proxy the operator trusts — the client address that
+//! proxy names in `X-Forwarded-For`/`Forwarded` (resolved by the transport with
+//! [`TrustedProxies`](chat_core::TrustedProxies); from any other peer those headers
+//! change nothing, anyone can send them). IPv4-mapped IPv6 addresses count as the IPv4
+//! address; other IPv6 addresses are grouped by their first
 //! [`PerIpConfig::ipv6_prefix_len`] bits (default 64: one subnet is usually one
-//! customer, who can pick any of its 2⁶⁴ addresses). Behind a reverse proxy every client
-//! has the proxy's address: put the limits on the proxy, or raise them here
-//! (`X-Forwarded-For` is not trusted; anyone can send it). A transport without peer
-//! addresses (an in-process channel) is not limited.
+//! customer, who can pick any of its 2⁶⁴ addresses). A transport without IP peers (an
+//! in-process channel, a Unix-domain socket) is not limited.
+//!
+//! **Loopback.** By default ([`PerIpConfig::exempt_loopback`]) a loopback peer
+//! (`127.0.0.0/8`, `::1`) that is not a trusted proxy is not limited here: it is the
+//! machine itself — a developer's test suite, a health checker, a sidecar — and a
+//! suite opening a hundred connections in a few seconds would otherwise meet 429s.
+//! Every other limit (the runtime's connection cap, the engine's rates) still applies.
+//! A loopback peer that *is* a trusted proxy is limited by the client it names (or by
+//! its own address when it names none).
 //!
 //! **Memory.** One small entry per address that has a connection open or a bucket not
 //! yet refilled; an entry is dropped as soon as it is neither (on release, or by a
@@ -37,7 +47,7 @@ use std::net::{IpAddr, Ipv6Addr};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use chat_core::{Admission, Admitted, ConnectionInfo, Rate, Rejection};
+use chat_core::{Admission, Admitted, ConnectionInfo, Rate, Rejection, async_trait};
 use thiserror::Error;
 
 /// Limits per client address. Start from [`PerIpConfig::default`].
@@ -52,6 +62,9 @@ pub struct PerIpConfig {
     pub ipv6_prefix_len: u8,
     /// Addresses tracked at most (see the module docs). Default 100,000 (a few MiB).
     pub max_addresses: usize,
+    /// Loopback peers that are not trusted proxies are not limited (see the module
+    /// docs). Default `true`.
+    pub exempt_loopback: bool,
 }
 
 impl Default for PerIpConfig {
@@ -61,6 +74,7 @@ impl Default for PerIpConfig {
             rate: Some(Rate::per_second(20, 5)),
             ipv6_prefix_len: 64,
             max_addresses: 100_000,
+            exempt_loopback: true,
         }
     }
 }
@@ -237,22 +251,33 @@ fn make_room(table: &mut Table, now: Instant, max: usize) -> Result<(), PerIpRef
     Ok(())
 }
 
+impl PerIpLimits {
+    /// The address `info` counts under, or `None` when it is not limited (no IP peer, or
+    /// an exempt loopback peer).
+    fn counted(&self, info: &ConnectionInfo) -> Option<IpAddr> {
+        let ip = info.client_ip()?;
+        let exempt = self.config.exempt_loopback && !info.via_proxy() && ip.is_loopback();
+        (!exempt).then_some(ip)
+    }
+}
+
+#[async_trait]
 impl Admission for PerIpLimits {
-    fn admit(&self, info: &ConnectionInfo) -> Result<Admitted, Rejection> {
-        let Some(peer) = info.peer_addr else {
+    async fn admit(&self, info: &ConnectionInfo) -> Result<Admitted, Rejection> {
+        let Some(ip) = self.counted(info) else {
             return Ok(Admitted::anonymous());
         };
-        self.try_acquire(peer.ip(), Instant::now())
+        self.try_acquire(ip, Instant::now())
             .map(|()| Admitted::anonymous())
             .map_err(|why| {
-                tracing::debug!(peer = %peer, reason = %why, "per-address limit");
+                tracing::debug!(client = %ip, peer = ?info.peer, reason = %why, "per-address limit");
                 Rejection::TooManyRequests(why.to_string())
             })
     }
 
     fn release(&self, info: &ConnectionInfo) {
-        if let Some(peer) = info.peer_addr {
-            self.release_at(peer.ip(), Instant::now());
+        if let Some(ip) = self.counted(info) {
+            self.release_at(ip, Instant::now());
         }
     }
 }
@@ -398,20 +423,74 @@ mod tests {
         assert_eq!(l.tracked_addresses(), 1);
     }
 
-    #[test]
-    fn as_an_admission_it_answers_429_and_releases() {
-        let l = limits(Some(1), None);
-        let info = ConnectionInfo {
-            peer_addr: Some(SocketAddr::from(([192, 0, 2, 1], 5000))),
+    fn from(peer: [u8; 4], client: Option<[u8; 4]>) -> ConnectionInfo {
+        ConnectionInfo {
+            peer: Some(SocketAddr::from((peer, 5000)).into()),
+            client_addr: client.map(IpAddr::from),
             ..ConnectionInfo::default()
-        };
-        assert!(l.admit(&info).is_ok());
-        assert_eq!(l.admit(&info).expect_err("over the cap").status(), 429);
+        }
+    }
+
+    #[tokio::test]
+    async fn as_an_admission_it_answers_429_and_releases() {
+        let l = limits(Some(1), None);
+        let info = from([192, 0, 2, 1], None);
+        assert!(l.admit(&info).await.is_ok());
+        assert_eq!(l.admit(&info).await.expect_err("over the cap").status(), 429);
         l.release(&info);
-        assert!(l.admit(&info).is_ok());
+        assert!(l.admit(&info).await.is_ok());
         // No address (an in-process transport): not limited.
         let anonymous = ConnectionInfo::default();
-        assert!(l.admit(&anonymous).is_ok());
-        assert!(l.admit(&anonymous).is_ok());
+        assert!(l.admit(&anonymous).await.is_ok());
+        assert!(l.admit(&anonymous).await.is_ok());
+        // A Unix-domain peer has no IP: not limited either.
+        let unix = ConnectionInfo {
+            peer: Some(chat_core::Peer::Unix(None)),
+            ..ConnectionInfo::default()
+        };
+        assert!(l.admit(&unix).await.is_ok());
+        assert!(l.admit(&unix).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_trusted_proxys_client_is_counted_not_the_proxy() {
+        let l = limits(Some(1), None);
+        let a = from([10, 0, 0, 1], Some([198, 51, 100, 1]));
+        let b = from([10, 0, 0, 1], Some([198, 51, 100, 2]));
+        assert!(l.admit(&a).await.is_ok());
+        assert!(l.admit(&b).await.is_ok(), "another client of the same proxy");
+        assert_eq!(l.admit(&a).await.expect_err("over").status(), 429);
+        assert_eq!(l.open_connections(ip("10.0.0.1")), 0);
+        l.release(&a);
+        assert_eq!(l.open_connections(ip("198.51.100.1")), 0);
+        assert_eq!(l.open_connections(ip("198.51.100.2")), 1);
+    }
+
+    #[tokio::test]
+    async fn loopback_is_exempt_unless_it_is_a_trusted_proxy_or_the_switch_is_off() {
+        let l = limits(Some(1), Some(Rate::per_second(1, 1)));
+        let local = from([127, 0, 0, 1], None);
+        for _ in 0..100 {
+            assert!(l.admit(&local).await.is_ok());
+        }
+        assert_eq!(l.tracked_addresses(), 0);
+        let v6 = ConnectionInfo {
+            peer: Some(SocketAddr::from((Ipv6Addr::LOCALHOST, 5000)).into()),
+            ..ConnectionInfo::default()
+        };
+        assert!(l.admit(&v6).await.is_ok());
+        assert!(l.admit(&v6).await.is_ok());
+        // A loopback proxy that names no client counts as itself.
+        let proxy = from([127, 0, 0, 1], Some([127, 0, 0, 1]));
+        assert!(l.admit(&proxy).await.is_ok());
+        assert_eq!(l.admit(&proxy).await.expect_err("limited").status(), 429);
+
+        let strict = PerIpLimits::new(PerIpConfig {
+            max_connections: Some(1),
+            exempt_loopback: false,
+            ..PerIpConfig::default()
+        });
+        assert!(strict.admit(&local).await.is_ok());
+        assert_eq!(strict.admit(&local).await.expect_err("limited").status(), 429);
     }
 }

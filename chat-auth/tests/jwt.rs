@@ -410,6 +410,16 @@ fn without_name_the_sub_is_the_name_unless_a_name_is_required() {
         strict.verify(&token, now()),
         Err(TokenError::MissingClaim("name"))
     );
+    // Long subjects are cut to 20 characters for display only: the identity is the
+    // whole `sub` (two such users are two users; the engine disambiguates the name).
+    let long = "google-oauth2|107612345678901234567";
+    let token = hs(&with(without(claims(), "name"), "sub", json!(long)));
+    let (id, name, _) = user_of(hs256().verify(&token, now()));
+    assert_eq!((id.as_str(), name.as_str()), (long, "google-oauth2|107612"));
+    // A one-character `sub` is a valid identity but too short a name.
+    let token = hs(&with(without(claims(), "name"), "sub", json!("x")));
+    let (id, name, _) = user_of(hs256().verify(&token, now()));
+    assert_eq!((id.as_str(), name.as_str()), ("x", "user x"));
 }
 
 // ---- configuration ------------------------------------------------------------------
@@ -489,8 +499,8 @@ fn live_claims() -> Value {
     with(claims(), "exp", json!(unix + 3600))
 }
 
-#[test]
-fn admit_reads_the_token_from_the_query_or_the_header() {
+#[tokio::test]
+async fn admit_reads_the_token_from_the_query_or_the_header() {
     let token = hs(&live_claims());
     let auth = hs256();
     for info in [
@@ -501,7 +511,7 @@ fn admit_reads_the_token_from_the_query_or_the_header() {
             Some(format!("Bearer {token}")),
         ),
     ] {
-        let admitted = auth.admit(&info).expect("admitted");
+        let admitted = auth.admit(&info).await.expect("admitted");
         let identity = admitted.identity.expect("an identity");
         assert_eq!(identity.user_id.as_str(), "user-1");
         let left = admitted.expires_in.expect("an expiry");
@@ -509,16 +519,17 @@ fn admit_reads_the_token_from_the_query_or_the_header() {
     }
 }
 
-#[test]
-fn admit_refuses_with_401_and_never_echoes_the_token() {
+#[tokio::test]
+async fn admit_refuses_with_401_and_never_echoes_the_token() {
     let auth = hs256();
-    let missing = auth.admit(&info(None, None)).expect_err("refused");
+    let missing = auth.admit(&info(None, None)).await.expect_err("refused");
     assert_eq!(missing.status(), 401);
     assert!(missing.reason().starts_with("missing token"));
 
     let expired = hs(&with(claims(), "exp", json!(1_000)));
     let refused = auth
         .admit(&info(Some(format!("token={expired}")), None))
+        .await
         .expect_err("refused");
     assert_eq!((refused.status(), refused.reason()), (401, "token expired"));
 
@@ -528,6 +539,7 @@ fn admit_refuses_with_401_and_never_echoes_the_token() {
             Some(format!("token={}", hs(&live_claims()))),
             Some(format!("Bearer {other}")),
         ))
+        .await
         .expect_err("refused");
     assert_eq!(
         (two.status(), two.reason()),

@@ -11,6 +11,7 @@ pub mod engine;
 pub mod ids;
 pub mod message;
 pub mod protocol;
+pub mod proxies;
 #[cfg(feature = "runtime")]
 pub mod runtime;
 pub mod store;
@@ -38,7 +39,8 @@ pub use runtime::{
     Server, ServerHandle,
 };
 pub use store::{Appended, Page, PageRange, Store, StoreError};
+pub use proxies::TrustedProxies;
 pub use transport::{
-    Channel, CloseCode, ConnectionInfo, Handshake, Inbound, Incoming, Outbound, Rejection,
+    Channel, CloseCode, ConnectionInfo, Handshake, Inbound, Incoming, Outbound, Peer, Rejection,
     Transport, TransportError,
 };

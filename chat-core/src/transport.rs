@@ -15,7 +15,8 @@
 //! `chat_core::testkit::transport`.
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -44,13 +45,68 @@ impl CloseCode {
     pub const TRY_AGAIN_LATER: CloseCode = CloseCode(1013);
     /// 4001: the session's token expired.
     pub const TOKEN_EXPIRED: CloseCode = CloseCode(4001);
-    /// 4009: the authenticated user's name is held by another online user.
+    /// 4009: formerly "the authenticated user's name is held by another online user".
+    /// **No longer sent**: since display names of authenticated users are disambiguated
+    /// instead of refused (PROTOCOL.md, "Identity"), nothing in this project closes with
+    /// it. Kept, reserved, so that clients that handle it still compile and the number
+    /// is not reused for something else.
     pub const USERNAME_CONFLICT: CloseCode = CloseCode(4009);
 }
 
 impl fmt::Display for CloseCode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.0)
+    }
+}
+
+/// Where a connection comes from, in the terms of its transport.
+///
+/// Per-address limits and logs use [`Peer::ip`]; peers without an IP address (a
+/// Unix-domain socket, an in-process channel) are not limited per address.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Peer {
+    /// An IP socket address (TCP, QUIC…).
+    Ip(SocketAddr),
+    /// A Unix-domain socket peer: its path when it is bound to one, `None` when unnamed
+    /// (what a client `connect`ing without `bind` is).
+    Unix(Option<PathBuf>),
+    /// Anything else the transport can name (an in-process channel id, a pipe…).
+    Other(String),
+}
+
+impl Peer {
+    /// The IP address, for an IP peer (IPv4-mapped IPv6 addresses as IPv4).
+    pub fn ip(&self) -> Option<IpAddr> {
+        match self {
+            Peer::Ip(addr) => Some(crate::proxies::canonical(addr.ip())),
+            Peer::Unix(_) | Peer::Other(_) => None,
+        }
+    }
+
+    /// The socket address, for an IP peer.
+    pub fn socket_addr(&self) -> Option<SocketAddr> {
+        match self {
+            Peer::Ip(addr) => Some(*addr),
+            Peer::Unix(_) | Peer::Other(_) => None,
+        }
+    }
+}
+
+impl From<SocketAddr> for Peer {
+    fn from(addr: SocketAddr) -> Self {
+        Peer::Ip(addr)
+    }
+}
+
+impl fmt::Display for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Peer::Ip(addr) => write!(f, "{addr}"),
+            Peer::Unix(Some(path)) => write!(f, "unix:{}", path.display()),
+            Peer::Unix(None) => f.write_str("unix:(unnamed)"),
+            Peer::Other(name) => f.write_str(name),
+        }
     }
 }
 
@@ -61,8 +117,14 @@ impl fmt::Display for CloseCode {
 /// `[redacted]`.
 #[derive(Clone, Default)]
 pub struct ConnectionInfo {
-    /// The peer's address, when the transport has one.
-    pub peer_addr: Option<SocketAddr>,
+    /// Where the connection comes from, when the transport knows.
+    pub peer: Option<Peer>,
+    /// The client's address as named by a trusted reverse proxy (see
+    /// [`TrustedProxies`](crate::proxies::TrustedProxies)): `Some` only when the peer is
+    /// a trusted proxy — the address its forwarding header names, or the proxy's own
+    /// address when the header is missing, unidentified or malformed. `None`: the peer
+    /// is the client. Read it through [`client_ip`](Self::client_ip).
+    pub client_addr: Option<IpAddr>,
     /// Request path (`/`, `/ws`…), when the transport has one.
     pub path: String,
     /// Raw query string without `?`.
@@ -98,7 +160,8 @@ impl fmt::Debug for ConnectionInfo {
             })
             .collect();
         f.debug_struct("ConnectionInfo")
-            .field("peer_addr", &self.peer_addr)
+            .field("peer", &self.peer)
+            .field("client_addr", &self.client_addr)
             .field("path", &self.path)
             .field("query", &self.query.as_deref().map(redact_query))
             .field("headers", &headers)
@@ -125,6 +188,20 @@ fn redact_query(query: &str) -> String {
 }
 
 impl ConnectionInfo {
+    /// The client's IP address: the one a trusted proxy named
+    /// ([`client_addr`](Self::client_addr)), else the peer's. What per-address limits
+    /// count and logs show; `None` for a peer without an IP address.
+    pub fn client_ip(&self) -> Option<IpAddr> {
+        self.client_addr
+            .map(crate::proxies::canonical)
+            .or_else(|| self.peer.as_ref().and_then(Peer::ip))
+    }
+
+    /// Whether the connection came through a trusted reverse proxy.
+    pub fn via_proxy(&self) -> bool {
+        self.client_addr.is_some()
+    }
+
     /// The first header with this (case-insensitive) name.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
@@ -362,7 +439,8 @@ mod tests {
     #[test]
     fn debug_never_shows_credentials() {
         let info = ConnectionInfo {
-            peer_addr: Some(SocketAddr::from(([127, 0, 0, 1], 4000))),
+            peer: Some(SocketAddr::from(([127, 0, 0, 1], 4000)).into()),
+            client_addr: None,
             path: "/ws".into(),
             query: Some("room=a&token=SECRET1&%74oken=SECRET2&access_token=SECRET3&x".into()),
             headers: vec![
@@ -390,6 +468,38 @@ mod tests {
         );
         // Redaction is only in the display: the values are still there to check.
         assert_eq!(info.query_param("token").as_deref(), Some("SECRET1"));
+    }
+
+    #[test]
+    fn peers_and_client_addresses() {
+        let v4 = Peer::from(SocketAddr::from(([192, 0, 2, 1], 80)));
+        assert_eq!(v4.ip(), Some(IpAddr::from([192, 0, 2, 1])));
+        let mapped: SocketAddr = "[::ffff:192.0.2.1]:80".parse().expect("addr");
+        assert_eq!(Peer::from(mapped).ip(), Some(IpAddr::from([192, 0, 2, 1])));
+        let unix = Peer::Unix(Some(PathBuf::from("/run/chat.sock")));
+        assert_eq!(unix.ip(), None);
+        assert_eq!(unix.to_string(), "unix:/run/chat.sock");
+        assert_eq!(Peer::Unix(None).to_string(), "unix:(unnamed)");
+        assert_eq!(Peer::Other("chan-7".into()).socket_addr(), None);
+
+        let direct = ConnectionInfo {
+            peer: Some(v4.clone()),
+            ..Default::default()
+        };
+        assert_eq!(direct.client_ip(), Some(IpAddr::from([192, 0, 2, 1])));
+        assert!(!direct.via_proxy());
+        let proxied = ConnectionInfo {
+            peer: Some(v4),
+            client_addr: Some(IpAddr::from([198, 51, 100, 7])),
+            ..Default::default()
+        };
+        assert_eq!(proxied.client_ip(), Some(IpAddr::from([198, 51, 100, 7])));
+        assert!(proxied.via_proxy());
+        let unix = ConnectionInfo {
+            peer: Some(unix),
+            ..Default::default()
+        };
+        assert_eq!(unix.client_ip(), None);
     }
 
     #[test]

@@ -627,8 +627,19 @@ struct TokenAdmission {
 
 const BRIEF: Duration = Duration::from_secs(60);
 
+#[async_trait]
 impl Admission for TokenAdmission {
-    fn admit(&self, info: &ConnectionInfo) -> Result<Admitted, Rejection> {
+    async fn admit(&self, info: &ConnectionInfo) -> Result<Admitted, Rejection> {
+        // An admission that does I/O (a session lookup): `slow-N` answers after N seconds.
+        if let Some(secs) = info
+            .query_param("token")
+            .and_then(|t| t.strip_prefix("slow-")?.parse::<u64>().ok())
+        {
+            tokio::time::sleep(Duration::from_secs(secs)).await;
+            self.admitted
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            return Ok(Admitted::anonymous());
+        }
         let user = |id: &str, name: &str| Identity {
             user_id: UserId::parse(id).expect("valid id"),
             username: Username::parse(name).expect("valid name"),
@@ -795,6 +806,59 @@ async fn every_admitted_connection_is_released_exactly_once() {
         tokio::time::sleep(Duration::from_millis(10)).await;
         waited += Duration::from_millis(10);
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_admission_is_awaited_within_the_handshake_timeout_and_refused_503_past_it() {
+    let admission = Arc::new(TokenAdmission::default());
+    let runtime = RuntimeConfig {
+        handshake_timeout: Duration::from_secs(5),
+        ..RuntimeConfig::default()
+    };
+    let s = server_with(
+        Config::unlimited(),
+        runtime,
+        ChannelOptions::default(),
+        Some(Arc::clone(&admission) as Arc<dyn Admission>),
+    );
+    let counts = || {
+        (
+            admission.admitted.load(std::sync::atomic::Ordering::SeqCst),
+            admission.released.load(std::sync::atomic::Ordering::SeqCst),
+        )
+    };
+    // Four seconds of I/O at the handshake: admitted.
+    let start = paused_clock();
+    let conn = s.connector.connect(with_token("slow-4")).await.unwrap();
+    assert_eq!(paused_clock() - start, Duration::from_secs(4));
+    let mut client = Client {
+        conn,
+        id: String::new(),
+    };
+    assert!(client.expect("connection").await["clientId"].is_string());
+    assert_eq!(counts(), (1, 0));
+    // Past the handshake timeout: 503 when it runs out, and never released (it was
+    // never admitted).
+    let start = paused_clock();
+    let refused = s.connector.connect(with_token("slow-60")).await;
+    assert_eq!(paused_clock() - start, Duration::from_secs(5));
+    let refused = refused.unwrap_err();
+    assert_eq!((refused.status(), refused.reason()), (503, "admission timed out"));
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    assert_eq!(counts(), (1, 0), "the timed-out admission was dropped, not completed");
+    drop(client);
+    let mut waited = Duration::ZERO;
+    while counts() != (1, 1) {
+        assert!(waited < WAIT, "admitted/released: {:?}", counts());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        waited += Duration::from_millis(10);
+    }
+    assert!(
+        s.handle
+            .metrics()
+            .encode_text()
+            .contains("chat_handshakes_rejected_total{status=\"503\"} 1")
+    );
 }
 
 #[tokio::test(start_paused = true)]

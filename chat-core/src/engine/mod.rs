@@ -263,16 +263,9 @@ impl Engine {
         }
         let (user, name) = match identity {
             Some(Identity { user_id, username }) => {
-                if let Some(holder) = self.users.holder(&username)
-                    && *holder != user_id
-                {
-                    self.out.close(
-                        conn,
-                        CloseCode::USERNAME_CONFLICT,
-                        "username held by another user",
-                    );
-                    return;
-                }
+                // Identity is the user id (the token's `sub`); the name is only shown.
+                // A name another online user holds is disambiguated, never refused (see
+                // `Users::free_name`): nobody can lock a user out by taking its name.
                 let held = self.users.get(&user_id).map_or(0, |u| u.conns.len());
                 if held >= self.config.max_connections_per_user {
                     self.out.close(
@@ -282,7 +275,8 @@ impl Engine {
                     );
                     return;
                 }
-                (user_id, Some(username))
+                let name = self.users.free_name(username, &user_id);
+                (user_id, Some(name))
             }
             None => (self.ids.user_id(), None),
         };

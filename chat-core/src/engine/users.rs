@@ -1,14 +1,15 @@
 //! Online users: who holds which connections and which name.
 //!
 //! Presence counts users, not sockets: a user is online while it has at least one
-//! connection. Names are unique among online users by [`Username::key`].
+//! connection. Names are unique among online users by [`Username::key`]: an
+//! authenticated user whose name is taken gets it disambiguated ([`Users::free_name`]).
 
 use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
 
-use crate::ids::{ConnId, UserId, Username};
+use crate::ids::{ConnId, USERNAME_MAX_CHARS, UserId, Username};
 
 #[derive(Debug)]
 pub(crate) struct User {
@@ -44,6 +45,42 @@ impl Users {
     /// Who holds the name `key`, if anyone.
     pub(crate) fn holder(&self, name: &Username) -> Option<&UserId> {
         self.names.get(name.key())
+    }
+
+    /// The name an authenticated user `id` coming online with `wanted` gets.
+    ///
+    /// * `wanted` itself when nobody else online holds its key (or `id` already holds
+    ///   it; a user already online keeps the name it has anyway, see
+    ///   [`attach`](Self::attach)).
+    /// * Otherwise `wanted (2)`, `wanted (3)`…: the first whose key is free, the base cut
+    ///   (and trailing spaces trimmed) so the whole fits in [`USERNAME_MAX_CHARS`]. Who
+    ///   holds the name — another authenticated user or an anonymous one who chose it —
+    ///   makes no difference: the holder keeps it, the newcomer is disambiguated.
+    ///
+    /// Deterministic: it depends only on the names online. Among `n + 1` candidates with
+    /// distinct suffixes one is free when `n` names are held, so the loop ends after at
+    /// most `n + 1` tries; each try is one normalisation of a 20-character name.
+    pub(crate) fn free_name(&self, wanted: Username, id: &UserId) -> Username {
+        let free = |name: &Username| self.names.get(name.key()).is_none_or(|h| h == id);
+        if free(&wanted) {
+            return wanted;
+        }
+        let tries = self.names.len().saturating_add(1);
+        let mut last = None;
+        for n in (2..).take(tries) {
+            let suffix = format!(" ({n})");
+            let room = USERNAME_MAX_CHARS.saturating_sub(suffix.chars().count());
+            let base: String = wanted.as_str().chars().take(room).collect();
+            let Ok(candidate) = Username::parse(&format!("{}{suffix}", base.trim_end())) else {
+                continue;
+            };
+            if free(&candidate) {
+                return candidate;
+            }
+            last = Some(candidate);
+        }
+        // Unreachable by the counting argument above; a shared name beats a refusal.
+        last.unwrap_or(wanted)
     }
 
     /// Adds a connection to a user, creating the user when new.

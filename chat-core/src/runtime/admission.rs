@@ -9,22 +9,39 @@
 
 use std::time::Duration;
 
+use async_trait::async_trait;
+
 use crate::engine::Identity;
 use crate::transport::{ConnectionInfo, Rejection};
 
 /// Decides whether a handshake may become a connection.
 ///
 /// Called once per handshake, on the connection's own task (never on the hub), so it may
-/// do CPU work such as verifying a signature; it must not block on I/O.
+/// do CPU work such as verifying a signature, and — being `async` — I/O: a session
+/// lookup in a database, fetching a JWKS. (Long CPU work belongs in
+/// `tokio::task::spawn_blocking`, as anywhere in async code.)
+///
+/// **Bounded.** The runtime gives `admit` at most
+/// [`RuntimeConfig::handshake_timeout`](crate::RuntimeConfig::handshake_timeout). When it
+/// takes longer, its future is dropped, the handshake is refused with `503`
+/// ([`Rejection::Unavailable`], "admission timed out") and [`release`](Self::release) is
+/// **not** called for it: a connection that was never admitted has nothing to give
+/// back. So `admit` must be *cancel-safe*: anything it counted before an `.await` must be
+/// undone if the future is dropped there (a guard whose `Drop` gives it back, as
+/// `chat_auth::Chain` does for the steps it already ran). The same happens if the server
+/// is dropped mid-admission.
+#[async_trait]
 pub trait Admission: Send + Sync + 'static {
     /// `Ok(admitted)`: let the connection in, anonymously or as an authenticated user,
     /// possibly only for a while (see [`Admitted`]).
     /// `Err(rejection)`: refuse; the transport answers with the rejection's status.
-    fn admit(&self, info: &ConnectionInfo) -> Result<Admitted, Rejection>;
+    async fn admit(&self, info: &ConnectionInfo) -> Result<Admitted, Rejection>;
 
-    /// Called exactly once for every admitted handshake when its connection ends
-    /// (whether or not the upgrade then succeeded), so limits that count open
-    /// connections (per address, per user) can release their slot. Default: nothing.
+    /// Called exactly once for every handshake [`admit`](Self::admit) let in, when its
+    /// connection ends (whether or not the upgrade then succeeded), so limits that count
+    /// open connections (per address, per user) can release their slot. Never called for
+    /// a refused handshake or an `admit` that timed out. Synchronous, because it runs
+    /// when the connection task ends, even by panic. Default: nothing.
     fn release(&self, info: &ConnectionInfo) {
         let _ = info;
     }
@@ -77,8 +94,9 @@ impl Admitted {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct AllowAnonymous;
 
+#[async_trait]
 impl Admission for AllowAnonymous {
-    fn admit(&self, _info: &ConnectionInfo) -> Result<Admitted, Rejection> {
+    async fn admit(&self, _info: &ConnectionInfo) -> Result<Admitted, Rejection> {
         Ok(Admitted::anonymous())
     }
 }

@@ -5,7 +5,8 @@
 //!
 //! 1. **Admission** ([`Admission::admit`]) decides, before any
 //!    upgrade, whether the peer may connect and as whom; a refusal becomes
-//!    [`Handshake::reject`]. The upgrade itself is bounded by `handshake_timeout`.
+//!    [`Handshake::reject`]. Admission and then the upgrade are each bounded by
+//!    `handshake_timeout` (an admission past it: 503, and no `release`).
 //! 2. **Registration** with the hub gives the connection its [`ConnId`] and hands the hub
 //!    the connection's [`OutboundQueue`].
 //! 3. The **reader** receives frames, decodes them here (off the hub, which only sees
@@ -144,13 +145,23 @@ pub(crate) async fn serve(handshake: Box<dyn Handshake>, ctx: Arc<Context>, _slo
         return reject(handshake, why, &ctx).await;
     }
     let info = handshake.info().clone();
-    let peer = info.peer_addr;
+    // Logs show the client: the address a trusted proxy named, else the peer's.
+    let peer = info.peer.clone();
+    let client = info.client_ip();
+    // Bounded like the upgrade: a slow admission (a database, a JWKS fetch) cannot hold
+    // the handshake and its slot forever. Timed out → 503, and no `release` (see
+    // `Admission`).
+    let admitted = timeout(ctx.config.handshake_timeout, ctx.admission.admit(&info)).await;
     let Admitted {
         identity,
         expires_in,
-    } = match ctx.admission.admit(&info) {
-        Ok(admitted) => admitted,
-        Err(why) => return reject(handshake, why, &ctx).await,
+    } = match admitted {
+        Ok(Ok(admitted)) => admitted,
+        Ok(Err(why)) => return reject(handshake, why, &ctx).await,
+        Err(_) => {
+            let why = Rejection::Unavailable("admission timed out".into());
+            return reject(handshake, why, &ctx).await;
+        }
     };
     let _release = Release {
         admission: &*ctx.admission,
@@ -188,7 +199,7 @@ pub(crate) async fn serve(handshake: Box<dyn Handshake>, ctx: Arc<Context>, _slo
         )
         .await;
     };
-    tracing::info!(%conn, peer = ?peer, "connection opened");
+    tracing::info!(%conn, client = ?client, peer = ?peer, "connection opened");
     let registered = Registered {
         conn,
         hub: &ctx.hub,

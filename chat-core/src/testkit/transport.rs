@@ -118,7 +118,8 @@ pub fn request_info(path_and_query: &str, headers: &[(&str, &str)]) -> Connectio
         None => (path_and_query, None),
     };
     ConnectionInfo {
-        peer_addr: None,
+        peer: None,
+        client_addr: None,
         path: path.to_owned(),
         query,
         headers: headers

@@ -62,6 +62,7 @@ pub(super) fn history_seqs(frame: &Value) -> Vec<u64> {
 
 mod direct;
 mod history;
+mod identity;
 mod limits;
 mod messages;
 mod multi_connection;
