@@ -38,9 +38,21 @@ pub(crate) const NAMES: [&str; 17] = [
 
 /// The person a display name denotes. Two online users must never hold names of one
 /// person (PROTOCOL: unique by a case- and look-alike-insensitive key). Written out by
-/// hand so the model does not borrow the engine's key function.
-pub(crate) fn person_of(display: &str) -> Option<u8> {
-    Some(match display {
+/// hand so the model does not borrow the engine's key function. A signed-in user whose
+/// name was taken is shown as `name (n)` (PROTOCOL: "Identity"): another person, one
+/// per suffix, so two users showing `Alice (2)` and `ALICE (2)` still collide.
+pub(crate) fn person_of(display: &str) -> Option<u16> {
+    let (base, n) = match display.rsplit_once(" (") {
+        Some((base, n)) => {
+            let n: u16 = n.strip_suffix(')')?.parse().ok()?;
+            if n < 2 {
+                return None;
+            }
+            (base, n)
+        }
+        None => (display, 1),
+    };
+    let base = match base {
         "alice" | "ALICE" | "Alice" | "\u{0410}lice" => 0,
         "bob" | "BOB" => 1,
         "carol" | "Carol" => 2,
@@ -53,7 +65,8 @@ pub(crate) fn person_of(display: &str) -> Option<u8> {
         "ivan" => 9,
         "judy" => 10,
         _ => return None,
-    })
+    };
+    Some(base * 100 + n)
 }
 
 /// `clientMsgId`s, few so that retries (and reuse from another tab) happen; `""` is

@@ -12,7 +12,7 @@ use crate::Check;
 use crate::model::{
     Cause, ConnModel, Episode, Expect, JoinRequest, TicketInfo, UserModel, last_seq,
 };
-use crate::ops::{AUTH, CMIDS, MALFORMED, NAMES, Op, ROOMS, Resume, person_of};
+use crate::ops::{AUTH, CMIDS, MALFORMED, NAMES, Op, ROOMS, Resume};
 
 /// The simulation and the model of it.
 pub(crate) struct World {
@@ -533,23 +533,7 @@ impl World {
         let (code, reason) = self.sim.closed(self.conns[ci].id).expect("closed");
         let c = &self.conns[ci];
         let greeted = c.user.is_some();
-        if code == CloseCode::USERNAME_CONFLICT {
-            // Refused at connect: another online user holds its name.
-            let auth = c.auth.expect("only authenticated connections bring a name");
-            let person = person_of(AUTH[auth].1);
-            let held_by_other = self.conns.iter().any(|o| {
-                o.open
-                    && o.user.as_deref() != Some(AUTH[auth].0)
-                    && o.user
-                        .as_ref()
-                        .and_then(|u| self.users.get(u)?.name.as_deref())
-                        .is_some_and(|n| person_of(n) == person)
-            });
-            check!(
-                !greeted && held_by_other,
-                "conn {ci} closed with 4009 though nobody else holds its name"
-            );
-        } else if code == CloseCode::POLICY && !greeted {
+        if code == CloseCode::POLICY && !greeted {
             // Refused at connect: its user holds too many connections.
             let auth = c.auth.expect("anonymous connections are always accepted");
             let open = self
