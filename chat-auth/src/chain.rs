@@ -260,7 +260,11 @@ mod tests {
         // What the runtime's admission timeout does: drop the future while it waits.
         let timed_out = tokio::time::timeout(Duration::from_millis(20), chain.admit(&info)).await;
         assert!(timed_out.is_err(), "the stalled step never answers");
-        assert_eq!(counted.counts(), (1, 1), "released when the future was dropped");
+        assert_eq!(
+            counted.counts(),
+            (1, 1),
+            "released when the future was dropped"
+        );
         assert_eq!(never.counts(), (0, 0));
     }
 }

@@ -397,7 +397,11 @@ mod tests {
     #[tokio::test]
     async fn as_an_admission_it_answers_403() {
         let list = list();
-        assert!(list.admit(&headers(&["https://chat.example"])).await.is_ok());
+        assert!(
+            list.admit(&headers(&["https://chat.example"]))
+                .await
+                .is_ok()
+        );
         assert!(list.admit(&headers(&[])).await.is_ok());
         for refused in [
             headers(&["https://evil.example"]),

@@ -436,7 +436,10 @@ mod tests {
         let l = limits(Some(1), None);
         let info = from([192, 0, 2, 1], None);
         assert!(l.admit(&info).await.is_ok());
-        assert_eq!(l.admit(&info).await.expect_err("over the cap").status(), 429);
+        assert_eq!(
+            l.admit(&info).await.expect_err("over the cap").status(),
+            429
+        );
         l.release(&info);
         assert!(l.admit(&info).await.is_ok());
         // No address (an in-process transport): not limited.
@@ -458,7 +461,10 @@ mod tests {
         let a = from([10, 0, 0, 1], Some([198, 51, 100, 1]));
         let b = from([10, 0, 0, 1], Some([198, 51, 100, 2]));
         assert!(l.admit(&a).await.is_ok());
-        assert!(l.admit(&b).await.is_ok(), "another client of the same proxy");
+        assert!(
+            l.admit(&b).await.is_ok(),
+            "another client of the same proxy"
+        );
         assert_eq!(l.admit(&a).await.expect_err("over").status(), 429);
         assert_eq!(l.open_connections(ip("10.0.0.1")), 0);
         l.release(&a);
@@ -491,6 +497,9 @@ mod tests {
             ..PerIpConfig::default()
         });
         assert!(strict.admit(&local).await.is_ok());
-        assert_eq!(strict.admit(&local).await.expect_err("limited").status(), 429);
+        assert_eq!(
+            strict.admit(&local).await.expect_err("limited").status(),
+            429
+        );
     }
 }

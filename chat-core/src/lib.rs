@@ -33,13 +33,13 @@ pub use ids::{
 };
 pub use message::{NewDm, NewRoomMessage, StoredDm, StoredMessage, Timestamp};
 pub use protocol::{ClientCommand, DecodeError, ErrorCode, ServerEvent, WireError};
+pub use proxies::TrustedProxies;
 #[cfg(feature = "runtime")]
 pub use runtime::{
     Admission, Admitted, AllowAnonymous, Metrics, RandomUserIds, RuntimeConfig, RuntimeError,
     Server, ServerHandle,
 };
 pub use store::{Appended, Page, PageRange, Store, StoreError};
-pub use proxies::TrustedProxies;
 pub use transport::{
     Channel, CloseCode, ConnectionInfo, Handshake, Inbound, Incoming, Outbound, Peer, Rejection,
     Transport, TransportError,

@@ -185,7 +185,9 @@ impl TrustedProxies {
                 Hop::Malformed => return Resolution::Malformed,
             }
         }
-        leftmost.map_or(Resolution::Malformed, |ip| Resolution::Client(canonical(ip)))
+        leftmost.map_or(Resolution::Malformed, |ip| {
+            Resolution::Client(canonical(ip))
+        })
     }
 }
 
@@ -212,7 +214,9 @@ impl FromStr for TrustedProxies {
 
 impl fmt::Debug for TrustedProxies {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list().entries(self.nets.iter().map(|n| n.to_string())).finish()
+        f.debug_list()
+            .entries(self.nets.iter().map(|n| n.to_string()))
+            .finish()
     }
 }
 
@@ -269,11 +273,13 @@ fn parse_forwarded_element(element: &str) -> Hop {
         let Some(value) = unquote(value.trim()) else {
             return Hop::Malformed;
         };
-        found = Some(if value.eq_ignore_ascii_case("unknown") || value.starts_with('_') {
-            Hop::Unknown
-        } else {
-            parse_node(&value).map_or(Hop::Malformed, Hop::Ip)
-        });
+        found = Some(
+            if value.eq_ignore_ascii_case("unknown") || value.starts_with('_') {
+                Hop::Unknown
+            } else {
+                parse_node(&value).map_or(Hop::Malformed, Hop::Ip)
+            },
+        );
     }
     found.unwrap_or(Hop::Unknown)
 }
@@ -369,8 +375,13 @@ mod tests {
 
     #[test]
     fn the_list_parses_cidrs_and_single_addresses() {
-        let p: TrustedProxies = " 10.0.0.0/8,,192.0.2.7 , ::1, 2001:db8::/32".parse().unwrap();
-        assert_eq!(p.to_string(), "10.0.0.0/8,192.0.2.7/32,::1/128,2001:db8::/32");
+        let p: TrustedProxies = " 10.0.0.0/8,,192.0.2.7 , ::1, 2001:db8::/32"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            p.to_string(),
+            "10.0.0.0/8,192.0.2.7/32,::1/128,2001:db8::/32"
+        );
         assert!(p.contains(ip("10.200.0.1")));
         assert!(p.contains(ip("::ffff:10.0.0.1")), "IPv4-mapped");
         assert!(p.contains(ip("2001:db8:1::5")));
@@ -387,10 +398,19 @@ mod tests {
 
     #[test]
     fn an_untrusted_peer_changes_nothing() {
-        let h = headers(&[("x-forwarded-for", "10.9.9.1"), ("forwarded", "for=10.9.9.2")]);
+        let h = headers(&[
+            ("x-forwarded-for", "10.9.9.1"),
+            ("forwarded", "for=10.9.9.2"),
+        ]);
         assert_eq!(local().resolve(ip("192.0.2.1"), &h), Resolution::Direct);
-        assert_eq!(TrustedProxies::none().resolve(ip("127.0.0.1"), &h), Resolution::Direct);
-        assert_eq!(Resolution::Direct.client_ip(ip("192.0.2.1")), ip("192.0.2.1"));
+        assert_eq!(
+            TrustedProxies::none().resolve(ip("127.0.0.1"), &h),
+            Resolution::Direct
+        );
+        assert_eq!(
+            Resolution::Direct.client_ip(ip("192.0.2.1")),
+            ip("192.0.2.1")
+        );
         assert!(!Resolution::Direct.via_proxy());
     }
 
@@ -401,23 +421,45 @@ mod tests {
         let cases = [
             (vec![("x-forwarded-for", "198.51.100.1")], "198.51.100.1"),
             // The client's own entries are left of what our proxies appended.
-            (vec![("x-forwarded-for", "6.6.6.6, 198.51.100.1, 10.0.0.5")], "198.51.100.1"),
+            (
+                vec![("x-forwarded-for", "6.6.6.6, 198.51.100.1, 10.0.0.5")],
+                "198.51.100.1",
+            ),
             // Several headers are one list, in order.
             (
-                vec![("x-forwarded-for", "6.6.6.6"), ("X-Forwarded-For", "198.51.100.2,10.1.1.1")],
+                vec![
+                    ("x-forwarded-for", "6.6.6.6"),
+                    ("X-Forwarded-For", "198.51.100.2,10.1.1.1"),
+                ],
                 "198.51.100.2",
             ),
-            (vec![("x-forwarded-for", "198.51.100.3:4711")], "198.51.100.3"),
-            (vec![("x-forwarded-for", "[2001:db8::1]:4711")], "2001:db8::1"),
+            (
+                vec![("x-forwarded-for", "198.51.100.3:4711")],
+                "198.51.100.3",
+            ),
+            (
+                vec![("x-forwarded-for", "[2001:db8::1]:4711")],
+                "2001:db8::1",
+            ),
             (vec![("x-forwarded-for", "2001:db8::2")], "2001:db8::2"),
-            (vec![("x-forwarded-for", "::ffff:198.51.100.4")], "198.51.100.4"),
+            (
+                vec![("x-forwarded-for", "::ffff:198.51.100.4")],
+                "198.51.100.4",
+            ),
             // All trusted: the left-most.
             (vec![("x-forwarded-for", "10.0.0.9, 10.0.0.8")], "10.0.0.9"),
             // Garbage written by the client, left of the answer, is never read.
-            (vec![("x-forwarded-for", "garbage, \"x, 198.51.100.5")], "198.51.100.5"),
+            (
+                vec![("x-forwarded-for", "garbage, \"x, 198.51.100.5")],
+                "198.51.100.5",
+            ),
         ];
         for (h, want) in cases {
-            assert_eq!(p.resolve(peer, &headers(&h)), Resolution::Client(ip(want)), "{h:?}");
+            assert_eq!(
+                p.resolve(peer, &headers(&h)),
+                Resolution::Client(ip(want)),
+                "{h:?}"
+            );
         }
     }
 
@@ -429,7 +471,10 @@ mod tests {
             ("for=198.51.100.1", "198.51.100.1"),
             ("For=\"[2001:db8:cafe::17]:4711\"", "2001:db8:cafe::17"),
             ("for=192.0.2.60;proto=http;by=203.0.113.43", "192.0.2.60"),
-            ("for=6.6.6.6, for=198.51.100.2;proto=https, for=10.0.0.3", "198.51.100.2"),
+            (
+                "for=6.6.6.6, for=198.51.100.2;proto=https, for=10.0.0.3",
+                "198.51.100.2",
+            ),
             ("for=\"198.51.100.3:_port\"", "198.51.100.3"),
             ("by=\"a,b\";for=198.51.100.4", "198.51.100.4"),
             ("for=\"198.51.100.\\5\"", "198.51.100.5"),
@@ -438,8 +483,14 @@ mod tests {
             let h = headers(&[("forwarded", h)]);
             assert_eq!(p.resolve(peer, &h), Resolution::Client(ip(want)), "{h:?}");
         }
-        let two = headers(&[("forwarded", "for=198.51.100.6"), ("forwarded", "for=10.0.0.4")]);
-        assert_eq!(p.resolve(peer, &two), Resolution::Client(ip("198.51.100.6")));
+        let two = headers(&[
+            ("forwarded", "for=198.51.100.6"),
+            ("forwarded", "for=10.0.0.4"),
+        ]);
+        assert_eq!(
+            p.resolve(peer, &two),
+            Resolution::Client(ip("198.51.100.6"))
+        );
     }
 
     #[test]
@@ -448,14 +499,23 @@ mod tests {
         let peer = ip("127.0.0.1");
         let cases = [
             (("forwarded", "for=unknown"), Resolution::Unidentified),
-            (("forwarded", "for=_hidden, for=10.0.0.2"), Resolution::Unidentified),
+            (
+                ("forwarded", "for=_hidden, for=10.0.0.2"),
+                Resolution::Unidentified,
+            ),
             (("forwarded", "proto=https"), Resolution::Unidentified),
             (("x-forwarded-for", "unknown"), Resolution::Unidentified),
             (("forwarded", "for=\"[2001:db8::1]"), Resolution::Malformed),
-            (("forwarded", "for=198.51.100.1;for=198.51.100.2"), Resolution::Malformed),
+            (
+                ("forwarded", "for=198.51.100.1;for=198.51.100.2"),
+                Resolution::Malformed,
+            ),
             (("forwarded", "for"), Resolution::Malformed),
             (("forwarded", "for=not-an-ip"), Resolution::Malformed),
-            (("x-forwarded-for", "198.51.100.1:99999"), Resolution::Malformed),
+            (
+                ("x-forwarded-for", "198.51.100.1:99999"),
+                Resolution::Malformed,
+            ),
             (("x-forwarded-for", ""), Resolution::Malformed),
             (("x-forwarded-for", "[::1"), Resolution::Malformed),
         ];
@@ -470,7 +530,10 @@ mod tests {
 
     #[test]
     fn x_forwarded_for_wins_over_forwarded() {
-        let h = headers(&[("forwarded", "for=6.6.6.6"), ("x-forwarded-for", "198.51.100.7")]);
+        let h = headers(&[
+            ("forwarded", "for=6.6.6.6"),
+            ("x-forwarded-for", "198.51.100.7"),
+        ]);
         assert_eq!(
             local().resolve(ip("127.0.0.1"), &h),
             Resolution::Client(ip("198.51.100.7"))

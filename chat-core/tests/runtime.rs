@@ -843,9 +843,16 @@ async fn a_slow_admission_is_awaited_within_the_handshake_timeout_and_refused_50
     let refused = s.connector.connect(with_token("slow-60")).await;
     assert_eq!(paused_clock() - start, Duration::from_secs(5));
     let refused = refused.unwrap_err();
-    assert_eq!((refused.status(), refused.reason()), (503, "admission timed out"));
+    assert_eq!(
+        (refused.status(), refused.reason()),
+        (503, "admission timed out")
+    );
     tokio::time::sleep(Duration::from_secs(120)).await;
-    assert_eq!(counts(), (1, 0), "the timed-out admission was dropped, not completed");
+    assert_eq!(
+        counts(),
+        (1, 0),
+        "the timed-out admission was dropped, not completed"
+    );
     drop(client);
     let mut waited = Duration::ZERO;
     while counts() != (1, 1) {

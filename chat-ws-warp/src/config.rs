@@ -9,6 +9,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use chat_core::TrustedProxies;
+
 /// tungstenite's `write_buffer_size` (128 KiB), which warp 0.4's `Ws` does not let us
 /// change. `max_write_buffer_bytes` must exceed it or tungstenite panics when the socket
 /// is built, so `WarpConfig::effective_max_write_buffer` keeps it above.
@@ -84,6 +86,34 @@ pub struct WarpConfig {
     /// the cap the server stops accepting until one ends; the kernel's listen queue holds
     /// the rest.
     pub max_http_connections: usize,
+    /// Server only: most HTTP connections not yet upgraded that one peer address may
+    /// hold at once (IPv6 grouped by /64, as the per-IP admission limits do); `None`: no
+    /// per-address cap. Default `Some(256)`: far above what browsers open to one host
+    /// (about six) or what a NAT's users hold at once, far below
+    /// [`max_http_connections`](Self::max_http_connections), so one address holding
+    /// idle keep-alive connections cannot take every slot.
+    ///
+    /// Counted per **TCP peer** (the cap applies before any request is read, so before
+    /// any forwarding header could name a client). Not counted: peers in
+    /// [`trusted_proxies`](Self::trusted_proxies) (a proxy carries every client), and
+    /// loopback peers while [`exempt_loopback`](Self::exempt_loopback) is on.
+    ///
+    /// Past the cap the connection is accepted (its address is only known then),
+    /// answered at once with a canned `429 Too Many Requests` (`Connection: close`)
+    /// without reading anything from it, and closed: it never costs a hyper task. (A
+    /// client that already sent its request may see a reset instead of the answer.)
+    pub max_http_connections_per_ip: Option<usize>,
+    /// Reverse proxies whose `X-Forwarded-For`/`Forwarded` headers name the client
+    /// ([`TrustedProxies`] has the rules). Default: none — from any peer the headers
+    /// change nothing. The named client goes into
+    /// [`ConnectionInfo::client_addr`](chat_core::ConnectionInfo::client_addr), which
+    /// per-IP limits count and the runtime logs.
+    pub trusted_proxies: TrustedProxies,
+    /// Server only: loopback peers (`127.0.0.0/8`, `::1`) that are not trusted proxies
+    /// are exempt from [`max_http_connections_per_ip`](Self::max_http_connections_per_ip).
+    /// Default `true` (the machine itself: a test suite, a health checker); the same
+    /// rule as `chat_auth::PerIpConfig::exempt_loopback`.
+    pub exempt_loopback: bool,
 }
 
 impl Default for WarpConfig {
@@ -102,6 +132,9 @@ impl Default for WarpConfig {
             max_request_headers: 64,
             max_request_header_bytes: 16 * 1024,
             max_http_connections: 10_000,
+            max_http_connections_per_ip: Some(256),
+            trusted_proxies: TrustedProxies::none(),
+            exempt_loopback: true,
         }
     }
 }
@@ -132,6 +165,12 @@ impl fmt::Debug for WarpConfig {
             .field("max_request_headers", &self.max_request_headers)
             .field("max_request_header_bytes", &self.max_request_header_bytes)
             .field("max_http_connections", &self.max_http_connections)
+            .field(
+                "max_http_connections_per_ip",
+                &self.max_http_connections_per_ip,
+            )
+            .field("trusted_proxies", &self.trusted_proxies)
+            .field("exempt_loopback", &self.exempt_loopback)
             .finish()
     }
 }

@@ -18,7 +18,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chat_core::{Channel, ConnectionInfo, Handshake, Rejection, TransportError, async_trait};
+use chat_core::proxies::Resolution;
+use chat_core::{
+    Channel, ConnectionInfo, Handshake, Rejection, TransportError, TrustedProxies, async_trait,
+};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use tokio::sync::{mpsc, oneshot};
 use warp::Filter;
@@ -114,7 +117,7 @@ pub(crate) fn socket_route(
 ) -> BoxedFilter<(Response,)> {
     socket_path(&config.socket_paths)
         .and(warp::ws())
-        .and(connection_info())
+        .and(connection_info(Arc::new(config.trusted_proxies.clone())))
         .and(warp::ext::optional::<RequestVersion>())
         .and_then(
             move |ws: Ws, info: ConnectionInfo, version: Option<RequestVersion>| {
@@ -229,7 +232,13 @@ fn plain_text(status: StatusCode, body: String) -> Response {
 }
 
 /// Extracts what the runtime needs to decide: peer address, path, raw query, headers.
-fn connection_info() -> impl Filter<Extract = (ConnectionInfo,), Error = Infallible> + Clone {
+///
+/// From a peer in `trusted_proxies`, the client named by its forwarding headers goes
+/// into `client_addr` (see [`TrustedProxies`]); a malformed or unidentified chain is
+/// logged and stands for the proxy itself.
+fn connection_info(
+    trusted_proxies: Arc<TrustedProxies>,
+) -> impl Filter<Extract = (ConnectionInfo,), Error = Infallible> + Clone {
     let raw_query = warp::query::raw()
         .map(Some)
         .or(warp::any().map(|| None))
@@ -240,15 +249,29 @@ fn connection_info() -> impl Filter<Extract = (ConnectionInfo,), Error = Infalli
         .and(raw_query)
         .and(warp::header::headers_cloned())
         .map(
-            |remote: Option<SocketAddr>,
-             ours: Option<PeerAddr>,
+            move |remote: Option<SocketAddr>,
+                  ours: Option<PeerAddr>,
              path: FullPath,
              query: Option<String>,
-             headers: HeaderMap| ConnectionInfo {
-                peer_addr: remote.or(ours.map(|PeerAddr(addr)| addr)),
-                path: path.as_str().to_owned(),
-                query,
-                headers: header_list(&headers),
+             headers: HeaderMap| {
+                let peer = remote.or(ours.map(|PeerAddr(addr)| addr));
+                let headers = header_list(&headers);
+                let client_addr = peer.and_then(|peer| {
+                    let resolution = trusted_proxies.resolve(peer.ip(), &headers);
+                    if matches!(resolution, Resolution::Malformed | Resolution::Unidentified) {
+                        tracing::debug!(%peer, ?resolution, "forwarding header names no client; counting the proxy");
+                    }
+                    resolution
+                        .via_proxy()
+                        .then(|| resolution.client_ip(peer.ip()))
+                });
+                ConnectionInfo {
+                    peer: peer.map(Into::into),
+                    client_addr,
+                    path: path.as_str().to_owned(),
+                    query,
+                    headers,
+                }
             },
         )
 }

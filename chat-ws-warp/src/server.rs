@@ -7,7 +7,8 @@
 //!   Nagle's algorithm would hold a frame back until the previous one is acknowledged.
 //! * **Bounded HTTP**: a header read timeout (slow-header clients are cut off, idle
 //!   keep-alive connections too), limits on header count and size, and a cap on
-//!   HTTP connections served at once. An upgraded WebSocket leaves this count: hyper's
+//!   HTTP connections served at once, in all and per peer address (so one address
+//!   cannot hold every slot). An upgraded WebSocket leaves these counts: hyper's
 //!   connection task ends when it hands the socket over.
 //! * **Graceful shutdown**: stop accepting, let in-flight requests finish, then close.
 //!
@@ -15,12 +16,15 @@
 //! difference is that the peer address travels in our own request extension, which the
 //! handshake filter reads when warp's is missing.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::pin::pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
+
+use chat_core::TrustedProxies;
 
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -126,7 +130,89 @@ struct Limits {
     max_headers: usize,
     max_header_bytes: usize,
     max_connections: u32,
+    per_peer: Arc<PerPeer>,
 }
+
+/// HTTP connections held per peer address (see
+/// [`WarpConfig::max_http_connections_per_ip`]).
+#[derive(Debug)]
+struct PerPeer {
+    max: Option<usize>,
+    trusted: TrustedProxies,
+    exempt_loopback: bool,
+    // Keys are peer addresses (chosen by peers): std's randomly keyed hasher. Bounded by
+    // `max_http_connections` entries, one per connection at most.
+    held: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One HTTP connection counted for its peer; given back on drop.
+#[derive(Debug)]
+struct PeerSlot {
+    table: Arc<PerPeer>,
+    key: IpAddr,
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let mut held = self.table.lock();
+        if let Some(n) = held.get_mut(&self.key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                held.remove(&self.key);
+            }
+        }
+    }
+}
+
+impl PerPeer {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
+        // Every update leaves the map consistent.
+        self.held.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Counts a connection from `peer`: `Ok(None)` when it is not counted (no cap, a
+    /// trusted proxy, an exempt loopback peer), `Err(())` at the cap.
+    fn take(self: &Arc<Self>, peer: IpAddr) -> Result<Option<PeerSlot>, ()> {
+        let Some(max) = self.max else {
+            return Ok(None);
+        };
+        let ip = match peer {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(peer, IpAddr::V4),
+            IpAddr::V4(_) => peer,
+        };
+        if self.trusted.contains(ip) || (self.exempt_loopback && ip.is_loopback()) {
+            return Ok(None);
+        }
+        // One IPv6 /64 is usually one customer, as for the per-IP admission limits.
+        let key = match ip {
+            IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & (u128::MAX << 64))),
+            IpAddr::V4(_) => ip,
+        };
+        let mut held = self.lock();
+        let n = held.entry(key).or_insert(0);
+        if *n >= max {
+            return Err(());
+        }
+        *n += 1;
+        Ok(Some(PeerSlot {
+            table: Arc::clone(self),
+            key,
+        }))
+    }
+
+    #[cfg(test)]
+    fn tracked(&self) -> usize {
+        self.lock().len()
+    }
+}
+
+/// What a peer over [`WarpConfig::max_http_connections_per_ip`] gets before the close.
+const TOO_MANY_FROM_ADDRESS: &[u8] = b"HTTP/1.1 429 Too Many Requests\r\n\
+content-type: text/plain; charset=utf-8\r\n\
+content-length: 44\r\n\
+connection: close\r\n\
+\r\n\
+too many HTTP connections from your address\n";
 
 impl From<&WarpConfig> for Limits {
     fn from(config: &WarpConfig) -> Self {
@@ -139,6 +225,12 @@ impl From<&WarpConfig> for Limits {
             max_connections: u32::try_from(config.max_http_connections)
                 .unwrap_or(u32::MAX)
                 .max(1),
+            per_peer: Arc::new(PerPeer {
+                max: config.max_http_connections_per_ip,
+                trusted: config.trusted_proxies.clone(),
+                exempt_loopback: config.exempt_loopback,
+                held: Mutex::default(),
+            }),
         }
     }
 }
@@ -183,6 +275,15 @@ async fn accept_loop<F, R>(
                 }
             },
         };
+        let Ok(peer_slot) = limits.per_peer.take(peer.ip()) else {
+            // Its address is only known now. Answer without reading (one non-blocking
+            // write into an empty socket buffer), then close; the global slot goes back
+            // with `permit`.
+            tracing::debug!(%peer, "too many HTTP connections from this address");
+            let _ = stream.try_write(TOO_MANY_FROM_ADDRESS);
+            drop(stream);
+            continue;
+        };
         if let Err(err) = tune(&stream) {
             tracing::debug!(%err, %peer, "could not set TCP_NODELAY");
         }
@@ -190,7 +291,13 @@ async fn accept_loop<F, R>(
             inner: TowerToHyperService::new(warp::service(filter.clone())),
             peer,
         };
-        let connection = serve_connection(stream, service, Arc::clone(&http), stop.clone(), permit);
+        let connection = serve_connection(
+            stream,
+            service,
+            Arc::clone(&http),
+            stop.clone(),
+            (permit, peer_slot),
+        );
         #[allow(clippy::disallowed_methods)] // one task per HTTP connection, as hyper needs
         tokio::spawn(connection);
     }
@@ -205,7 +312,7 @@ async fn serve_connection<S>(
     service: S,
     http: Arc<http1::Builder>,
     mut stop: watch::Receiver<bool>,
-    _slot: OwnedSemaphorePermit,
+    _slots: (OwnedSemaphorePermit, Option<PeerSlot>),
 ) where
     S: hyper::service::Service<
             http::Request<Incoming>,
@@ -294,5 +401,63 @@ mod tests {
         tune(&accepted).unwrap();
         assert!(accepted.nodelay().unwrap());
         drop(client);
+    }
+
+    fn per_peer(max: usize, trusted: &str) -> Arc<PerPeer> {
+        Arc::new(PerPeer {
+            max: Some(max),
+            trusted: trusted.parse().unwrap(),
+            exempt_loopback: true,
+            held: Mutex::default(),
+        })
+    }
+
+    #[test]
+    fn http_connections_are_counted_per_peer_and_given_back() {
+        let table = per_peer(2, "10.0.0.0/8");
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let one = table.take(a).unwrap().expect("counted");
+        let two = table.take(a).unwrap().expect("counted");
+        assert!(table.take(a).is_err(), "at the cap");
+        assert!(table.take("192.0.2.2".parse().unwrap()).is_ok());
+        drop(one);
+        let three = table.take(a).unwrap().expect("a freed slot");
+        // IPv4-mapped is the IPv4 address; one IPv6 /64 is one address.
+        assert!(table.take("::ffff:192.0.2.1".parse().unwrap()).is_err());
+        let _v6a = table.take("2001:db8::1".parse().unwrap()).unwrap();
+        let _v6b = table.take("2001:db8::2".parse().unwrap()).unwrap();
+        assert!(table.take("2001:db8::3".parse().unwrap()).is_err());
+        assert!(table.take("2001:db8:0:1::1".parse().unwrap()).is_ok());
+        // Trusted proxies and loopback are not counted.
+        for exempt in ["10.1.2.3", "127.0.0.1", "::1"] {
+            for _ in 0..5 {
+                assert!(table.take(exempt.parse().unwrap()).unwrap().is_none());
+            }
+        }
+        drop((two, three));
+        assert_eq!(table.tracked(), 1, "only the /64 still holds slots");
+        let strict = Arc::new(PerPeer {
+            exempt_loopback: false,
+            ..Arc::into_inner(per_peer(1, "")).unwrap()
+        });
+        let _held = strict
+            .take("127.0.0.1".parse().unwrap())
+            .unwrap()
+            .expect("counted");
+        assert!(strict.take("127.0.0.1".parse().unwrap()).is_err());
+    }
+
+    #[test]
+    fn the_canned_refusal_is_a_complete_http_response() {
+        let text = std::str::from_utf8(TOO_MANY_FROM_ADDRESS).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 429 "));
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(length, body.len());
     }
 }

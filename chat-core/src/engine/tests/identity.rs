@@ -50,7 +50,11 @@ fn an_anonymous_holder_keeps_the_name_and_the_signed_in_user_is_disambiguated() 
     let anon = named(&mut s, "Alice");
     let alice = s.connect_as("alice-id", "Alice");
     assert_eq!(s.take(alice), greeting("alice-id", "Alice (2)"));
-    assert_eq!(s.take(anon), Vec::<Value>::new(), "the anonymous user is untouched");
+    assert_eq!(
+        s.take(anon),
+        Vec::<Value>::new(),
+        "the anonymous user is untouched"
+    );
     // The name is still the anonymous user's; anonymous users cannot take a
     // signed-in user's name either.
     let late = s.connect();
@@ -86,7 +90,11 @@ fn a_freed_suffix_is_reused_deterministically() {
     assert_eq!(s.take(k3), greeting("3", "Kim (3)"));
     s.disconnect(k2);
     let k4 = s.connect_as("4", "Kim");
-    assert_eq!(s.take(k4), greeting("4", "Kim (2)"), "the lowest free suffix");
+    assert_eq!(
+        s.take(k4),
+        greeting("4", "Kim (2)"),
+        "the lowest free suffix"
+    );
 }
 
 #[test]
@@ -100,6 +108,8 @@ fn others_see_the_disambiguated_name_next_to_the_user_id() {
     s.send(b, json!({"type":"join_room","room":"lobby"}));
     assert_eq!(
         s.take(a),
-        vec![json!({"type":"user_joined","room":"lobby","username":"John Smith (2)","userId":"idp|2"})]
+        vec![
+            json!({"type":"user_joined","room":"lobby","username":"John Smith (2)","userId":"idp|2"})
+        ]
     );
 }
