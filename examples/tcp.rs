@@ -44,7 +44,7 @@ impl Transport for TcpLineTransport {
                     // Chat frames are small and latency matters more than packet count.
                     let _ = stream.set_nodelay(true);
                     let info = ConnectionInfo {
-                        peer_addr: Some(peer),
+                        peer: Some(peer.into()),
                         ..ConnectionInfo::default()
                     };
                     return Some(Box::new(TcpHandshake { stream, info }));

@@ -11,7 +11,7 @@ use chat_auth::{
     Chain, InvalidOrigin, JwtAlgorithm, JwtAuth, JwtConfig, JwtConfigError, OriginAllowList,
     PerIpConfig, PerIpLimits,
 };
-use chat_core::{Config, Rate, RuntimeConfig};
+use chat_core::{Config, Rate, RuntimeConfig, TrustedProxies};
 use chat_memory_store::MemoryConfig;
 use chat_ws_warp::WarpConfig;
 use clap::{ArgAction, ArgGroup, Parser};
@@ -52,6 +52,11 @@ fn parse_optional_count(s: &str) -> Result<OptionalCount, String> {
         Ok(n) => Ok(OptionalCount(Some(n))),
         Err(e) => Err(format!("expected a number or off: {e}")),
     }
+}
+
+fn parse_trusted_proxies(s: &str) -> Result<TrustedProxies, String> {
+    s.parse()
+        .map_err(|e: chat_core::proxies::InvalidProxy| e.to_string())
 }
 
 /// A secret from the command line or the environment. Its `Debug` does not show it.
@@ -261,6 +266,11 @@ pub(crate) struct Options {
         help_heading = "WebSocket"
     )]
     pub(crate) max_http_connections: usize,
+    /// Most HTTP connections not yet upgraded from one peer address, or off; past it a
+    /// connection gets 429 and is closed. Trusted proxies and (unless --limit-loopback)
+    /// loopback peers are not counted.
+    #[arg(long, env = "CHAT_MAX_HTTP_CONNECTIONS_PER_IP", default_value = "256", value_parser = parse_optional_count, help_heading = "WebSocket")]
+    pub(crate) max_http_connections_per_ip: OptionalCount,
     /// Paths that accept WebSocket upgrades, comma-separated.
     #[arg(
         long,
@@ -337,12 +347,27 @@ pub(crate) struct Options {
     /// clients; browsers always send one).
     #[arg(long, env = "CHAT_ALLOW_MISSING_ORIGIN", default_value_t = true, action = ArgAction::Set, help_heading = "Security")]
     pub(crate) allow_missing_origin: bool,
-    /// Connections one client address may hold open (more get 429), or off.
+    /// Connections one client address may hold open (more get 429), or off. Loopback
+    /// peers that are not trusted proxies are not limited per IP unless --limit-loopback.
     #[arg(long, env = "CHAT_MAX_CONNECTIONS_PER_IP", default_value = "64", value_parser = parse_optional_count, help_heading = "Security")]
     pub(crate) max_connections_per_ip: OptionalCount,
     /// New connections per client address: BURST/PER_SECOND (more get 429), or off.
+    /// Loopback peers are exempt as above.
     #[arg(long, env = "CHAT_CONNECTIONS_PER_IP_RATE", default_value = "20/5", value_parser = parse_rate, help_heading = "Security")]
     pub(crate) connections_per_ip_rate: RateArg,
+    /// Apply the per-IP limits (connections, rate, HTTP connections) to loopback peers
+    /// too. By default a loopback peer (127.0.0.0/8, ::1) that is not a trusted proxy is
+    /// not limited per IP — it is this machine: a test suite, a health checker — while
+    /// every other limit still applies.
+    #[arg(long, env = "CHAT_LIMIT_LOOPBACK", help_heading = "Security")]
+    pub(crate) limit_loopback: bool,
+    /// Reverse proxies to believe, as CIDR blocks or addresses, comma-separated (e.g.
+    /// `127.0.0.1,10.0.0.0/8`). From these peers the client address is the right-most
+    /// untrusted one of X-Forwarded-For (preferred when present) or Forwarded; per-IP
+    /// limits count it and logs show it. From any other peer those headers change
+    /// nothing. Default: none.
+    #[arg(long, env = "CHAT_TRUSTED_PROXIES", value_name = "CIDRS", value_parser = parse_trusted_proxies, help_heading = "Security")]
+    pub(crate) trusted_proxies: Option<TrustedProxies>,
 
     // ---- store --------------------------------------------------------------------
     /// Messages kept per room.
@@ -430,6 +455,12 @@ impl Options {
             max_request_headers: self.max_request_headers,
             max_request_header_bytes: self.max_request_header_bytes,
             max_http_connections: self.max_http_connections,
+            max_http_connections_per_ip: self
+                .max_http_connections_per_ip
+                .0
+                .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+            trusted_proxies: self.trusted_proxies.clone().unwrap_or_default(),
+            exempt_loopback: !self.limit_loopback,
             ..WarpConfig::default()
         }
     }
@@ -449,6 +480,7 @@ impl Options {
         let per_ip = PerIpConfig {
             max_connections: self.max_connections_per_ip.0,
             rate: self.connections_per_ip_rate.0,
+            exempt_loopback: !self.limit_loopback,
             ..PerIpConfig::default()
         };
         let per_ip = (per_ip.max_connections.is_some() || per_ip.rate.is_some())
@@ -508,6 +540,14 @@ impl Options {
                 "new connections per IP: burst {} then one per {:?}",
                 rate.burst, rate.interval
             ));
+        }
+        if (self.max_connections_per_ip.0.is_some() || self.connections_per_ip_rate.0.is_some())
+            && !self.limit_loopback
+        {
+            on.push("loopback not limited per IP".into());
+        }
+        if let Some(proxies) = self.trusted_proxies.as_ref().filter(|p| !p.is_empty()) {
+            on.push(format!("trusted proxies {proxies}"));
         }
         let jwt = if self.jwt_hs256_secret.is_some() {
             Some("HS256")

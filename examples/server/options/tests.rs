@@ -70,6 +70,18 @@ fn defaults_match_the_libraries() {
     );
     assert_eq!(w.serve_web_client, dw.serve_web_client);
     assert_eq!(
+        (
+            w.max_http_connections_per_ip,
+            &w.trusted_proxies,
+            w.exempt_loopback
+        ),
+        (
+            dw.max_http_connections_per_ip,
+            &dw.trusted_proxies,
+            dw.exempt_loopback
+        )
+    );
+    assert_eq!(
         (&w.socket_paths, w.close_timeout),
         (&dw.socket_paths, dw.close_timeout)
     );
@@ -130,7 +142,7 @@ fn admission_is_per_ip_limits_only_by_default() {
     assert_eq!(
         o.admission_summary(),
         "64 connections per IP, new connections per IP: burst 20 then one per 200ms, \
-         anonymous (no JWT)"
+         loopback not limited per IP, anonymous (no JWT)"
     );
 }
 
@@ -242,4 +254,47 @@ fn the_secret_is_not_in_debug_output() {
     let o = Options::parse_from(["server", "--jwt-hs256-secret", SECRET]);
     let shown = format!("{o:?}");
     assert!(!shown.contains(SECRET), "{shown}");
+}
+
+#[test]
+fn proxy_and_loopback_flags() {
+    let defaults = Options::parse_from(["server"]);
+    assert_eq!(defaults.trusted_proxies, None);
+    assert!(!defaults.limit_loopback);
+    assert_eq!(
+        defaults.max_http_connections_per_ip,
+        OptionalCount(Some(256))
+    );
+
+    let o = Options::parse_from([
+        "server",
+        "--trusted-proxies",
+        "127.0.0.0/8, 10.1.2.3,fd00::/8",
+        "--limit-loopback",
+        "--max-http-connections-per-ip",
+        "off",
+    ]);
+    let w = o.warp();
+    assert_eq!(
+        w.trusted_proxies.to_string(),
+        "127.0.0.0/8,10.1.2.3/32,fd00::/8"
+    );
+    assert!(w.trusted_proxies.contains("10.1.2.3".parse().expect("ip")));
+    assert!(!w.exempt_loopback);
+    assert_eq!(w.max_http_connections_per_ip, None);
+    assert!(
+        o.admission_summary()
+            .contains("trusted proxies 127.0.0.0/8,10.1.2.3/32,fd00::/8"),
+        "{}",
+        o.admission_summary()
+    );
+    assert!(!o.admission_summary().contains("loopback"));
+
+    assert!(
+        Options::try_parse_from(["server", "--trusted-proxies", "10.0.0.0/99"]).is_err(),
+        "a bad CIDR is refused at startup"
+    );
+    let o =
+        Options::try_parse_from(["server", "--max-http-connections-per-ip", "3"]).expect("valid");
+    assert_eq!(o.warp().max_http_connections_per_ip, Some(3));
 }
