@@ -2370,16 +2370,29 @@ async fn a_signed_in_user_cannot_rename_or_impersonate() {
             )
             .await;
     }
-    // A valid token naming a look-alike of an online user: admitted, then closed with 4009.
+    // A valid token naming a look-alike of an online user: admitted and shown under a
+    // disambiguated name — it cannot pass for the canary, and (no more 4009) nobody who
+    // controls a display name at the identity provider can lock a user out.
     let token = hs256(
         SECRET.as_bytes(),
         &json!({"sub": "user-other", "name": "CANARY-A", "exp": unix_now() + 3600}),
     );
     let url = format!("ws://{}/ws?token={token}", suite.addr());
-    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+    let (ws, _) = tokio_tungstenite::connect_async(url)
         .await
         .expect("admitted");
-    assert_eq!(support::close_code(&mut ws).await, 4009);
+    let mut other = Peer {
+        ws,
+        id: String::new(),
+    };
+    other
+        .expect(json!({"type": "connection", "clientId": "user-other"}))
+        .await;
+    other
+        .expect(json!({"type": "username_set", "username": "CANARY-A (2)"}))
+        .await;
+    other.expect_silence(Duration::from_millis(300)).await;
+    other.disconnect().await;
     drop(mallory);
     suite.finish("JWT impersonation").await;
 }
@@ -2464,11 +2477,15 @@ async fn null_malformed_or_repeated_origins_are_403() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_past_max_connections_per_ip_are_429() {
+    // Everything here comes from 127.0.0.1, which is not limited per IP by default:
+    // `--limit-loopback` puts it under the limits this case is about (behind a trusted
+    // proxy, tests/proxies.rs shows the same per forwarded client).
     let mut suite = Suite::start(&[
         "--max-connections-per-ip",
         "10",
         "--connections-per-ip-rate",
         "off",
+        "--limit-loopback",
     ])
     .await;
     let addr = suite.addr();
@@ -2525,8 +2542,9 @@ async fn connections_past_max_connections_per_ip_are_429() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_flood_from_one_address_is_429_at_the_default_rate() {
-    // Default per-IP limits: 20 new connections at once, then 5 per second.
-    let suite = Suite::start(&[]).await;
+    // Default per-IP limits: 20 new connections at once, then 5 per second — applied to
+    // 127.0.0.1 by `--limit-loopback` (loopback is exempt by default).
+    let suite = Suite::start(&["--limit-loopback"]).await;
     let addr = suite.addr();
     let request = upgrade(("GET", "HTTP/1.1"), &format!("{UPGRADE}{KEY}{VERSION}"));
     let started = Instant::now();

@@ -149,7 +149,7 @@ async fn connection_info_has_peer_path_query_and_headers() {
 
     let handshake = next_handshake(&mut transport).await;
     let info = handshake.info().clone();
-    assert_eq!(info.peer_addr, Some(local));
+    assert_eq!(info.peer, Some(local.into()));
     assert_eq!(info.path, "/ws");
     assert_eq!(info.query.as_deref(), Some("token=abc%2B1&room=general"));
     assert_eq!(info.query_param("token").as_deref(), Some("abc+1"));
@@ -175,7 +175,7 @@ async fn no_query_is_none() {
     let (mut transport, server) = start(WarpConfig::default()).await;
     let (_client, _channel, info) = connect(&mut transport, server.local_addr(), "/ws").await;
     assert_eq!(info.query, None);
-    assert!(info.peer_addr.is_some());
+    assert!(info.peer.is_some());
 }
 
 #[tokio::test]
