@@ -306,6 +306,8 @@ async fn over_the_per_ip_cap_the_handshake_is_refused_with_429_until_one_closes(
     let server = server(PerIpLimits::new(PerIpConfig {
         max_connections: Some(2),
         rate: None,
+        // The test clients are on 127.0.0.1, exempt by default.
+        exempt_loopback: false,
         ..PerIpConfig::default()
     }))
     .await;
@@ -335,6 +337,8 @@ async fn connecting_too_fast_from_one_address_is_refused_with_429() {
     let server = server(PerIpLimits::new(PerIpConfig {
         max_connections: None,
         rate: Some(Rate::per_second(2, 1)),
+        // The test clients are on 127.0.0.1, exempt by default.
+        exempt_loopback: false,
         ..PerIpConfig::default()
     }))
     .await;
@@ -350,6 +354,8 @@ async fn a_token_refusal_gives_the_per_ip_slot_back() {
         .then(PerIpLimits::new(PerIpConfig {
             max_connections: Some(1),
             rate: None,
+            // The test clients are on 127.0.0.1, exempt by default.
+            exempt_loopback: false,
             ..PerIpConfig::default()
         }))
         .then(jwt(Duration::from_secs(30)));
