@@ -15,7 +15,9 @@
 //! client is closed with 1001 after its queued frames are written.
 //!
 //! Admission (`chat-auth`) runs before every upgrade: per-IP limits are on by default
-//! (64 connections, 20 new at once then 5 per second, per address → 429); the Origin
+//! (64 connections, 20 new at once then 5 per second, per address → 429; loopback peers
+//! are exempt unless `--limit-loopback`; behind a reverse proxy, `--trusted-proxies`
+//! makes them count the client the proxy names); the Origin
 //! allow-list (→ 403) and JWT authentication (→ 401) are off until their flags are
 //! given. See `docs/SECURITY.md`.
 
