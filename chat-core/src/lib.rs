@@ -39,6 +39,6 @@ pub use runtime::{
 };
 pub use store::{Appended, Page, PageRange, Store, StoreError};
 pub use transport::{
-    Channel, CloseCode, ConnectionInfo, Handshake, Inbound, Incoming, Outbound, Rejection,
-    Transport, TransportError,
+    Channel, CloseCode, ConnectionInfo, Handshake, Inbound, Incoming, MAX_FRAME_BYTES, Outbound,
+    Rejection, Transport, TransportError, closed_frame, rejected_frame,
 };

@@ -180,13 +180,14 @@ pub(crate) async fn serve(handshake: Box<dyn Handshake>, ctx: Arc<Context>, _slo
     let Some(conn) = register(&ctx, identity, &queue).await else {
         // The hub takes no more connections: it is shutting down (or gone).
         ctx.metrics.closed(CloseCode::GOING_AWAY);
-        return close(
+        close(
             &mut *outbound,
             &ctx,
             CloseCode::GOING_AWAY,
             "server shutting down",
         )
         .await;
+        return linger(&mut *inbound, &ctx.config).await;
     };
     tracing::info!(%conn, peer = ?peer, "connection opened");
     let registered = Registered {
@@ -195,21 +196,24 @@ pub(crate) async fn serve(handshake: Box<dyn Handshake>, ctx: Arc<Context>, _slo
         reported: false,
     };
     let seen = AtomicBool::new(false);
-    {
+    let end = {
         let reader = read(conn, &mut *inbound, &ctx, &seen);
         let writer = write(&mut *outbound, &ctx, &queue, &seen);
         tokio::pin!(reader, writer);
         tokio::select! {
             end = &mut reader => match end {
-                ReadEnd::PeerGone => queue.abandon(),
+                ReadEnd::PeerGone => {
+                    queue.abandon();
+                    WriteEnd::Gone
+                }
                 ReadEnd::Close(code, reason) => {
                     if queue.close_after_flush(code, reason) {
                         ctx.metrics.closed(code);
                     }
-                    writer.await;
+                    writer.await
                 }
             },
-            () = &mut writer => {}
+            end = &mut writer => end,
             // The reader is not polled again (and is dropped with this block): nothing
             // the peer sends after its credential expired reaches the engine. What was
             // queued before the deadline was meant for it and is still written.
@@ -219,12 +223,17 @@ pub(crate) async fn serve(handshake: Box<dyn Handshake>, ctx: Arc<Context>, _slo
                 if queue.close_after_flush(code, "token expired") {
                     ctx.metrics.closed(code);
                 }
-                writer.await;
+                writer.await
             }
         }
-    }
+    };
+    // The engine is done with the connection; only the socket remains.
     registered.closed().await;
+    if end == WriteEnd::Closed {
+        linger(&mut *inbound, &ctx.config).await;
+    }
     tracing::info!(%conn, peer = ?peer, "connection closed");
+    // `_release` and `_slot` go here, once the socket is really gone.
 }
 
 async fn register(
@@ -307,7 +316,21 @@ async fn read(
     }
 }
 
-async fn write(out: &mut dyn Outbound, ctx: &Context, queue: &OutboundQueue, seen: &AtomicBool) {
+/// Why the writer stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WriteEnd {
+    /// It sent (or tried to send) a close frame; the peer may still be sending.
+    Closed,
+    /// The connection is gone (a write failed, the peer left): nothing to wait for.
+    Gone,
+}
+
+async fn write(
+    out: &mut dyn Outbound,
+    ctx: &Context,
+    queue: &OutboundQueue,
+    seen: &AtomicBool,
+) -> WriteEnd {
     let cfg = &ctx.config;
     let max_batch = cfg.write_batch.max(1);
     let mut batch: Vec<Bytes> = Vec::with_capacity(max_batch);
@@ -338,7 +361,7 @@ async fn write(out: &mut dyn Outbound, ctx: &Context, queue: &OutboundQueue, see
                     Ok(Ok(false)) => heartbeat = None,
                     Ok(Err(_)) => {
                         queue.abandon();
-                        return;
+                        return WriteEnd::Gone;
                     }
                     Err(_) => {
                         decide_close_now(ctx, queue, CloseCode::TRY_AGAIN_LATER, SLOW_READER);
@@ -357,7 +380,7 @@ async fn write(out: &mut dyn Outbound, ctx: &Context, queue: &OutboundQueue, see
                     Ok(Err(e)) => {
                         tracing::debug!(error = %e, "write failed");
                         queue.abandon();
-                        return;
+                        return WriteEnd::Gone;
                     }
                     // A peer that takes no batch for this long is not reading: the next
                     // turn of the loop closes it.
@@ -366,8 +389,11 @@ async fn write(out: &mut dyn Outbound, ctx: &Context, queue: &OutboundQueue, see
                     }
                 }
             }
-            Next::Close(code, reason) => return close(out, ctx, code, reason).await,
-            Next::Done => return,
+            Next::Close(code, reason) => {
+                close(out, ctx, code, reason).await;
+                return WriteEnd::Closed;
+            }
+            Next::Done => return WriteEnd::Gone,
         }
     }
 }
@@ -401,4 +427,43 @@ fn decide_close_now(ctx: &Context, queue: &OutboundQueue, code: CloseCode, reaso
 /// hold the task). Counting the close is the business of whoever decided it.
 async fn close(out: &mut dyn Outbound, ctx: &Context, code: CloseCode, reason: &str) {
     let _ = timeout(ctx.config.close_timeout, out.close(code, reason)).await;
+}
+
+/// The closing handshake's second half (RFC 6455 §7.1): after its close frame the server
+/// reads and discards what the peer still sends until the peer's close or the end of its
+/// stream, at most `close_linger` long and `close_linger_bytes` of frames.
+///
+/// Why: a socket closed with unread data, or one that receives data after it was
+/// closed, makes the kernel send a reset, and a reset discards everything the peer had
+/// not read yet — the frames queued before the close and the close frame itself (the
+/// peer sees 1006). Reading on until the peer is done lets them arrive. Everything is
+/// discarded: the engine already forgot the connection.
+async fn linger(inbound: &mut dyn Inbound, cfg: &RuntimeConfig) {
+    if cfg.close_linger.is_zero() {
+        return;
+    }
+    let mut budget = cfg.close_linger_bytes;
+    let drained = timeout(cfg.close_linger, async {
+        loop {
+            // At least one byte per frame, so a stream of empty frames also spends it.
+            let cost = match inbound.recv().await {
+                Some(Ok(Incoming::Text(frame))) => frame.len(),
+                Some(Ok(Incoming::Binary(len))) => len,
+                Some(Ok(Incoming::Pong)) => 0,
+                // A transport that skips an oversized frame (the TCP line codec does)
+                // can read on; it cost up to one frame.
+                Some(Err(TransportError::MessageTooBig)) => crate::MAX_FRAME_BYTES,
+                // The peer's close, the end, or a broken stream: nothing more to wait for.
+                Some(Ok(Incoming::Close(_)) | Err(_)) | None => return true,
+            };
+            match budget.checked_sub(cost.max(1)) {
+                Some(left) => budget = left,
+                None => return false,
+            }
+        }
+    })
+    .await;
+    if drained != Ok(true) {
+        tracing::debug!("peer did not finish closing within the linger budget");
+    }
 }

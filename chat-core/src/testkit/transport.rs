@@ -157,7 +157,8 @@ async fn open<H: Harness>(
     let server = async {
         let handshake = within("accept", t.accept())
             .await
-            .expect("transport stopped accepting");
+            .expect("transport stopped accepting")
+            .expect("accept failed");
         let info = handshake.info().clone();
         let channel = within("handshake accept", handshake.accept())
             .await
@@ -244,7 +245,8 @@ pub async fn rejection_status<H: Harness>(h: &mut H) {
         let server = async {
             let handshake = within("accept", t.accept())
                 .await
-                .expect("transport stopped accepting");
+                .expect("transport stopped accepting")
+                .expect("accept failed");
             within("reject", handshake.reject(rejection)).await;
         };
         let during_connect = h.refuses_during_connect();

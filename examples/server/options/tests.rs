@@ -39,6 +39,10 @@ fn defaults_match_the_libraries() {
         )
     );
     assert_eq!(r.store_timeout, d.store_timeout);
+    assert_eq!(
+        (r.close_linger, r.close_linger_bytes),
+        (d.close_linger, d.close_linger_bytes)
+    );
     let (w, dw) = (o.warp(), WarpConfig::default());
     assert_eq!(
         (
@@ -242,4 +246,18 @@ fn the_secret_is_not_in_debug_output() {
     let o = Options::parse_from(["server", "--jwt-hs256-secret", SECRET]);
     let shown = format!("{o:?}");
     assert!(!shown.contains(SECRET), "{shown}");
+}
+
+#[test]
+fn close_linger_flags_set_the_runtime() {
+    let o = Options::parse_from([
+        "server",
+        "--close-linger",
+        "250ms",
+        "--close-linger-bytes",
+        "4096",
+    ]);
+    let r = o.runtime();
+    assert_eq!(r.close_linger, std::time::Duration::from_millis(250));
+    assert_eq!(r.close_linger_bytes, 4096);
 }
