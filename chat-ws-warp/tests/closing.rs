@@ -117,7 +117,7 @@ async fn outcome(ws: &mut Ws) -> Outcome {
 
 /// `chat_message` without a username or a room: refused every time.
 fn unjoined_chat(i: usize) -> String {
-    json!({"type": "chat_message", "content": format!("message {i} {}", "x".repeat(60_000))})
+    json!({"type": "chat_message", "content": format!("message {i} {}", "x".repeat(10_000))})
         .to_string()
 }
 
@@ -217,4 +217,57 @@ fn metrics_in(metrics: &chat_core::Metrics) -> u64 {
         .filter(|l| l.starts_with("chat_messages_in_total{"))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
         .sum()
+}
+
+/// Connects, provokes a 1008 with a flood, then writes 1 KiB frames without ever reading
+/// or answering the close, until a write fails (the server dropped the socket). Returns
+/// how long that took.
+async fn endless_writer(addr: std::net::SocketAddr) -> Duration {
+    let mut ws = connect(addr).await;
+    let started = Instant::now();
+    let write_forever = async {
+        for i in 0.. {
+            if ws.send(Message::text(unjoined_small(i))).await.is_err() {
+                return;
+            }
+        }
+    };
+    timeout(Duration::from_secs(20), write_forever)
+        .await
+        .expect("the server drops a peer that never answers its close");
+    started.elapsed()
+}
+
+/// A small refused `chat_message`.
+fn unjoined_small(i: usize) -> String {
+    json!({"type": "chat_message", "content": format!("{i} {}", "y".repeat(1000))}).to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_never_answers_the_close_costs_at_most_the_linger_time() {
+    let server = ServerProcess::start(&[
+        "--close-linger",
+        "1s",
+        "--close-linger-bytes",
+        "1000000000",
+    ]);
+    let took = endless_writer(server.addr()).await;
+    eprintln!("a peer that never answers: dropped after {took:?} (linger 1 s)");
+    // The refusals and the close take milliseconds; the rest is the linger (so it did
+    // linger, and no longer than that).
+    assert!(took >= Duration::from_millis(900), "{took:?}");
+    assert!(took < Duration::from_secs(3), "{took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_never_answers_the_close_costs_at_most_the_linger_bytes() {
+    let server = ServerProcess::start(&[
+        "--close-linger",
+        "60s",
+        "--close-linger-bytes",
+        "100000",
+    ]);
+    let took = endless_writer(server.addr()).await;
+    eprintln!("a peer that never answers: dropped after {took:?} (100 kB linger budget)");
+    assert!(took < Duration::from_secs(5), "{took:?}");
 }
