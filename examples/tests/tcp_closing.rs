@@ -67,7 +67,8 @@ impl Client {
 
     async fn line(&mut self) -> Option<Value> {
         match timeout(PROMPT, self.lines.next_line()).await.unwrap() {
-            Ok(Some(line)) => Some(serde_json::from_str(&line).unwrap()),
+            // A line cut short by a reset is no line: the connection ended there.
+            Ok(Some(line)) => serde_json::from_str(&line).ok(),
             Ok(None) | Err(_) => None,
         }
     }
