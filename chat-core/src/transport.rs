@@ -73,20 +73,23 @@ pub const MAX_FRAME_BYTES: usize = 64 * 1024;
 /// The recommended last frame of a refused connection on a transport without HTTP:
 /// `{"type":"rejected","status":…,"reason":…}` (see the [module docs](self)).
 pub fn rejected_frame(rejection: &Rejection) -> Bytes {
-    let frame = serde_json::json!({
-        "type": "rejected",
-        "status": rejection.status(),
-        "reason": rejection.reason(),
-    });
-    Bytes::from(frame.to_string())
+    // `Value`'s `Display` is its JSON encoding: the reason is quoted and escaped.
+    let reason = serde_json::Value::from(rejection.reason());
+    let status = rejection.status();
+    Bytes::from(format!(
+        r#"{{"type":"rejected","status":{status},"reason":{reason}}}"#
+    ))
 }
 
 /// The recommended last frame of a closed connection on a transport without a close
 /// frame of its own: `{"type":"closed","code":…,"reason":…}` (see the
 /// [module docs](self)).
 pub fn closed_frame(code: CloseCode, reason: &str) -> Bytes {
-    let frame = serde_json::json!({"type": "closed", "code": code.0, "reason": reason});
-    Bytes::from(frame.to_string())
+    let reason = serde_json::Value::from(reason);
+    let code = code.0;
+    Bytes::from(format!(
+        r#"{{"type":"closed","code":{code},"reason":{reason}}}"#
+    ))
 }
 
 /// A WebSocket-style close code (RFC 6455 §7.4) with the ones this project uses.

@@ -178,7 +178,10 @@ async fn twenty_sending_clients_all_get_their_frames_and_1001_at_shutdown() {
     let metrics = server.chat.metrics().clone();
     let deadline = Instant::now() + PROMPT;
     while metrics_in(&metrics) < (CLIENTS * 20) as u64 {
-        assert!(Instant::now() < deadline, "the server read the floods in time");
+        assert!(
+            Instant::now() < deadline,
+            "the server read the floods in time"
+        );
         tokio::task::yield_now().await;
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -245,12 +248,8 @@ fn unjoined_small(i: usize) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_that_never_answers_the_close_costs_at_most_the_linger_time() {
-    let server = ServerProcess::start(&[
-        "--close-linger",
-        "1s",
-        "--close-linger-bytes",
-        "1000000000",
-    ]);
+    let server =
+        ServerProcess::start(&["--close-linger", "1s", "--close-linger-bytes", "1000000000"]);
     let took = endless_writer(server.addr()).await;
     eprintln!("a peer that never answers: dropped after {took:?} (linger 1 s)");
     // The refusals and the close take milliseconds; the rest is the linger (so it did
@@ -261,12 +260,7 @@ async fn a_peer_that_never_answers_the_close_costs_at_most_the_linger_time() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_that_never_answers_the_close_costs_at_most_the_linger_bytes() {
-    let server = ServerProcess::start(&[
-        "--close-linger",
-        "60s",
-        "--close-linger-bytes",
-        "100000",
-    ]);
+    let server = ServerProcess::start(&["--close-linger", "60s", "--close-linger-bytes", "100000"]);
     let took = endless_writer(server.addr()).await;
     eprintln!("a peer that never answers: dropped after {took:?} (100 kB linger budget)");
     assert!(took < Duration::from_secs(5), "{took:?}");

@@ -54,7 +54,10 @@ impl Client {
     async fn connect(addr: SocketAddr) -> Client {
         let socket = TcpSocket::new_v4().unwrap();
         socket.set_recv_buffer_size(1).unwrap();
-        let stream = timeout(PROMPT, socket.connect(addr)).await.unwrap().unwrap();
+        let stream = timeout(PROMPT, socket.connect(addr))
+            .await
+            .unwrap()
+            .unwrap();
         let (read, write) = stream.into_split();
         let mut client = Client {
             lines: BufReader::new(read).lines(),
@@ -77,7 +80,12 @@ impl Client {
     /// server may have closed; what it sent before is still to be read).
     async fn flood(&mut self, lines: impl IntoIterator<Item = String>) {
         for line in lines {
-            if self.write.write_all(format!("{line}\n").as_bytes()).await.is_err() {
+            if self
+                .write
+                .write_all(format!("{line}\n").as_bytes())
+                .await
+                .is_err()
+            {
                 return;
             }
         }
@@ -162,15 +170,16 @@ async fn twenty_sending_tcp_clients_all_get_their_lines_and_1001_at_shutdown() {
     let metrics = server.metrics().clone();
     let deadline = Instant::now() + PROMPT;
     while frames_in(&metrics) < (CLIENTS * 20) as u64 {
-        assert!(Instant::now() < deadline, "the server read the floods in time");
+        assert!(
+            Instant::now() < deadline,
+            "the server read the floods in time"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     server.shutdown();
     let floods = clients.into_iter().map(|mut client| async move {
         // Still under the refusal budget if some are read before the shutdown begins.
-        client
-            .flood((0..9).map(|_| "z".repeat(60 * 1024)))
-            .await;
+        client.flood((0..9).map(|_| "z".repeat(60 * 1024))).await;
         client.outcome().await
     });
     let outcomes = futures_util::future::join_all(floods).await;
