@@ -46,9 +46,8 @@
 //!
 //! A transport with no handshake reply of its own (raw TCP, a Unix socket, a pipe) tells
 //! the client about a refusal and a close in-band, as the last frame it writes. The
-//! recommended shape, which the TCP example (`examples/tcp.rs`) and the testkit's
-//! line clients understand, is one JSON line each, built by [`rejected_frame`] and
-//! [`closed_frame`]:
+//! recommended shape, which the TCP example (`examples/tcp.rs`) writes and its tests
+//! read, is one JSON frame each, built by [`rejected_frame`] and [`closed_frame`]:
 //!
 //! ```text
 //! {"type":"rejected","status":429,"reason":"too many connections"}   ← Handshake::reject

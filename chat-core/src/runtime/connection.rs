@@ -29,6 +29,17 @@
 //! go, the writer is dropped (nobody is listening); when the writer has closed the
 //! connection, the reader is dropped. Either way the hub then gets exactly one `Closed`
 //! for the connection, after every command the reader forwarded.
+//!
+//! 6. **Linger** (RFC 6455 §7.1): when the server sent the close (any code: 1008, 1009,
+//!    1013, 4001, shutdown's 1001…), the task reads on after telling the hub, discarding
+//!    everything, until the peer's close, the end of its stream or an error, within
+//!    [`RuntimeConfig::close_linger`] and `close_linger_bytes`. Dropping a socket the
+//!    peer is still writing to makes the kernel reset it, and the reset discards what
+//!    the peer had not read — the frames queued before the close and the close itself.
+//!    There is no linger when the close frame could not be written or the peer went
+//!    silent (heartbeat timeout): nothing would come of it. The `max_connections` slot
+//!    and the admission's place are given back only when the task ends, once the socket
+//!    is really gone.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -180,14 +191,17 @@ pub(crate) async fn serve(handshake: Box<dyn Handshake>, ctx: Arc<Context>, _slo
     let Some(conn) = register(&ctx, identity, &queue).await else {
         // The hub takes no more connections: it is shutting down (or gone).
         ctx.metrics.closed(CloseCode::GOING_AWAY);
-        close(
+        let sent = close(
             &mut *outbound,
             &ctx,
             CloseCode::GOING_AWAY,
             "server shutting down",
         )
         .await;
-        return linger(&mut *inbound, &ctx.config).await;
+        if sent {
+            linger(&mut *inbound, &ctx.config).await;
+        }
+        return;
     };
     tracing::info!(%conn, peer = ?peer, "connection opened");
     let registered = Registered {
@@ -342,6 +356,8 @@ async fn write(
         interval
     });
     let mut ping_outstanding = false;
+    // A peer silent for a whole heartbeat is dead or stuck: nothing to linger for.
+    let mut silent = false;
     loop {
         // The heartbeat goes first: it fires at most once per interval, and a busy queue
         // must not starve it.
@@ -353,6 +369,7 @@ async fn write(
                     tracing::debug!("heartbeat: no sign of life since the last ping");
                     // Terminated without flushing: nobody is reading.
                     decide_close_now(ctx, queue, CloseCode::GOING_AWAY, "heartbeat timeout");
+                    silent = true;
                     heartbeat = None;
                     continue;
                 }
@@ -390,8 +407,15 @@ async fn write(
                 }
             }
             Next::Close(code, reason) => {
-                close(out, ctx, code, reason).await;
-                return WriteEnd::Closed;
+                let sent = close(out, ctx, code, reason).await;
+                // Lingering helps a peer that is still sending get the close; it is no
+                // use when the close frame could not even be written (a peer that does
+                // not read) or the peer has gone silent.
+                return if sent && !silent {
+                    WriteEnd::Closed
+                } else {
+                    WriteEnd::Gone
+                };
             }
             Next::Done => return WriteEnd::Gone,
         }
@@ -424,9 +448,13 @@ fn decide_close_now(ctx: &Context, queue: &OutboundQueue, code: CloseCode, reaso
 }
 
 /// Sends a close frame, bounded by `close_timeout` (a peer that does not read cannot
-/// hold the task). Counting the close is the business of whoever decided it.
-async fn close(out: &mut dyn Outbound, ctx: &Context, code: CloseCode, reason: &str) {
-    let _ = timeout(ctx.config.close_timeout, out.close(code, reason)).await;
+/// hold the task); whether it was written. Counting the close is the business of whoever
+/// decided it.
+async fn close(out: &mut dyn Outbound, ctx: &Context, code: CloseCode, reason: &str) -> bool {
+    matches!(
+        timeout(ctx.config.close_timeout, out.close(code, reason)).await,
+        Ok(Ok(()))
+    )
 }
 
 /// The closing handshake's second half (RFC 6455 §7.1): after its close frame the server
