@@ -265,3 +265,37 @@ async fn a_peer_that_never_answers_the_close_costs_at_most_the_linger_bytes() {
     eprintln!("a peer that never answers: dropped after {took:?} (100 kB linger budget)");
     assert!(took < Duration::from_secs(5), "{took:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_clients_flooding_after_invalid_utf8_all_get_1007() {
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    // A reader-side close: the runtime stops reading at the bad frame, closes with 1007
+    // and lingers — tungstenite consumed the bad frame, so reading on is safe.
+    let server = ServerProcess::start(&[
+        "--max-connections-per-ip",
+        "1000",
+        "--connections-per-ip-rate",
+        "1000/1",
+    ]);
+    let addr = server.addr();
+    let clients = (0..CLIENTS).map(|_| async move {
+        let mut ws = connect(addr).await;
+        let bad = Frame::message(b"\"\xff\xfe\"".to_vec(), OpCode::Data(Data::Text), true);
+        ws.send(Message::Frame(bad))
+            .await
+            .expect("send the bad frame");
+        flood(&mut ws, (0..60).map(unjoined_chat)).await;
+        outcome(&mut ws).await
+    });
+    let outcomes = futures_util::future::join_all(clients).await;
+    let whole = outcomes
+        .iter()
+        .filter(|o| o.code == 1007 && o.errors.is_empty() && o.others.is_empty())
+        .count();
+    eprintln!(
+        "1007 over WebSocket: {whole} of {CLIENTS} clients got the close; codes {:?}",
+        outcomes.iter().map(|o| o.code).collect::<Vec<_>>()
+    );
+    assert_eq!(whole, CLIENTS, "{outcomes:#?}");
+}
