@@ -230,10 +230,10 @@ pub(crate) struct Options {
 
     // ---- WebSocket transport ------------------------------------------------------
     /// Largest WebSocket frame accepted; larger → close 1009.
-    #[arg(long, env = "CHAT_MAX_FRAME_BYTES", default_value_t = 64 * 1024, help_heading = "WebSocket")]
+    #[arg(long, env = "CHAT_MAX_FRAME_BYTES", default_value_t = chat_core::MAX_FRAME_BYTES, help_heading = "WebSocket")]
     pub(crate) max_frame_bytes: usize,
     /// Largest WebSocket message (all fragments) accepted; larger → close 1009.
-    #[arg(long, env = "CHAT_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024, help_heading = "WebSocket")]
+    #[arg(long, env = "CHAT_MAX_MESSAGE_BYTES", default_value_t = chat_core::MAX_FRAME_BYTES, help_heading = "WebSocket")]
     pub(crate) max_message_bytes: usize,
     /// Bytes a socket may hold unsent before writes wait.
     #[arg(long, env = "CHAT_MAX_WRITE_BUFFER_BYTES", default_value_t = 8 << 20, help_heading = "WebSocket")]
