@@ -2,24 +2,27 @@
 //!
 //! Each line a client writes is one command; each event is written as one line. There is
 //! no HTTP, so there are no headers: a rejection is written as a final
-//! `{"type":"rejected",...}` line, and a close as a final `{"type":"closed",...}` line
-//! before the socket is shut down. Lines are capped at 64 KiB like WebSocket messages.
+//! `{"type":"rejected",...}` line and a close as a final `{"type":"closed",...}` line
+//! (chat-core's [`rejected_frame`] and [`closed_frame`], the shape `chat_core::transport`
+//! recommends), each followed by a half-close of the write side. The runtime then reads
+//! on, discarding, until the client's EOF, so a client still sending gets every line
+//! instead of a reset. Lines are capped at [`MAX_FRAME_BYTES`] like WebSocket messages.
 
 use std::net::SocketAddr;
 
 use bytes::Bytes;
 use chat_core::{
-    Channel, CloseCode, ConnectionInfo, Handshake, Inbound, Incoming, Outbound, Rejection,
-    Transport, TransportError, async_trait,
+    Channel, CloseCode, ConnectionInfo, Handshake, Inbound, Incoming, MAX_FRAME_BYTES, Outbound,
+    Rejection, Transport, TransportError, async_trait, closed_frame, rejected_frame,
 };
 use futures_util::StreamExt;
-use tokio::io::{AsyncWriteExt, BufWriter};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
 
-/// Longest line accepted, as PROTOCOL.md's frame limit.
-pub const MAX_LINE_BYTES: usize = 64 * 1024;
+/// Longest line accepted: the protocol's frame limit.
+pub const MAX_LINE_BYTES: usize = MAX_FRAME_BYTES;
 
 /// Accepts TCP connections; each becomes a chat connection.
 pub struct TcpLineTransport {
@@ -37,22 +40,21 @@ impl TcpLineTransport {
 
 #[async_trait]
 impl Transport for TcpLineTransport {
-    async fn accept(&mut self) -> Option<Box<dyn Handshake>> {
-        loop {
-            match self.listener.accept().await {
-                Ok((stream, peer)) => {
-                    // Chat frames are small and latency matters more than packet count.
-                    let _ = stream.set_nodelay(true);
-                    let info = ConnectionInfo {
-                        peer: Some(peer.into()),
-                        ..ConnectionInfo::default()
-                    };
-                    return Some(Box::new(TcpHandshake { stream, info }));
-                }
-                // A failed accept (e.g. out of file descriptors) must not end the server.
-                Err(e) => tracing::warn!(error = %e, "tcp accept failed"),
+    /// Cancel-safe (`TcpListener::accept` is). A failed accept (out of file descriptors,
+    /// say) is reported as temporary: the runtime pauses and accepts again.
+    async fn accept(&mut self) -> Option<Result<Box<dyn Handshake>, TransportError>> {
+        Some(match self.listener.accept().await {
+            Ok((stream, peer)) => {
+                // Chat frames are small and latency matters more than packet count.
+                let _ = stream.set_nodelay(true);
+                let info = ConnectionInfo {
+                    peer: Some(peer.into()),
+                    ..ConnectionInfo::default()
+                };
+                Ok(Box::new(TcpHandshake { stream, info }))
             }
-        }
+            Err(e) => Err(TransportError::Io(e.to_string())),
+        })
     }
 }
 
@@ -79,13 +81,22 @@ impl Handshake for TcpHandshake {
     }
 
     async fn reject(mut self: Box<Self>, rejection: Rejection) {
-        let line = serde_json::json!({
-            "type": "rejected",
-            "status": rejection.status(),
-            "reason": rejection.reason(),
-        });
-        let _ = self.stream.write_all(format!("{line}\n").as_bytes()).await;
+        let mut line = rejected_frame(&rejection).to_vec();
+        line.push(b'\n');
+        let _ = self.stream.write_all(&line).await;
         let _ = self.stream.shutdown().await;
+        // Read what the client already sent until its EOF (briefly, and at most a few
+        // lines' worth): closing with unread data would reset the connection and could
+        // discard the refusal line before the client reads it.
+        let mut sink = [0u8; 4096];
+        let drain = async {
+            for _ in 0..16 {
+                if matches!(self.stream.read(&mut sink).await, Ok(0) | Err(_)) {
+                    return;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), drain).await;
     }
 }
 
@@ -101,6 +112,10 @@ impl Inbound for LinesIn {
                 Ok(line) => Some(Ok(Incoming::Text(Bytes::from(line)))),
                 Err(LinesCodecError::MaxLineLengthExceeded) => {
                     Some(Err(TransportError::MessageTooBig))
+                }
+                // The codec checks UTF-8 (and has consumed the line, so reading can go on).
+                Err(LinesCodecError::Io(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
+                    Some(Err(TransportError::InvalidPayload))
                 }
                 Err(LinesCodecError::Io(e)) => Some(Err(TransportError::Io(e.to_string()))),
             };
@@ -122,13 +137,15 @@ impl Outbound for LinesOut {
         self.0.flush().await.map_err(io)
     }
 
+    /// The `closed` line, then a half-close (FIN): the client reads the line and EOF,
+    /// while the runtime drains the read half until the client's own EOF.
     async fn close(&mut self, code: CloseCode, reason: &str) -> Result<(), TransportError> {
-        let line = serde_json::json!({"type": "closed", "code": code.0, "reason": reason});
         let io = |e: std::io::Error| TransportError::Io(e.to_string());
         self.0
-            .write_all(format!("{line}\n").as_bytes())
+            .write_all(&closed_frame(code, reason))
             .await
             .map_err(io)?;
+        self.0.write_all(b"\n").await.map_err(io)?;
         self.0.flush().await.map_err(io)?;
         self.0.shutdown().await.map_err(io)
     }

@@ -21,7 +21,9 @@
 //!   the client ([`ClientEvent::Closed`] with the code and reason), even when the
 //!   client has not been reading (the close does not queue behind the data). A server
 //!   that drops the connection without a close is reported as code 1006, as browsers do.
-//!   After `Closed`, `recv` returns `None`.
+//!   After `Closed`, `recv` returns `None`. Receiving a close also answers it: the
+//!   client's sending side ends, as a WebSocket client's close reply ends its side, so
+//!   the server's linger after its close frame ends at once.
 //! * **Heartbeat.** `ping` succeeds and is answered with a pong at once, as a browser's
 //!   WebSocket stack would, unless [`ClientConnection::set_auto_pong`] turned that off
 //!   (a dead peer) or [`ChannelOptions::ping`] is false (a transport without pings).
@@ -57,7 +59,7 @@ impl Default for ChannelOptions {
     fn default() -> Self {
         ChannelOptions {
             capacity: 64,
-            max_frame_len: 64 * 1024,
+            max_frame_len: crate::transport::MAX_FRAME_BYTES,
             ping: true,
             backlog: 64,
         }
@@ -128,9 +130,10 @@ impl ChannelTransport {
 
 #[async_trait]
 impl Transport for ChannelTransport {
-    async fn accept(&mut self) -> Option<Box<dyn Handshake>> {
+    /// Cancel-safe (a channel receive); never fails.
+    async fn accept(&mut self) -> Option<Result<Box<dyn Handshake>, TransportError>> {
         let pending = self.pending.recv().await?;
-        Some(Box::new(ChannelHandshake(pending)))
+        Some(Ok(Box::new(ChannelHandshake(pending))))
     }
 }
 
@@ -322,10 +325,15 @@ impl ClientConnection {
         self.finished = true;
         // The server sends the close before dropping the data channel, so it is here
         // already if there was one.
-        let (code, reason) = self
-            .close
-            .try_recv()
-            .unwrap_or((CloseCode(1006), String::new()));
+        let (code, reason) = match self.close.try_recv() {
+            Ok(close) => {
+                // Answering the close, as a WebSocket client does: the server stops
+                // lingering (RFC 6455 §7.1) once it sees the end of this side.
+                self.tx = None;
+                close
+            }
+            Err(_) => (CloseCode(1006), String::new()),
+        };
         Some(ClientEvent::Closed { code, reason })
     }
 

@@ -41,6 +41,6 @@ pub use runtime::{
 };
 pub use store::{Appended, Page, PageRange, Store, StoreError};
 pub use transport::{
-    Channel, CloseCode, ConnectionInfo, Handshake, Inbound, Incoming, Outbound, Peer, Rejection,
-    Transport, TransportError,
+    Channel, CloseCode, ConnectionInfo, Handshake, Inbound, Incoming, MAX_FRAME_BYTES, Outbound,
+    Peer, Rejection, Transport, TransportError, closed_frame, rejected_frame,
 };

@@ -10,9 +10,53 @@
 //! 2. **receive** frames ([`Inbound`]);
 //! 3. **send** batches of frames, ping, and close with a code ([`Outbound`]).
 //!
-//! Everything else — decoding, queues, backpressure, heartbeats, shutdown — is the
-//! runtime's, so every transport gets the same behaviour. Implementations are checked by
-//! `chat_core::testkit::transport`.
+//! Everything else — decoding, queues, backpressure, heartbeats, shutdown, the closing
+//! handshake's linger — is the runtime's, so every transport gets the same behaviour.
+//! Implementations are checked by `chat_core::testkit::transport`.
+//!
+//! # The contract, in full
+//!
+//! * **Frames.** One protocol frame is one UTF-8 JSON text. The transport enforces
+//!   [`MAX_FRAME_BYTES`] on what it receives: a longer frame is
+//!   [`TransportError::MessageTooBig`] (the runtime closes with 1009), and the transport
+//!   must not buffer more than about one frame to find that out.
+//! * **UTF-8 is the transport's to check.** A text frame that is not valid UTF-8 is
+//!   [`TransportError::InvalidPayload`] (close 1007); [`Incoming::Text`] always holds
+//!   valid UTF-8. The engine's `invalid_json` error is for valid UTF-8 that is not JSON.
+//! * **No raw newline.** An encoded frame never contains a raw `\n` or `\r` (JSON
+//!   escapes them inside strings, and the encoder writes no whitespace), so a line-based
+//!   transport may frame by newlines without escaping anything.
+//! * **Ping is optional.** A transport without pings returns `Ok(false)` from
+//!   [`Outbound::ping`]; heartbeats are then off for that connection (a dead peer is
+//!   noticed when a write fails or the OS gives up on the socket).
+//! * **Closing.** [`Outbound::close`] sends the close code and reason, flushes, and
+//!   half-closes the write side where the transport can (TCP `shutdown(Write)`). The
+//!   runtime then keeps calling [`Inbound::recv`] and discards what arrives until the
+//!   peer's close, `None` or an error, within
+//!   [`RuntimeConfig::close_linger`](crate::RuntimeConfig::close_linger) — so `recv` must
+//!   keep working after `close`, and a transport that can no longer read safely after an
+//!   error (one that would have to buffer the rest of an oversized frame) returns `None`.
+//! * **Cancel-safety.** [`Transport::accept`] and [`Inbound::recv`] may be dropped at any
+//!   `.await` (the runtime selects on them) and must lose nothing: the next call returns
+//!   what the cancelled one would have. [`Outbound::send`] may be cancelled by the
+//!   runtime's write timeout; the runtime then calls [`Outbound::close`] and never
+//!   `send`s again, so a half-written batch is acceptable.
+//!
+//! # Transports without HTTP
+//!
+//! A transport with no handshake reply of its own (raw TCP, a Unix socket, a pipe) tells
+//! the client about a refusal and a close in-band, as the last frame it writes. The
+//! recommended shape, which the TCP example (`examples/tcp.rs`) writes and its tests
+//! read, is one JSON frame each, built by [`rejected_frame`] and [`closed_frame`]:
+//!
+//! ```text
+//! {"type":"rejected","status":429,"reason":"too many connections"}   ← Handshake::reject
+//! {"type":"closed","code":1008,"reason":"too many refused requests"} ← Outbound::close
+//! ```
+//!
+//! `status` is [`Rejection::status`] (the HTTP status an HTTP transport would answer);
+//! `code` is the [`CloseCode`] a WebSocket would carry. After either frame the transport
+//! half-closes its write side. Neither type collides with a server event of the protocol.
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -21,6 +65,32 @@ use std::path::PathBuf;
 use async_trait::async_trait;
 use bytes::Bytes;
 use thiserror::Error;
+
+/// Largest frame, in bytes, every transport must accept and no transport may accept more
+/// than (PROTOCOL.md): 64 KiB. A longer frame is [`TransportError::MessageTooBig`].
+pub const MAX_FRAME_BYTES: usize = 64 * 1024;
+
+/// The recommended last frame of a refused connection on a transport without HTTP:
+/// `{"type":"rejected","status":…,"reason":…}` (see the [module docs](self)).
+pub fn rejected_frame(rejection: &Rejection) -> Bytes {
+    // `Value`'s `Display` is its JSON encoding: the reason is quoted and escaped.
+    let reason = serde_json::Value::from(rejection.reason());
+    let status = rejection.status();
+    Bytes::from(format!(
+        r#"{{"type":"rejected","status":{status},"reason":{reason}}}"#
+    ))
+}
+
+/// The recommended last frame of a closed connection on a transport without a close
+/// frame of its own: `{"type":"closed","code":…,"reason":…}` (see the
+/// [module docs](self)).
+pub fn closed_frame(code: CloseCode, reason: &str) -> Bytes {
+    let reason = serde_json::Value::from(reason);
+    let code = code.0;
+    Bytes::from(format!(
+        r#"{{"type":"closed","code":{code},"reason":{reason}}}"#
+    ))
+}
 
 /// A WebSocket-style close code (RFC 6455 §7.4) with the ones this project uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -374,7 +444,12 @@ impl fmt::Debug for Channel {
 /// Receiving half of a connection.
 #[async_trait]
 pub trait Inbound: Send {
-    /// The next frame; `None` once the connection is gone. Must be cancel-safe.
+    /// The next frame; `None` once the connection is gone, and `None` every time after.
+    ///
+    /// Must be cancel-safe: a call dropped while waiting loses no frame. Keeps working
+    /// after [`Outbound::close`] (the runtime reads on, discarding, until the peer's close
+    /// or `None`). A text frame that is not UTF-8 is [`TransportError::InvalidPayload`];
+    /// one over [`MAX_FRAME_BYTES`] is [`TransportError::MessageTooBig`].
     async fn recv(&mut self) -> Option<Result<Incoming, TransportError>>;
 }
 
@@ -382,28 +457,65 @@ pub trait Inbound: Send {
 #[async_trait]
 pub trait Outbound: Send {
     /// Writes a batch of text frames in order and flushes once.
+    ///
+    /// Each frame is one encoded protocol frame: UTF-8 JSON without a raw newline. The
+    /// runtime bounds the call with its write timeout; when that cancels it, the runtime
+    /// calls [`close`](Self::close) next and never `send`s on this connection again.
     async fn send(&mut self, frames: &[Bytes]) -> Result<(), TransportError>;
 
-    /// Sends a heartbeat ping. Returns `Ok(false)` when the transport has no ping (the
-    /// runtime then relies on reads alone).
+    /// Sends a heartbeat ping and returns `Ok(true)`; the peer's answer arrives as
+    /// [`Incoming::Pong`] (or any frame: every frame counts as a sign of life).
+    ///
+    /// Returns `Ok(false)` when the transport has no ping: heartbeats are then **off**
+    /// for that connection — the runtime stops calling `ping` and never drops the peer
+    /// for silence.
     async fn ping(&mut self) -> Result<bool, TransportError> {
         Ok(false)
     }
 
-    /// Closes the connection with a code and a short reason.
+    /// Sends the close code and a short reason (a WebSocket close frame; on transports
+    /// without one, [`closed_frame`]), flushes, and half-closes the write side where the
+    /// transport can. The read side stays open: the runtime drains it (see the
+    /// [module docs](self)).
     async fn close(&mut self, code: CloseCode, reason: &str) -> Result<(), TransportError>;
 }
 
 /// A source of connections.
 #[async_trait]
 pub trait Transport: Send + 'static {
-    /// The next handshake; `None` once the transport has stopped accepting.
-    async fn accept(&mut self) -> Option<Box<dyn Handshake>>;
+    /// The next handshake.
+    ///
+    /// * `Some(Ok(handshake))`: a new connection.
+    /// * `Some(Err(error))`: a temporary failure (out of file descriptors, a connection
+    ///   reset before it was accepted). The runtime logs it, pauses briefly (so that a
+    ///   process out of descriptors does not spin) and calls `accept` again.
+    /// * `None`: the transport has stopped accepting, for good.
+    ///
+    /// Must be cancel-safe: the runtime selects on it with its shutdown signal.
+    async fn accept(&mut self) -> Option<Result<Box<dyn Handshake>, TransportError>>;
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_frames_have_the_documented_shape() {
+        let rejected = rejected_frame(&Rejection::TooManyRequests("slow \"down\"\n".into()));
+        let value: serde_json::Value =
+            serde_json::from_slice(&rejected).expect("the rejected frame is JSON");
+        assert_eq!(
+            value,
+            serde_json::json!({"type": "rejected", "status": 429, "reason": "slow \"down\"\n"})
+        );
+        let closed = closed_frame(CloseCode::POLICY, "too many refused requests");
+        assert_eq!(
+            &closed[..],
+            br#"{"type":"closed","code":1008,"reason":"too many refused requests"}"#
+        );
+        // Line transports frame by newline: a newline in a reason must stay escaped.
+        assert!(!rejected.contains(&b'\n'));
+    }
 
     #[test]
     fn query_params_are_percent_decoded() {

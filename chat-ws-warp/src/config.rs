@@ -119,8 +119,8 @@ pub struct WarpConfig {
 impl Default for WarpConfig {
     fn default() -> Self {
         WarpConfig {
-            max_frame_bytes: 64 * 1024,
-            max_message_bytes: 64 * 1024,
+            max_frame_bytes: chat_core::MAX_FRAME_BYTES,
+            max_message_bytes: chat_core::MAX_FRAME_BYTES,
             max_write_buffer_bytes: 8 * 1024 * 1024,
             socket_paths: vec!["/".to_owned(), "/ws".to_owned()],
             handshake_timeout: Duration::from_secs(10),

@@ -36,6 +36,7 @@ pub(crate) fn split(socket: WebSocket, close_timeout: Duration) -> (WarpInbound,
         WarpInbound {
             stream,
             peer_close: None,
+            oversized: false,
             close_timeout,
         },
         WarpOutbound {
@@ -56,6 +57,11 @@ pub(crate) struct WarpInbound {
     /// The peer's close, held while its reply is flushed (see `recv`), so a `recv`
     /// cancelled during that flush still reports it on the next call.
     peer_close: Option<Option<CloseCode>>,
+    /// Set once a frame over the size limit was reported. tungstenite keeps that frame's
+    /// header and, if read again, would buffer its whole announced payload to skip it, so
+    /// the stream ends there (`None`): the runtime's linger after its 1009 stops at once
+    /// instead of reading an oversized frame into memory.
+    oversized: bool,
     close_timeout: Duration,
 }
 
@@ -64,14 +70,27 @@ impl Inbound for WarpInbound {
     /// Cancel-safe: `StreamExt::next` loses nothing when dropped, a ping consumed
     /// before a cancellation needs no further action, and a close whose reply was being
     /// flushed is kept in `peer_close` and reported by the next call.
+    ///
+    /// After the runtime's close frame (tungstenite's `ClosedByUs` state) data frames
+    /// still arrive, so the runtime's linger can read them; the peer's close reply ends
+    /// the stream. After an invalid UTF-8 frame or a framing violation reading may go
+    /// on (tungstenite consumed the frame); after an oversized one it may not (see
+    /// `oversized`).
     async fn recv(&mut self) -> Option<Result<Incoming, TransportError>> {
+        if self.oversized {
+            return None;
+        }
         if self.peer_close.is_some() {
             return self.finish_peer_close().await;
         }
         loop {
             let message = match self.stream.next().await? {
                 Ok(message) => message,
-                Err(err) => return Some(Err(read_error(&err))),
+                Err(err) => {
+                    let error = read_error(&err);
+                    self.oversized = error == TransportError::MessageTooBig;
+                    return Some(Err(error));
+                }
             };
             if message.is_text() {
                 // `into_bytes` hands over a slice of tungstenite's read buffer: no copy.

@@ -5,7 +5,7 @@
 use std::io;
 use std::sync::Arc;
 
-use chat_core::{Handshake, Transport, async_trait};
+use chat_core::{Handshake, Transport, TransportError, async_trait};
 use tokio::net::{TcpListener, ToSocketAddrs};
 use tokio::sync::mpsc;
 use warp::Filter;
@@ -88,9 +88,10 @@ impl WarpTransport {
 
 #[async_trait]
 impl Transport for WarpTransport {
-    /// Cancel-safe (a channel receive).
-    async fn accept(&mut self) -> Option<Box<dyn Handshake>> {
+    /// Cancel-safe (a channel receive). Never `Err`: warp's server accepts sockets and
+    /// handles its own accept errors; only completed upgrade requests arrive here.
+    async fn accept(&mut self) -> Option<Result<Box<dyn Handshake>, TransportError>> {
         let handshake = self.handshakes.recv().await?;
-        Some(Box::new(handshake))
+        Some(Ok(Box::new(handshake)))
     }
 }

@@ -11,7 +11,9 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCode;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
@@ -114,6 +116,17 @@ impl TestClient for WsClient {
                 }
             }
         }
+    }
+
+    /// tungstenite's `Message::Text` only holds UTF-8; a raw frame carries anything.
+    async fn send_raw_text(&mut self, bytes: &[u8]) -> Option<Result<(), TransportError>> {
+        let frame = Frame::message(bytes.to_vec(), OpCode::Data(Data::Text), true);
+        Some(
+            self.ws
+                .send(Message::Frame(frame))
+                .await
+                .map_err(|err| TransportError::Io(err.to_string())),
+        )
     }
 
     async fn close(&mut self) {

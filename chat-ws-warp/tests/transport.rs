@@ -56,6 +56,7 @@ async fn next_handshake(transport: &mut WarpTransport) -> Box<dyn Handshake> {
         .await
         .expect("a handshake in time")
         .expect("transport still accepting")
+        .expect("warp's accept never fails")
 }
 
 /// Connects a client at `path` and accepts it: the client and the server's channel.

@@ -211,6 +211,13 @@ pub(crate) struct Options {
     /// Time allowed to write a close frame.
     #[arg(long, env = "CHAT_CLOSE_TIMEOUT", default_value = "2s", value_parser = parse_duration, help_heading = "Runtime")]
     pub(crate) close_timeout: Duration,
+    /// After a close frame, time to keep reading (and discarding) until the peer's close,
+    /// so a peer that is still sending gets what was queued instead of a reset (`0s`: off).
+    #[arg(long, env = "CHAT_CLOSE_LINGER", default_value = "2s", value_parser = parse_duration, help_heading = "Runtime")]
+    pub(crate) close_linger: Duration,
+    /// After a close frame, most bytes read and discarded before the socket is dropped.
+    #[arg(long, env = "CHAT_CLOSE_LINGER_BYTES", default_value_t = 1 << 20, help_heading = "Runtime")]
+    pub(crate) close_linger_bytes: usize,
     /// On Ctrl-C, time to flush queues and close every connection with 1001.
     #[arg(long, env = "CHAT_SHUTDOWN_GRACE", default_value = "5s", value_parser = parse_duration, help_heading = "Runtime")]
     pub(crate) shutdown_grace: Duration,
@@ -228,10 +235,10 @@ pub(crate) struct Options {
 
     // ---- WebSocket transport ------------------------------------------------------
     /// Largest WebSocket frame accepted; larger → close 1009.
-    #[arg(long, env = "CHAT_MAX_FRAME_BYTES", default_value_t = 64 * 1024, help_heading = "WebSocket")]
+    #[arg(long, env = "CHAT_MAX_FRAME_BYTES", default_value_t = chat_core::MAX_FRAME_BYTES, help_heading = "WebSocket")]
     pub(crate) max_frame_bytes: usize,
     /// Largest WebSocket message (all fragments) accepted; larger → close 1009.
-    #[arg(long, env = "CHAT_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024, help_heading = "WebSocket")]
+    #[arg(long, env = "CHAT_MAX_MESSAGE_BYTES", default_value_t = chat_core::MAX_FRAME_BYTES, help_heading = "WebSocket")]
     pub(crate) max_message_bytes: usize,
     /// Bytes a socket may hold unsent before writes wait.
     #[arg(long, env = "CHAT_MAX_WRITE_BUFFER_BYTES", default_value_t = 8 << 20, help_heading = "WebSocket")]
@@ -434,6 +441,8 @@ impl Options {
             heartbeat_interval: self.heartbeat.0,
             handshake_timeout: self.handshake_timeout,
             close_timeout: self.close_timeout,
+            close_linger: self.close_linger,
+            close_linger_bytes: self.close_linger_bytes,
             shutdown_grace: self.shutdown_grace,
             max_connections: self.max_connections,
             store_timeout: self.store_timeout,

@@ -100,6 +100,13 @@ impl TestClient for LineClient {
         }
     }
 
+    async fn send_raw_text(&mut self, bytes: &[u8]) -> Option<Result<(), TransportError>> {
+        let io = |e: std::io::Error| TransportError::Io(e.to_string());
+        let mut line = bytes.to_vec();
+        line.push(b'\n');
+        Some(self.write.write_all(&line).await.map_err(io))
+    }
+
     async fn close(&mut self) {
         let _ = self.write.shutdown().await;
     }

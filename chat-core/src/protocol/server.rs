@@ -342,4 +342,40 @@ mod tests {
             json!({"type":"error","message":"slow down","code":"rate_limited","retryAfterMs":250})
         );
     }
+
+    /// Line-based transports frame by newline (`chat_core::transport`): no encoded frame
+    /// may contain a raw `\n` or `\r`, whatever the text inside it.
+    #[test]
+    fn encoded_frames_never_contain_a_raw_newline() {
+        let mut message = (*stored()).clone();
+        message.content = Content::parse("line one\nline two\r\nline three\u{2028}").unwrap();
+        let frames = [
+            encode(&ServerEvent::MessageReceived(Arc::new(message))),
+            encode(&ServerEvent::Error(WireError::new(
+                ErrorCode::InvalidJson,
+                "expected value\nat line 2\r",
+            ))),
+        ];
+        for frame in &frames {
+            assert!(
+                !frame.iter().any(|b| *b == b'\n' || *b == b'\r'),
+                "raw newline in {}",
+                String::from_utf8_lossy(frame)
+            );
+        }
+        // The newlines are still there, escaped.
+        assert_eq!(
+            enc(&ServerEvent::Error(WireError::new(
+                ErrorCode::InvalidJson,
+                "a\nb"
+            )))["message"],
+            "a\nb"
+        );
+        let decoded = enc(&ServerEvent::MessageReceived({
+            let mut m = (*stored()).clone();
+            m.content = Content::parse("x\ny").unwrap();
+            Arc::new(m)
+        }));
+        assert_eq!(decoded["content"], "x\ny");
+    }
 }

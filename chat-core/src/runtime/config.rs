@@ -40,8 +40,22 @@ pub struct RuntimeConfig {
     /// Longest the runtime waits for a close frame to be written before dropping the
     /// connection. Default 2 s.
     pub close_timeout: Duration,
+    /// After its close frame, how long the runtime keeps reading (and discarding) what
+    /// the peer still sends, until the peer's close frame or the end of its stream
+    /// (RFC 6455 §7.1). Dropping a socket the peer is still writing to makes the kernel
+    /// answer with a reset, and a reset discards whatever the peer had not read yet — the
+    /// frames queued before the close and the close frame itself. A peer that neither
+    /// answers nor stops sending costs at most this long. The connection keeps its
+    /// `max_connections` slot (and its admission) until then; the hub forgets it at the
+    /// close. Zero turns lingering off. Default 2 s.
+    pub close_linger: Duration,
+    /// Most bytes of frames the runtime reads and discards while lingering after its
+    /// close frame ([`close_linger`](Self::close_linger)); past it, the socket is dropped
+    /// at once. Default 1 MiB.
+    pub close_linger_bytes: usize,
     /// On shutdown, how long connections get to receive what is queued for them and the
-    /// 1001 close, and the store to finish requests in flight. Default 5 s.
+    /// 1001 close (lingering included: see [`close_linger`](Self::close_linger)), and the
+    /// store to finish requests in flight. Default 5 s.
     pub shutdown_grace: Duration,
     /// Most open connections (including those in their handshake). Further handshakes
     /// are refused with 503. Default 10,000.
@@ -66,6 +80,8 @@ impl Default for RuntimeConfig {
             heartbeat_interval: Some(Duration::from_secs(30)),
             handshake_timeout: Duration::from_secs(10),
             close_timeout: Duration::from_secs(2),
+            close_linger: Duration::from_secs(2),
+            close_linger_bytes: 1 << 20,
             shutdown_grace: Duration::from_secs(5),
             max_connections: 10_000,
             store_timeout: Duration::from_secs(10),

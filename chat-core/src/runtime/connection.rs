@@ -30,6 +30,17 @@
 //! go, the writer is dropped (nobody is listening); when the writer has closed the
 //! connection, the reader is dropped. Either way the hub then gets exactly one `Closed`
 //! for the connection, after every command the reader forwarded.
+//!
+//! 6. **Linger** (RFC 6455 §7.1): when the server sent the close (any code: 1008, 1009,
+//!    1013, 4001, shutdown's 1001…), the task reads on after telling the hub, discarding
+//!    everything, until the peer's close, the end of its stream or an error, within
+//!    [`RuntimeConfig::close_linger`] and `close_linger_bytes`. Dropping a socket the
+//!    peer is still writing to makes the kernel reset it, and the reset discards what
+//!    the peer had not read — the frames queued before the close and the close itself.
+//!    There is no linger when the close frame could not be written or the peer went
+//!    silent (heartbeat timeout): nothing would come of it. The `max_connections` slot
+//!    and the admission's place are given back only when the task ends, once the socket
+//!    is really gone.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -191,13 +202,17 @@ pub(crate) async fn serve(handshake: Box<dyn Handshake>, ctx: Arc<Context>, _slo
     let Some(conn) = register(&ctx, identity, &queue).await else {
         // The hub takes no more connections: it is shutting down (or gone).
         ctx.metrics.closed(CloseCode::GOING_AWAY);
-        return close(
+        let sent = close(
             &mut *outbound,
             &ctx,
             CloseCode::GOING_AWAY,
             "server shutting down",
         )
         .await;
+        if sent {
+            linger(&mut *inbound, &ctx.config).await;
+        }
+        return;
     };
     tracing::info!(%conn, client = ?client, peer = ?peer, "connection opened");
     let registered = Registered {
@@ -206,21 +221,24 @@ pub(crate) async fn serve(handshake: Box<dyn Handshake>, ctx: Arc<Context>, _slo
         reported: false,
     };
     let seen = AtomicBool::new(false);
-    {
+    let end = {
         let reader = read(conn, &mut *inbound, &ctx, &seen);
         let writer = write(&mut *outbound, &ctx, &queue, &seen);
         tokio::pin!(reader, writer);
         tokio::select! {
             end = &mut reader => match end {
-                ReadEnd::PeerGone => queue.abandon(),
+                ReadEnd::PeerGone => {
+                    queue.abandon();
+                    WriteEnd::Gone
+                }
                 ReadEnd::Close(code, reason) => {
                     if queue.close_after_flush(code, reason) {
                         ctx.metrics.closed(code);
                     }
-                    writer.await;
+                    writer.await
                 }
             },
-            () = &mut writer => {}
+            end = &mut writer => end,
             // The reader is not polled again (and is dropped with this block): nothing
             // the peer sends after its credential expired reaches the engine. What was
             // queued before the deadline was meant for it and is still written.
@@ -230,12 +248,17 @@ pub(crate) async fn serve(handshake: Box<dyn Handshake>, ctx: Arc<Context>, _slo
                 if queue.close_after_flush(code, "token expired") {
                     ctx.metrics.closed(code);
                 }
-                writer.await;
+                writer.await
             }
         }
-    }
+    };
+    // The engine is done with the connection; only the socket remains.
     registered.closed().await;
+    if end == WriteEnd::Closed {
+        linger(&mut *inbound, &ctx.config).await;
+    }
     tracing::info!(%conn, peer = ?peer, "connection closed");
+    // `_release` and `_slot` go here, once the socket is really gone.
 }
 
 async fn register(
@@ -318,7 +341,21 @@ async fn read(
     }
 }
 
-async fn write(out: &mut dyn Outbound, ctx: &Context, queue: &OutboundQueue, seen: &AtomicBool) {
+/// Why the writer stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WriteEnd {
+    /// It sent (or tried to send) a close frame; the peer may still be sending.
+    Closed,
+    /// The connection is gone (a write failed, the peer left): nothing to wait for.
+    Gone,
+}
+
+async fn write(
+    out: &mut dyn Outbound,
+    ctx: &Context,
+    queue: &OutboundQueue,
+    seen: &AtomicBool,
+) -> WriteEnd {
     let cfg = &ctx.config;
     let max_batch = cfg.write_batch.max(1);
     let mut batch: Vec<Bytes> = Vec::with_capacity(max_batch);
@@ -330,6 +367,8 @@ async fn write(out: &mut dyn Outbound, ctx: &Context, queue: &OutboundQueue, see
         interval
     });
     let mut ping_outstanding = false;
+    // A peer silent for a whole heartbeat is dead or stuck: nothing to linger for.
+    let mut silent = false;
     loop {
         // The heartbeat goes first: it fires at most once per interval, and a busy queue
         // must not starve it.
@@ -341,6 +380,7 @@ async fn write(out: &mut dyn Outbound, ctx: &Context, queue: &OutboundQueue, see
                     tracing::debug!("heartbeat: no sign of life since the last ping");
                     // Terminated without flushing: nobody is reading.
                     decide_close_now(ctx, queue, CloseCode::GOING_AWAY, "heartbeat timeout");
+                    silent = true;
                     heartbeat = None;
                     continue;
                 }
@@ -349,7 +389,7 @@ async fn write(out: &mut dyn Outbound, ctx: &Context, queue: &OutboundQueue, see
                     Ok(Ok(false)) => heartbeat = None,
                     Ok(Err(_)) => {
                         queue.abandon();
-                        return;
+                        return WriteEnd::Gone;
                     }
                     Err(_) => {
                         decide_close_now(ctx, queue, CloseCode::TRY_AGAIN_LATER, SLOW_READER);
@@ -368,7 +408,7 @@ async fn write(out: &mut dyn Outbound, ctx: &Context, queue: &OutboundQueue, see
                     Ok(Err(e)) => {
                         tracing::debug!(error = %e, "write failed");
                         queue.abandon();
-                        return;
+                        return WriteEnd::Gone;
                     }
                     // A peer that takes no batch for this long is not reading: the next
                     // turn of the loop closes it.
@@ -377,8 +417,18 @@ async fn write(out: &mut dyn Outbound, ctx: &Context, queue: &OutboundQueue, see
                     }
                 }
             }
-            Next::Close(code, reason) => return close(out, ctx, code, reason).await,
-            Next::Done => return,
+            Next::Close(code, reason) => {
+                let sent = close(out, ctx, code, reason).await;
+                // Lingering helps a peer that is still sending get the close; it is no
+                // use when the close frame could not even be written (a peer that does
+                // not read) or the peer has gone silent.
+                return if sent && !silent {
+                    WriteEnd::Closed
+                } else {
+                    WriteEnd::Gone
+                };
+            }
+            Next::Done => return WriteEnd::Gone,
         }
     }
 }
@@ -409,7 +459,50 @@ fn decide_close_now(ctx: &Context, queue: &OutboundQueue, code: CloseCode, reaso
 }
 
 /// Sends a close frame, bounded by `close_timeout` (a peer that does not read cannot
-/// hold the task). Counting the close is the business of whoever decided it.
-async fn close(out: &mut dyn Outbound, ctx: &Context, code: CloseCode, reason: &str) {
-    let _ = timeout(ctx.config.close_timeout, out.close(code, reason)).await;
+/// hold the task); whether it was written. Counting the close is the business of whoever
+/// decided it.
+async fn close(out: &mut dyn Outbound, ctx: &Context, code: CloseCode, reason: &str) -> bool {
+    matches!(
+        timeout(ctx.config.close_timeout, out.close(code, reason)).await,
+        Ok(Ok(()))
+    )
+}
+
+/// The closing handshake's second half (RFC 6455 §7.1): after its close frame the server
+/// reads and discards what the peer still sends until the peer's close or the end of its
+/// stream, at most `close_linger` long and `close_linger_bytes` of frames.
+///
+/// Why: a socket closed with unread data, or one that receives data after it was
+/// closed, makes the kernel send a reset, and a reset discards everything the peer had
+/// not read yet — the frames queued before the close and the close frame itself (the
+/// peer sees 1006). Reading on until the peer is done lets them arrive. Everything is
+/// discarded: the engine already forgot the connection.
+async fn linger(inbound: &mut dyn Inbound, cfg: &RuntimeConfig) {
+    if cfg.close_linger.is_zero() {
+        return;
+    }
+    let mut budget = cfg.close_linger_bytes;
+    let drained = timeout(cfg.close_linger, async {
+        loop {
+            // At least one byte per frame, so a stream of empty frames also spends it.
+            let cost = match inbound.recv().await {
+                Some(Ok(Incoming::Text(frame))) => frame.len(),
+                Some(Ok(Incoming::Binary(len))) => len,
+                Some(Ok(Incoming::Pong)) => 0,
+                // A transport that skips an oversized frame (the TCP line codec does)
+                // can read on; it cost up to one frame.
+                Some(Err(TransportError::MessageTooBig)) => crate::MAX_FRAME_BYTES,
+                // The peer's close, the end, or a broken stream: nothing more to wait for.
+                Some(Ok(Incoming::Close(_)) | Err(_)) | None => return true,
+            };
+            match budget.checked_sub(cost.max(1)) {
+                Some(left) => budget = left,
+                None => return false,
+            }
+        }
+    })
+    .await;
+    if drained != Ok(true) {
+        tracing::debug!("peer did not finish closing within the linger budget");
+    }
 }

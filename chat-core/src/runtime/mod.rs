@@ -72,6 +72,9 @@ use crate::transport::{Rejection, Transport};
 use connection::Context;
 use hub::{Hub, HubSender};
 
+/// How long the accept loop waits after a failed `accept` before trying again.
+const ACCEPT_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// The runtime's one clock read. It is tokio's clock, so paused-time tests drive the
 /// heartbeat, the engine's timers and every timeout alike.
 pub(crate) fn now() -> tokio::time::Instant {
@@ -174,11 +177,14 @@ impl Server {
 
     /// Serves `transport` until `shutdown` resolves, then shuts down gracefully: stops
     /// accepting, gives every connection what is queued for it and a 1001 close ("server
-    /// shutting down"), lets store requests in flight finish — all within
+    /// shutting down"), lingers until each peer has answered it (see
+    /// [`RuntimeConfig::close_linger`]), lets store requests in flight finish — all within
     /// [`RuntimeConfig::shutdown_grace`] — aborts whatever is left, and returns.
     ///
     /// If the transport stops accepting (its `accept` returns `None`), open connections
-    /// are served on, and `run` returns once they have all ended (or at `shutdown`).
+    /// are served on, and `run` returns once they have all ended (or at `shutdown`). A
+    /// temporary accept error (`Some(Err(_))`) is logged and accepting resumes after a
+    /// short pause.
     pub async fn run<T: Transport>(
         self,
         mut transport: T,
@@ -220,7 +226,7 @@ impl Server {
                 biased;
                 () = &mut shutdown => break true,
                 handshake = transport.accept() => match handshake {
-                    Some(handshake) => {
+                    Some(Ok(handshake)) => {
                         while let Some(done) = connections.try_join_next() {
                             log_task_end(done);
                         }
@@ -235,6 +241,16 @@ impl Server {
                             }
                         }
                     }
+                    Some(Err(e)) => {
+                        // Temporary (out of file descriptors, say): retrying at once would
+                        // spin; closing connections may free what is missing meanwhile.
+                        tracing::warn!(error = %e, "accept failed; retrying shortly");
+                        tokio::select! {
+                            biased;
+                            () = &mut shutdown => break true,
+                            () = tokio::time::sleep(ACCEPT_RETRY_PAUSE) => {}
+                        }
+                    }
                     None => break false,
                 },
                 done = &mut hub_task => return hub_result(done),
@@ -242,6 +258,7 @@ impl Server {
         };
         // Dropping the transport closes its listener: nobody new gets in.
         drop(transport);
+        let grace = ctx.config.shutdown_grace;
         // Connection tasks hold their own handles; once they are all gone the hub's input
         // closes and it stops by itself.
         drop(ctx);
@@ -257,8 +274,18 @@ impl Server {
         }
         // Graceful shutdown: the hub closes every connection after its queue is flushed
         // and stops when all are gone or the grace period is over.
+        let grace_over = now() + grace;
         let _ = stop_tx.send(true);
         let done = hub_task.await;
+        // Connections the hub has forgotten may still be lingering after their 1001 (see
+        // `RuntimeConfig::close_linger`): aborting them now would reset the peers and
+        // lose the close. They get what is left of the grace period.
+        let _ = tokio::time::timeout_at(grace_over, async {
+            while let Some(done) = connections.join_next().await {
+                log_task_end(done);
+            }
+        })
+        .await;
         // Whatever is still running (a handshake in progress, a writer stuck on a peer
         // that does not read) is aborted.
         connections.shutdown().await;

@@ -31,6 +31,16 @@
 //!    `None`, and then `None` every time.
 //! 7. [`ping_pong`]: a transport that pings gets a pong back from a reading client.
 //! 8. [`many_connections`]: many connections open at once keep their frames apart.
+//! 9. [`frame_size_limit`]: a frame of exactly [`MAX_FRAME_BYTES`] arrives intact; one
+//!    byte more is [`TransportError::MessageTooBig`].
+//! 10. [`invalid_utf8`]: a text frame that is not UTF-8 is
+//!     [`TransportError::InvalidPayload`] (for clients that can send raw bytes:
+//!     [`TestClient::send_raw_text`]).
+//! 11. [`cancel_safe_recv`]: `recv` cancelled over and over while frames (a large one
+//!     among them) arrive loses nothing and reorders nothing.
+//! 12. [`through_a_server`]: behind a real [`Server`]: the greeting arrives, a handshake
+//!     over `max_connections` is refused with 503, and a shutdown closes the open
+//!     connection with 1001 after what was queued, while its client is still sending.
 
 use std::future::Future;
 use std::time::Duration;
@@ -39,8 +49,11 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::channel::{ClientConnection, ClientEvent};
+use crate::runtime::{RuntimeConfig, Server};
+use crate::store::{Appended, Page, PageRange, Store, StoreError};
 use crate::transport::{
-    Channel, CloseCode, ConnectionInfo, Incoming, Rejection, Transport, TransportError,
+    Channel, CloseCode, ConnectionInfo, Incoming, MAX_FRAME_BYTES, Rejection, Transport,
+    TransportError,
 };
 
 /// Longest any single step of a case may take.
@@ -93,6 +106,14 @@ pub trait TestClient: Send {
 
     /// Closes the connection from the client's side with code 1000.
     async fn close(&mut self);
+
+    /// Sends `bytes` as one text frame without checking that they are UTF-8, for
+    /// [`invalid_utf8`]. `None` (the default) when the client cannot (the case is then
+    /// skipped); otherwise the result of the send.
+    async fn send_raw_text(&mut self, bytes: &[u8]) -> Option<Result<(), TransportError>> {
+        let _ = bytes;
+        None
+    }
 }
 
 #[async_trait]
@@ -139,6 +160,10 @@ pub async fn run_all<H: Harness>(h: &mut H) {
     peer_close(h).await;
     ping_pong(h).await;
     many_connections(h).await;
+    frame_size_limit(h).await;
+    invalid_utf8(h).await;
+    cancel_safe_recv(h).await;
+    through_a_server(h).await;
 }
 
 async fn within<F: Future>(what: &str, f: F) -> F::Output {
@@ -158,7 +183,8 @@ async fn open<H: Harness>(
     let server = async {
         let handshake = within("accept", t.accept())
             .await
-            .expect("transport stopped accepting");
+            .expect("transport stopped accepting")
+            .expect("accept failed");
         let info = handshake.info().clone();
         let channel = within("handshake accept", handshake.accept())
             .await
@@ -245,7 +271,8 @@ pub async fn rejection_status<H: Harness>(h: &mut H) {
         let server = async {
             let handshake = within("accept", t.accept())
                 .await
-                .expect("transport stopped accepting");
+                .expect("transport stopped accepting")
+                .expect("accept failed");
             within("reject", handshake.reject(rejection)).await;
         };
         let during_connect = h.refuses_during_connect();
@@ -449,4 +476,217 @@ pub async fn many_connections<H: Harness>(h: &mut H) {
             .expect("server send failed");
         expect_client_text(&mut **client, &format!("to {i}")).await;
     }
+}
+
+/// Rule 9: the frame size limit is [`MAX_FRAME_BYTES`], exactly.
+pub async fn frame_size_limit<H: Harness>(h: &mut H) {
+    let mut t = h.start().await;
+    let (mut client, _, mut channel) = open(h, &mut t, "/", &[]).await;
+    let largest = "a".repeat(MAX_FRAME_BYTES);
+    within("client send", client.send_text(&largest))
+        .await
+        .expect("client send failed");
+    expect_server_text(&mut channel, &largest).await;
+    // The send may fail or not (the transport may already refuse it); the server's
+    // side is what the rule is about.
+    let _ = within(
+        "client send",
+        client.send_text(&"b".repeat(MAX_FRAME_BYTES + 1)),
+    )
+    .await;
+    match server_recv(&mut channel).await {
+        Some(Err(TransportError::MessageTooBig)) => {}
+        other => {
+            panic!("a frame of MAX_FRAME_BYTES + 1 bytes must be MessageTooBig, got {other:?}")
+        }
+    }
+}
+
+/// Rule 10: invalid UTF-8 in a text frame is the transport's to report.
+pub async fn invalid_utf8<H: Harness>(h: &mut H) {
+    let mut t = h.start().await;
+    let (mut client, _, mut channel) = open(h, &mut t, "/", &[]).await;
+    let bad = b"{\"type\":\"chat_message\",\"content\":\"\xff\xfe\xc3\"}";
+    let Some(sent) = within("client raw send", client.send_raw_text(bad)).await else {
+        return;
+    };
+    sent.expect("client raw send failed");
+    match server_recv(&mut channel).await {
+        Some(Err(TransportError::InvalidPayload)) => {}
+        other => panic!("a text frame that is not UTF-8 must be InvalidPayload, got {other:?}"),
+    }
+}
+
+/// Rule 11: a `recv` dropped while waiting loses nothing.
+pub async fn cancel_safe_recv<H: Harness>(h: &mut H) {
+    let mut t = h.start().await;
+    let (mut client, _, mut channel) = open(h, &mut t, "/", &[]).await;
+    // Cancelled before anything arrives.
+    for _ in 0..10 {
+        let waited = tokio::time::timeout(Duration::from_millis(1), channel.inbound.recv()).await;
+        assert!(
+            waited.is_err(),
+            "recv returned with nothing sent: {waited:?}"
+        );
+    }
+    let frames = sample_frames();
+    let send = async {
+        for f in &frames {
+            within("client send", client.send_text(f))
+                .await
+                .expect("client send failed");
+        }
+    };
+    // Cancelled again and again while the frames (a 60 KiB one among them) arrive.
+    let receive = within("frames while recv is cancelled again and again", async {
+        let mut got = Vec::new();
+        while got.len() < frames.len() {
+            let short = tokio::time::timeout(Duration::from_micros(200), channel.inbound.recv());
+            match short.await {
+                Err(_cancelled) => {}
+                Ok(Some(Ok(Incoming::Text(text)))) => got.push(text),
+                Ok(Some(Ok(Incoming::Pong))) => {}
+                Ok(other) => panic!("unexpected item under cancellation: {other:?}"),
+            }
+        }
+        got
+    });
+    let ((), got) = tokio::join!(send, receive);
+    for (got, want) in got.iter().zip(&frames) {
+        assert!(
+            got == want.as_bytes(),
+            "a cancelled recv lost or changed a frame: got {} bytes (starts {:?}), want {}",
+            got.len(),
+            String::from_utf8_lossy(&got[..got.len().min(40)]),
+            want.len()
+        );
+    }
+}
+
+/// A store that keeps nothing: [`through_a_server`] never reaches it.
+struct NoStore;
+
+#[async_trait]
+impl Store for NoStore {
+    async fn append_room(
+        &self,
+        _: crate::message::NewRoomMessage,
+    ) -> Result<Appended<crate::message::StoredMessage>, StoreError> {
+        Err(StoreError::Unavailable(
+            "the transport suite keeps nothing".into(),
+        ))
+    }
+
+    async fn room_page(
+        &self,
+        _: &crate::ids::RoomName,
+        _: PageRange,
+    ) -> Result<Page<crate::message::StoredMessage>, StoreError> {
+        Err(StoreError::Unavailable(
+            "the transport suite keeps nothing".into(),
+        ))
+    }
+
+    async fn append_dm(
+        &self,
+        _: crate::message::NewDm,
+    ) -> Result<Appended<crate::message::StoredDm>, StoreError> {
+        Err(StoreError::Unavailable(
+            "the transport suite keeps nothing".into(),
+        ))
+    }
+
+    async fn dm_page(
+        &self,
+        _: &crate::ids::UserId,
+        _: &crate::ids::UserId,
+        _: PageRange,
+    ) -> Result<Page<crate::message::StoredDm>, StoreError> {
+        Err(StoreError::Unavailable(
+            "the transport suite keeps nothing".into(),
+        ))
+    }
+}
+
+/// Rule 12: the transport behind a real [`Server`]: greeting, a refusal, a shutdown.
+pub async fn through_a_server<H: Harness>(h: &mut H) {
+    let t = h.start().await;
+    let config = RuntimeConfig {
+        max_connections: 1,
+        ..RuntimeConfig::default()
+    };
+    let server = Server::new(
+        crate::engine::Config::default(),
+        config,
+        std::sync::Arc::new(NoStore),
+    );
+    let handle = server.spawn(t);
+    let mut client = within("client connect", h.connect("/", &[]))
+        .await
+        .unwrap_or_else(|status| panic!("the first connection was refused with {status}"));
+    match within("the greeting", client.recv()).await {
+        Some(ClientEvent::Text(text)) => assert!(
+            text.starts_with(r#"{"type":"connection""#),
+            "the server greets first: {text}"
+        ),
+        other => panic!("expected the connection greeting, got {other:?}"),
+    }
+    // Over `max_connections`: refused with 503, during the handshake or in-band.
+    match within("a refused connect", h.connect("/", &[])).await {
+        Err(status) => assert_eq!(status, 503, "a full server answers 503"),
+        Ok(_) if h.refuses_during_connect() => panic!("a connection over the limit was accepted"),
+        Ok(mut refused) => {
+            match within("the refusal frame", refused.recv()).await {
+                Some(ClientEvent::Text(t)) => {
+                    assert!(t.contains("503"), "the refusal frame names 503: {t}");
+                }
+                other => panic!("expected a refusal frame naming 503, got {other:?}"),
+            }
+            match within("the end after a refusal", refused.recv()).await {
+                None | Some(ClientEvent::Closed { .. }) => {}
+                other => panic!("a refused connection must end, got {other:?}"),
+            }
+        }
+    }
+    // Queued before the shutdown: one error per frame (no username yet).
+    for i in 0..5 {
+        within(
+            "client send",
+            client.send_text(&format!(r#"{{"type":"chat_message","content":"{i}"}}"#)),
+        )
+        .await
+        .expect("client send failed");
+    }
+    for _ in 0..5 {
+        match within("an error frame", client.recv()).await {
+            Some(ClientEvent::Text(text)) => assert!(
+                text.starts_with(r#"{"type":"error""#),
+                "a chat_message without a name is refused: {text}"
+            ),
+            other => panic!("expected an error frame, got {other:?}"),
+        }
+    }
+    handle.shutdown();
+    // The client keeps sending while the server closes; its frames are discarded.
+    for i in 0..5 {
+        let _ = within("client send", client.send_text(&format!("late {i}"))).await;
+    }
+    // Late frames the hub read before its shutdown began are refused first.
+    loop {
+        match within("the shutdown close", client.recv()).await {
+            Some(ClientEvent::Text(text)) if text.starts_with(r#"{"type":"error""#) => {}
+            Some(ClientEvent::Closed { code, reason }) => {
+                assert_eq!(
+                    code,
+                    CloseCode::GOING_AWAY,
+                    "a shutdown closes with 1001 ({reason})"
+                );
+                break;
+            }
+            other => panic!("expected the 1001 close, got {other:?}"),
+        }
+    }
+    within("the server's end", handle.join())
+        .await
+        .expect("the server stopped cleanly");
 }

@@ -39,6 +39,10 @@ fn defaults_match_the_libraries() {
         )
     );
     assert_eq!(r.store_timeout, d.store_timeout);
+    assert_eq!(
+        (r.close_linger, r.close_linger_bytes),
+        (d.close_linger, d.close_linger_bytes)
+    );
     let (w, dw) = (o.warp(), WarpConfig::default());
     assert_eq!(
         (
@@ -297,4 +301,18 @@ fn proxy_and_loopback_flags() {
     let o =
         Options::try_parse_from(["server", "--max-http-connections-per-ip", "3"]).expect("valid");
     assert_eq!(o.warp().max_http_connections_per_ip, Some(3));
+}
+
+#[test]
+fn close_linger_flags_set_the_runtime() {
+    let o = Options::parse_from([
+        "server",
+        "--close-linger",
+        "250ms",
+        "--close-linger-bytes",
+        "4096",
+    ]);
+    let r = o.runtime();
+    assert_eq!(r.close_linger, std::time::Duration::from_millis(250));
+    assert_eq!(r.close_linger_bytes, 4096);
 }

@@ -1,0 +1,301 @@
+//! The closing handshake delivers what was queued before it (issue 11, point 1).
+//!
+//! A server-initiated close used to drop the socket right after the close frame. A peer
+//! that was still sending then had unread bytes in the server's receive buffer, the
+//! kernel answered with a reset, and the reset threw away everything the peer had not
+//! read yet: its `error` frames and the close frame itself (the client saw 1006). Now
+//! the runtime lingers after its close frame, reading and discarding until the peer's
+//! close or EOF, within `RuntimeConfig::close_linger` and `close_linger_bytes`.
+//!
+//! The clients here are the kind that provoke it: they write their whole flood in one
+//! go and only then read. 20 of them run at once, and every one must see every error
+//! frame the server queued and the close code — 1008 for a spent refusal budget, 1001
+//! for a shutdown.
+
+mod support;
+
+use std::time::Duration;
+
+use chat_core::{Config, RuntimeConfig};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use support::process::ServerProcess;
+use support::{PROMPT, TestServer, Ws};
+use tokio::time::{Instant, timeout};
+use tokio_tungstenite::MaybeTlsStream;
+use tokio_tungstenite::tungstenite::Message;
+
+/// Clients per case.
+const CLIENTS: usize = 20;
+
+/// What one client saw after its flood: the error frames, then how the connection
+/// ended (the close code, 1006 when it ended without a close frame).
+#[derive(Debug)]
+struct Outcome {
+    errors: Vec<Value>,
+    others: Vec<Value>,
+    code: u16,
+}
+
+/// Connects to `/ws` and reads the `connection` greeting.
+///
+/// The client's receive buffer is made as small as the kernel allows. On loopback the
+/// server's frames otherwise reach the client's buffer at once; with a small window most
+/// of them are still in the server's send queue when it closes, as they are in flight
+/// on a real network — and a reset discards exactly those.
+async fn connect(addr: std::net::SocketAddr) -> Ws {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(1).expect("SO_RCVBUF");
+    let tcp = timeout(PROMPT, socket.connect(addr))
+        .await
+        .expect("connect in time")
+        .expect("connect");
+    let url = format!("ws://{addr}/ws");
+    let (mut ws, _response) = timeout(
+        PROMPT,
+        tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(tcp)),
+    )
+    .await
+    .expect("handshake in time")
+    .expect("WebSocket handshake");
+    let hello = support::next_text(&mut ws).await;
+    assert_eq!(hello["type"], "connection", "{hello}");
+    ws
+}
+
+/// Writes every text without reading in between, each frame sent as soon as it is
+/// ready (as a browser's `send` in a loop does), so frames are still arriving when the
+/// server decides to close. Write errors end the flood: the server may close before the
+/// last ones leave, and what it sent before is still to be read.
+async fn flood(ws: &mut Ws, texts: impl IntoIterator<Item = String>) {
+    for text in texts {
+        if ws.send(Message::text(text)).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Reads until the connection ends. Every wait is bounded.
+async fn outcome(ws: &mut Ws) -> Outcome {
+    let (mut errors, mut others) = (Vec::new(), Vec::new());
+    loop {
+        match timeout(PROMPT, ws.next()).await {
+            Ok(Some(Ok(Message::Text(text)))) => {
+                let frame: Value = serde_json::from_str(text.as_str()).expect("JSON");
+                if frame["type"] == "error" {
+                    errors.push(frame);
+                } else {
+                    others.push(frame);
+                }
+            }
+            Ok(Some(Ok(Message::Close(Some(close))))) => {
+                return Outcome {
+                    errors,
+                    others,
+                    code: u16::from(close.code),
+                };
+            }
+            Ok(Some(Ok(Message::Close(None)))) => {
+                return Outcome {
+                    errors,
+                    others,
+                    code: 1005,
+                };
+            }
+            Ok(Some(Ok(_))) => {}
+            Ok(None | Some(Err(_))) => {
+                return Outcome {
+                    errors,
+                    others,
+                    code: 1006,
+                };
+            }
+            Err(_) => panic!("the connection neither closed nor ended within {PROMPT:?}"),
+        }
+    }
+}
+
+/// `chat_message` without a username or a room: refused every time.
+fn unjoined_chat(i: usize) -> String {
+    json!({"type": "chat_message", "content": format!("message {i} {}", "x".repeat(10_000))})
+        .to_string()
+}
+
+/// The refusal budget is 30 with 1 more per second: the 31st refusal in a burst closes,
+/// and each refusal was answered with an error frame first.
+fn budget_errors(since: Instant) -> std::ops::RangeInclusive<usize> {
+    31..=31 + since.elapsed().as_secs() as usize + 1
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_flooding_clients_all_get_their_errors_and_1008() {
+    // Per-address limits would refuse 20 handshakes from one address in a second.
+    let server = ServerProcess::start(&[
+        "--max-connections-per-ip",
+        "1000",
+        "--connections-per-ip-rate",
+        "1000/1",
+    ]);
+    let addr = server.addr();
+    let started = Instant::now();
+    let clients = (0..CLIENTS).map(|_| async move {
+        let mut ws = connect(addr).await;
+        flood(&mut ws, (0..60).map(unjoined_chat)).await;
+        outcome(&mut ws).await
+    });
+    let outcomes = futures_util::future::join_all(clients).await;
+    let expected = budget_errors(started);
+    let whole = outcomes
+        .iter()
+        .filter(|o| o.code == 1008 && expected.contains(&o.errors.len()) && o.others.is_empty())
+        .count();
+    eprintln!(
+        "1008 over WebSocket: {whole} of {CLIENTS} clients got every error frame and the close; \
+         codes {:?}, error counts {:?}",
+        outcomes.iter().map(|o| o.code).collect::<Vec<_>>(),
+        outcomes.iter().map(|o| o.errors.len()).collect::<Vec<_>>()
+    );
+    assert_eq!(whole, CLIENTS, "{outcomes:#?}");
+    for o in &outcomes {
+        for e in &o.errors {
+            assert_eq!(e["code"], o.errors[0]["code"], "one kind of refusal: {e}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_sending_clients_all_get_their_frames_and_1001_at_shutdown() {
+    let server = TestServer::with(Config::default(), RuntimeConfig::default()).await;
+    let addr = server.addr();
+    // Each client has 20 refusals queued (under the budget of 30) and has read none.
+    let mut clients = Vec::with_capacity(CLIENTS);
+    for _ in 0..CLIENTS {
+        let mut ws = connect(addr).await;
+        flood(&mut ws, (0..20).map(unjoined_chat)).await;
+        clients.push(ws);
+    }
+    // Wait until the server has decoded all of them (a readiness signal, not a sleep).
+    let metrics = server.chat.metrics().clone();
+    let deadline = Instant::now() + PROMPT;
+    while metrics_in(&metrics) < (CLIENTS * 20) as u64 {
+        assert!(
+            Instant::now() < deadline,
+            "the server read the floods in time"
+        );
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // The shutdown begins while every client writes a second flood that the server
+    // must not answer (it is closing) and must not reset the connection over.
+    server.chat.shutdown();
+    let floods = clients.into_iter().map(|mut ws| async move {
+        // 9 large frames: with the 20 before, still under the refusal budget even if
+        // some are read before the hub begins its shutdown.
+        flood(&mut ws, (0..9).map(|_| "x".repeat(60 * 1024))).await;
+        outcome(&mut ws).await
+    });
+    let outcomes = futures_util::future::join_all(floods).await;
+    let whole = outcomes
+        .iter()
+        .filter(|o| o.code == 1001 && (20..=29).contains(&o.errors.len()) && o.others.is_empty())
+        .count();
+    eprintln!(
+        "1001 over WebSocket: {whole} of {CLIENTS} clients got every queued frame and the close; \
+         codes {:?}, error counts {:?}",
+        outcomes.iter().map(|o| o.code).collect::<Vec<_>>(),
+        outcomes.iter().map(|o| o.errors.len()).collect::<Vec<_>>()
+    );
+    assert_eq!(whole, CLIENTS, "{outcomes:#?}");
+    timeout(PROMPT * 2, server.chat.join())
+        .await
+        .expect("the server stops within its grace period")
+        .expect("clean stop");
+}
+
+/// Frames the server decoded so far.
+fn metrics_in(metrics: &chat_core::Metrics) -> u64 {
+    metrics
+        .encode_text()
+        .lines()
+        .filter(|l| l.starts_with("chat_messages_in_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// Connects, provokes a 1008 with a flood, then writes 1 KiB frames without ever reading
+/// or answering the close, until a write fails (the server dropped the socket). Returns
+/// how long that took.
+async fn endless_writer(addr: std::net::SocketAddr) -> Duration {
+    let mut ws = connect(addr).await;
+    let started = Instant::now();
+    let write_forever = async {
+        for i in 0.. {
+            if ws.send(Message::text(unjoined_small(i))).await.is_err() {
+                return;
+            }
+        }
+    };
+    timeout(Duration::from_secs(20), write_forever)
+        .await
+        .expect("the server drops a peer that never answers its close");
+    started.elapsed()
+}
+
+/// A small refused `chat_message`.
+fn unjoined_small(i: usize) -> String {
+    json!({"type": "chat_message", "content": format!("{i} {}", "y".repeat(1000))}).to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_never_answers_the_close_costs_at_most_the_linger_time() {
+    let server =
+        ServerProcess::start(&["--close-linger", "1s", "--close-linger-bytes", "1000000000"]);
+    let took = endless_writer(server.addr()).await;
+    eprintln!("a peer that never answers: dropped after {took:?} (linger 1 s)");
+    // The refusals and the close take milliseconds; the rest is the linger (so it did
+    // linger, and no longer than that).
+    assert!(took >= Duration::from_millis(900), "{took:?}");
+    assert!(took < Duration::from_secs(3), "{took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_never_answers_the_close_costs_at_most_the_linger_bytes() {
+    let server = ServerProcess::start(&["--close-linger", "60s", "--close-linger-bytes", "100000"]);
+    let took = endless_writer(server.addr()).await;
+    eprintln!("a peer that never answers: dropped after {took:?} (100 kB linger budget)");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_clients_flooding_after_invalid_utf8_all_get_1007() {
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    // A reader-side close: the runtime stops reading at the bad frame, closes with 1007
+    // and lingers — tungstenite consumed the bad frame, so reading on is safe.
+    let server = ServerProcess::start(&[
+        "--max-connections-per-ip",
+        "1000",
+        "--connections-per-ip-rate",
+        "1000/1",
+    ]);
+    let addr = server.addr();
+    let clients = (0..CLIENTS).map(|_| async move {
+        let mut ws = connect(addr).await;
+        let bad = Frame::message(b"\"\xff\xfe\"".to_vec(), OpCode::Data(Data::Text), true);
+        ws.send(Message::Frame(bad))
+            .await
+            .expect("send the bad frame");
+        flood(&mut ws, (0..60).map(unjoined_chat)).await;
+        outcome(&mut ws).await
+    });
+    let outcomes = futures_util::future::join_all(clients).await;
+    let whole = outcomes
+        .iter()
+        .filter(|o| o.code == 1007 && o.errors.is_empty() && o.others.is_empty())
+        .count();
+    eprintln!(
+        "1007 over WebSocket: {whole} of {CLIENTS} clients got the close; codes {:?}",
+        outcomes.iter().map(|o| o.code).collect::<Vec<_>>()
+    );
+    assert_eq!(whole, CLIENTS, "{outcomes:#?}");
+}
