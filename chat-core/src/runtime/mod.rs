@@ -20,6 +20,7 @@
 //! * `outbound` is the bounded per-connection queue and its slow-reader policy.
 //! * `connection` is one connection's tasks: admission, reader, writer, heartbeat.
 //! * [`Metrics`] is the server's Prometheus registry.
+//! * [`Health`] says whether the hub is turning and the store answering (for `/healthz`).
 //! * [`RuntimeConfig`] holds every bound and timeout, with documented defaults.
 //!
 //! # Time and tasks
@@ -47,9 +48,11 @@
 mod admission;
 mod config;
 mod connection;
+mod health;
 mod hub;
 mod metrics;
 mod outbound;
+mod process;
 mod random_ids;
 
 use std::future::Future;
@@ -62,6 +65,7 @@ use tokio::task::{JoinHandle, JoinSet};
 
 pub use admission::{Admission, Admitted, AllowAnonymous};
 pub use config::RuntimeConfig;
+pub use health::{HUB_STALL, Health, HealthReport, HubStatus, STORE_FAILURES, StoreStatus};
 pub use metrics::Metrics;
 pub use random_ids::RandomUserIds;
 
@@ -128,6 +132,7 @@ pub struct Server {
     ids: Box<dyn IdGenerator>,
     admission: Arc<dyn Admission>,
     metrics: Metrics,
+    health: Health,
 }
 
 impl std::fmt::Debug for Server {
@@ -150,6 +155,7 @@ impl Server {
             ids: Box::new(RandomUserIds),
             admission: Arc::new(AllowAnonymous),
             metrics: Metrics::new(),
+            health: Health::default(),
         }
     }
 
@@ -172,6 +178,12 @@ impl Server {
         self.metrics.clone()
     }
 
+    /// This server's health (see [`Health`]): serve `health.check()` on `/healthz`. Until
+    /// the server runs it reports the hub as not started, and after it stops as stopped.
+    pub fn health(&self) -> Health {
+        self.health.clone()
+    }
+
     /// Serves `transport` until `shutdown` resolves, then shuts down gracefully: stops
     /// accepting, gives every connection what is queued for it and a 1001 close ("server
     /// shutting down"), lets store requests in flight finish — all within
@@ -191,9 +203,12 @@ impl Server {
             ids,
             admission,
             metrics,
+            health,
         } = self;
         let (stop_tx, stop_rx) = watch::channel(false);
         let (tx, rx) = mpsc::channel(config.hub_queue.max(1));
+        metrics.watch_hub(&health);
+        health.hub_started(tx.downgrade());
         let (lost_tx, lost_rx) = mpsc::unbounded_channel();
         let hub = Hub::new(
             Engine::new(engine, ids),
@@ -201,7 +216,8 @@ impl Server {
             metrics.clone(),
             config.shutdown_grace,
             config.store_timeout,
-        );
+        )
+        .with_health(health);
         let mut hub_task = spawn(hub.run(rx, lost_rx, stop_rx.clone()));
         let ctx = Arc::new(Context {
             config,
@@ -269,6 +285,7 @@ impl Server {
     /// for it.
     pub fn spawn<T: Transport>(self, transport: T) -> ServerHandle {
         let metrics = self.metrics();
+        let health = self.health();
         let (stop, mut stopped) = watch::channel(false);
         let task = spawn(async move {
             let shutdown = async move {
@@ -284,6 +301,7 @@ impl Server {
             stop,
             task,
             metrics,
+            health,
         }
     }
 }
@@ -306,6 +324,7 @@ pub struct ServerHandle {
     stop: watch::Sender<bool>,
     task: JoinHandle<Result<(), RuntimeError>>,
     metrics: Metrics,
+    health: Health,
 }
 
 impl ServerHandle {
@@ -325,5 +344,10 @@ impl ServerHandle {
     /// The server's metrics.
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// The server's health.
+    pub fn health(&self) -> &Health {
+        &self.health
     }
 }
