@@ -261,7 +261,10 @@ mod tests {
         h.store_result(true);
         h.store_result(false);
         h.store_result(false);
-        assert!(h.check().is_healthy(), "two failures in a row are tolerated");
+        assert!(
+            h.check().is_healthy(),
+            "two failures in a row are tolerated"
+        );
         tokio::time::advance(Duration::from_secs(2)).await;
         h.store_result(false);
         tokio::time::advance(Duration::from_secs(1)).await;

@@ -409,7 +409,10 @@ mod tests {
             ] {
                 assert!(text.contains(needle), "missing {needle:?} in\n{text}");
             }
-            assert!(!text.contains("chat_process_"), "process series are unprefixed");
+            assert!(
+                !text.contains("chat_process_"),
+                "process series are unprefixed"
+            );
         } else {
             assert!(!text.contains("process_"), "{text}");
         }
