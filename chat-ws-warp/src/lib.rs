@@ -107,7 +107,7 @@ mod socket;
 mod transport;
 mod web;
 
-pub use config::{MetricsSource, OPENMETRICS_TEXT, PROMETHEUS_TEXT, WarpConfig};
+pub use config::{HealthSource, MetricsSource, OPENMETRICS_TEXT, PROMETHEUS_TEXT, WarpConfig};
 pub use echo::echo_routes;
 pub use server::{HttpServer, serve};
 pub use transport::{Routes, WarpTransport};

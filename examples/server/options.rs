@@ -206,7 +206,7 @@ pub(crate) struct Options {
     /// Time allowed to write a close frame.
     #[arg(long, env = "CHAT_CLOSE_TIMEOUT", default_value = "2s", value_parser = parse_duration, help_heading = "Runtime")]
     pub(crate) close_timeout: Duration,
-    /// On Ctrl-C, time to flush queues and close every connection with 1001.
+    /// On Ctrl-C or SIGTERM, time to flush queues and close every connection with 1001.
     #[arg(long, env = "CHAT_SHUTDOWN_GRACE", default_value = "5s", value_parser = parse_duration, help_heading = "Runtime")]
     pub(crate) shutdown_grace: Duration,
     /// Longest one store operation may take; past it the client gets `store_unavailable`.
