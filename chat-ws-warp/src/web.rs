@@ -5,6 +5,10 @@
 //! server version is picked up on reload) and a Content-Security-Policy that allows only
 //! this origin's own scripts and styles: the client has no inline script or style, and
 //! needs nothing from elsewhere.
+//!
+//! `/healthz` answers what [`WarpConfig::health`] says (`200` with its text, or `503`
+//! with what is wrong, never cached); without a source it answers `200 ok` whenever the
+//! HTTP server answers at all.
 
 use http::{HeaderValue, StatusCode, header};
 use warp::Filter;
