@@ -36,8 +36,8 @@ pub use protocol::{ClientCommand, DecodeError, ErrorCode, ServerEvent, WireError
 pub use proxies::TrustedProxies;
 #[cfg(feature = "runtime")]
 pub use runtime::{
-    Admission, Admitted, AllowAnonymous, Metrics, RandomUserIds, RuntimeConfig, RuntimeError,
-    Server, ServerHandle,
+    Admission, Admitted, AllowAnonymous, Health, HealthReport, HubStatus, Metrics, RandomUserIds,
+    RuntimeConfig, RuntimeError, Server, ServerHandle, StoreStatus,
 };
 pub use store::{Appended, Page, PageRange, Store, StoreError};
 pub use transport::{

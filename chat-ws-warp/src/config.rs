@@ -1,6 +1,7 @@
-//! [`WarpConfig`]: every limit of the WebSocket stack and the HTTP server in one place,
-//! and [`MetricsSource`], how `/metrics` gets its text without this crate knowing the
-//! runtime.
+//! [`WarpConfig`]: every limit of the WebSocket stack and the HTTP server in one place;
+//! [`MetricsSource`], how `/metrics` gets its text (and where the transport's own
+//! handshake refusals are counted), and [`HealthSource`], how `/healthz` gets its answer,
+//! without this crate knowing the runtime.
 //!
 //! The defaults are chat-sized (PROTOCOL.md: 64 KiB frames and messages). Each limit says
 //! what it protects against, so it can be changed knowingly.
@@ -72,6 +73,9 @@ pub struct WarpConfig {
     pub serve_web_client: bool,
     /// Where `GET /metrics` gets its text. Default `None` (no `/metrics` route).
     pub metrics: Option<MetricsSource>,
+    /// What `GET /healthz` reports. Default `None`: `/healthz` answers `200 ok` whenever
+    /// the HTTP server answers at all (a liveness check of the process only).
+    pub health: Option<HealthSource>,
     /// Server only ([`serve`](crate::serve), [`WarpTransport::bind`](crate::WarpTransport::bind)):
     /// how long a client may take to send a request's headers, including the wait for the
     /// next request on an idle keep-alive connection. Default 10 s. Slow-header clients
@@ -128,6 +132,7 @@ impl Default for WarpConfig {
             close_timeout: Duration::from_secs(1),
             serve_web_client: true,
             metrics: None,
+            health: None,
             header_read_timeout: Duration::from_secs(10),
             max_request_headers: 64,
             max_request_header_bytes: 16 * 1024,
@@ -161,6 +166,7 @@ impl fmt::Debug for WarpConfig {
             .field("close_timeout", &self.close_timeout)
             .field("serve_web_client", &self.serve_web_client)
             .field("metrics", &self.metrics.is_some())
+            .field("health", &self.health.is_some())
             .field("header_read_timeout", &self.header_read_timeout)
             .field("max_request_headers", &self.max_request_headers)
             .field("max_request_header_bytes", &self.max_request_header_bytes)
@@ -202,6 +208,7 @@ pub const OPENMETRICS_TEXT: &str = "application/openmetrics-text; version=1.0.0;
 pub struct MetricsSource {
     encode: Arc<dyn Fn() -> String + Send + Sync>,
     content_type: &'static str,
+    rejected: Option<Arc<dyn Fn(u16) + Send + Sync>>,
 }
 
 impl MetricsSource {
@@ -224,6 +231,42 @@ impl MetricsSource {
         MetricsSource {
             encode: Arc::new(encode),
             content_type,
+            rejected: None,
+        }
+    }
+
+    /// Also counts the handshakes the transport refuses by itself, with their HTTP
+    /// status: `400` for a malformed upgrade (HTTP/1.0, a bad `Sec-WebSocket-Key`) and
+    /// `503` when the accept queue is full, the runtime gives no decision within
+    /// `handshake_timeout`, or it is gone. Refusals the runtime decides (401, 403, 429,
+    /// its own 503s) reach the client through
+    /// [`Handshake::reject`](chat_core::Handshake::reject) and are counted by the
+    /// runtime, not here, so each refusal is counted once.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    /// use chat_ws_warp::MetricsSource;
+    ///
+    /// // With the chat runtime:
+    /// // `MetricsSource::openmetrics(…).counting_rejections(move |s| m.handshake_rejected(s))`.
+    /// let refused = Arc::new(AtomicU64::new(0));
+    /// let counter = Arc::clone(&refused);
+    /// let source = MetricsSource::new(String::new)
+    ///     .counting_rejections(move |_status| { counter.fetch_add(1, Ordering::Relaxed); });
+    /// source.rejected(503);
+    /// assert_eq!(refused.load(Ordering::Relaxed), 1);
+    /// ```
+    pub fn counting_rejections(mut self, count: impl Fn(u16) + Send + Sync + 'static) -> Self {
+        self.rejected = Some(Arc::new(count));
+        self
+    }
+
+    /// Reports a handshake the transport refused with `status` (see
+    /// [`counting_rejections`](Self::counting_rejections)); nothing without a counter.
+    pub fn rejected(&self, status: u16) {
+        if let Some(count) = &self.rejected {
+            count(status);
         }
     }
 
@@ -242,6 +285,48 @@ impl fmt::Debug for MetricsSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MetricsSource")
             .field("content_type", &self.content_type)
+            .field("counting_rejections", &self.rejected.is_some())
             .finish_non_exhaustive()
+    }
+}
+
+/// What `GET /healthz` answers: a function called once per probe, returning `Ok(body)`
+/// for `200` or `Err(body)` for `503 Service Unavailable`, the body as plain text.
+///
+/// Like [`MetricsSource`] it takes a function, so this crate does not depend on the
+/// runtime. The function runs on every probe: keep it cheap (the chat runtime's
+/// `Health::check` reads a few atomics and never calls the store).
+///
+/// ```
+/// use chat_ws_warp::HealthSource;
+///
+/// // With the chat runtime:
+/// // `let h = server.health();`
+/// // `HealthSource::new(move || { let r = h.check(); if r.is_healthy() { Ok(r.to_string()) } else { Err(r.to_string()) } })`.
+/// let source = HealthSource::new(|| Err("store failing: 3 operations in a row failed".to_owned()));
+/// assert!(source.check().is_err());
+/// ```
+#[derive(Clone)]
+pub struct HealthSource {
+    check: Arc<dyn Fn() -> Result<String, String> + Send + Sync>,
+}
+
+impl HealthSource {
+    /// A source that calls `check` on every probe.
+    pub fn new(check: impl Fn() -> Result<String, String> + Send + Sync + 'static) -> Self {
+        HealthSource {
+            check: Arc::new(check),
+        }
+    }
+
+    /// Calls the source: `Ok` is healthy (`200`), `Err` degraded (`503`).
+    pub fn check(&self) -> Result<String, String> {
+        (self.check)()
+    }
+}
+
+impl fmt::Debug for HealthSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HealthSource").finish_non_exhaustive()
     }
 }

@@ -12,6 +12,11 @@
 //!   connection, the upgraded socket travels back to the `accept` call that is waiting
 //!   for it;
 //! * no answer in time, the queue full, or the runtime gone → `503`.
+//!
+//! The refusals answered here without the runtime (those `503`s, and `400` for a
+//! malformed upgrade) are reported to
+//! [`MetricsSource::rejected`](crate::MetricsSource::rejected), so `/metrics` counts
+//! them with the runtime's own.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -127,10 +132,10 @@ pub(crate) fn socket_route(
                     // Malformed upgrades are answered before they cost an admission.
                     if version.is_some_and(|RequestVersion(v)| v < warp::http::Version::HTTP_11) {
                         let why = "WebSocket upgrades need HTTP/1.1 or later";
-                        return Ok::<_, Infallible>(bad_request(why));
+                        return Ok::<_, Infallible>(bad_request(why, &config));
                     }
                     if !valid_key(info.header("sec-websocket-key")) {
-                        return Ok(bad_request("invalid Sec-WebSocket-Key"));
+                        return Ok(bad_request("invalid Sec-WebSocket-Key", &config));
                     }
                     Ok(decide(ws, info, &queue, &config).await)
                 }
@@ -183,7 +188,7 @@ async fn decide(
             mpsc::error::TrySendError::Full(_) => "server busy, try again later",
             mpsc::error::TrySendError::Closed(_) => "server is not accepting connections",
         };
-        return rejection_response(&Rejection::Unavailable(reason.into()));
+        return refused_here(&Rejection::Unavailable(reason.into()), config);
     }
     match tokio::time::timeout(config.handshake_timeout, decision_rx).await {
         Ok(Ok(Decision::Accept(socket_tx))) => socket::with_limits(ws, config)
@@ -194,12 +199,14 @@ async fn decide(
             .into_response(),
         Ok(Ok(Decision::Reject(rejection))) => rejection_response(&rejection),
         // The runtime dropped the handshake without deciding (e.g. it is shutting down).
-        Ok(Err(_)) => rejection_response(&Rejection::Unavailable(
-            "server is not accepting connections".into(),
-        )),
-        Err(_) => rejection_response(&Rejection::Unavailable(
-            "server did not answer in time".into(),
-        )),
+        Ok(Err(_)) => refused_here(
+            &Rejection::Unavailable("server is not accepting connections".into()),
+            config,
+        ),
+        Err(_) => refused_here(
+            &Rejection::Unavailable("server did not answer in time".into()),
+            config,
+        ),
     }
 }
 
@@ -210,8 +217,21 @@ fn rejection_response(rejection: &Rejection) -> Response {
     plain_text(status, rejection.reason().to_owned())
 }
 
-/// A malformed upgrade request: 400 with a plain-text reason.
-fn bad_request(why: &'static str) -> Response {
+/// A refusal the transport decided without the runtime: counted here, since the runtime
+/// never saw it.
+fn refused_here(rejection: &Rejection, config: &WarpConfig) -> Response {
+    if let Some(metrics) = &config.metrics {
+        metrics.rejected(rejection.status());
+    }
+    rejection_response(rejection)
+}
+
+/// A malformed upgrade request: 400 with a plain-text reason (counted like
+/// [`refused_here`]).
+fn bad_request(why: &'static str, config: &WarpConfig) -> Response {
+    if let Some(metrics) = &config.metrics {
+        metrics.rejected(StatusCode::BAD_REQUEST.as_u16());
+    }
     plain_text(StatusCode::BAD_REQUEST, why.to_owned())
 }
 

@@ -44,14 +44,23 @@
 //!
 //! use chat_core::{Config, RuntimeConfig, Server};
 //! use chat_memory_store::MemoryStore;
-//! use chat_ws_warp::{MetricsSource, WarpConfig, WarpTransport};
+//! use chat_ws_warp::{HealthSource, MetricsSource, WarpConfig, WarpTransport};
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let chat = Server::new(Config::default(), RuntimeConfig::default(), Arc::new(MemoryStore::new()));
-//! let metrics = chat.metrics();
+//! let (metrics, refusals, health) = (chat.metrics(), chat.metrics(), chat.health());
 //! let config = WarpConfig {
-//!     // The runtime encodes OpenMetrics text.
-//!     metrics: Some(MetricsSource::openmetrics(move || metrics.encode_text())),
+//!     // The runtime encodes OpenMetrics text; the handshakes the transport refuses by
+//!     // itself are added to the runtime's count.
+//!     metrics: Some(
+//!         MetricsSource::openmetrics(move || metrics.encode_text())
+//!             .counting_rejections(move |status| refusals.handshake_rejected(status)),
+//!     ),
+//!     // `/healthz`: 200 `ok`, or 503 with what is wrong.
+//!     health: Some(HealthSource::new(move || {
+//!         let report = health.check();
+//!         if report.is_healthy() { Ok(report.to_string()) } else { Err(report.to_string()) }
+//!     })),
 //!     ..WarpConfig::default()
 //! };
 //! let (transport, http) = WarpTransport::bind("0.0.0.0:8080", config).await?;
@@ -107,7 +116,7 @@ mod socket;
 mod transport;
 mod web;
 
-pub use config::{MetricsSource, OPENMETRICS_TEXT, PROMETHEUS_TEXT, WarpConfig};
+pub use config::{HealthSource, MetricsSource, OPENMETRICS_TEXT, PROMETHEUS_TEXT, WarpConfig};
 pub use echo::echo_routes;
 pub use server::{HttpServer, serve};
 pub use transport::{Routes, WarpTransport};

@@ -5,13 +5,17 @@
 //! server version is picked up on reload) and a Content-Security-Policy that allows only
 //! this origin's own scripts and styles: the client has no inline script or style, and
 //! needs nothing from elsewhere.
+//!
+//! `/healthz` answers what [`WarpConfig::health`] says (`200` with its text, or `503`
+//! with what is wrong, never cached); without a source it answers `200 ok` whenever the
+//! HTTP server answers at all.
 
-use http::{HeaderValue, header};
+use http::{HeaderValue, StatusCode, header};
 use warp::Filter;
 use warp::filters::BoxedFilter;
 use warp::reply::{Reply, Response};
 
-use crate::config::{MetricsSource, WarpConfig};
+use crate::config::{HealthSource, MetricsSource, WarpConfig};
 
 const INDEX_HTML: &str = include_str!("../assets/index.html");
 const APP_JS: &str = include_str!("../assets/app.js");
@@ -41,10 +45,14 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'
 
 /// `/healthz`, `/metrics` (when configured) and the web client (when enabled).
 pub(crate) fn web_routes(config: &WarpConfig) -> BoxedFilter<(Response,)> {
+    let health = config.health.clone();
     let healthz = get_or_head()
         .and(warp::path("healthz"))
         .and(warp::path::end())
-        .map(|| plain("ok", "no-store"));
+        .map(move || match &health {
+            Some(source) => health_response(source),
+            None => plain("ok", "no-store"),
+        });
     let mut routes = healthz.boxed();
 
     if let Some(source) = config.metrics.clone() {
@@ -100,6 +108,21 @@ fn plain(body: &'static str, cache: &'static str) -> Response {
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(TEXT));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
+    security_headers(&mut response);
+    response
+}
+
+/// `200` with the source's body when healthy, `503` with what is wrong otherwise.
+fn health_response(source: &HealthSource) -> Response {
+    let (status, body) = match source.check() {
+        Ok(body) => (StatusCode::OK, body),
+        Err(body) => (StatusCode::SERVICE_UNAVAILABLE, body),
+    };
+    let mut response = body.into_response();
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(TEXT));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     security_headers(&mut response);
     response
 }

@@ -11,8 +11,11 @@
 //!
 //! It wires the four pieces together: the in-memory store, the engine's configuration,
 //! the WebSocket transport (which also serves the web client, `/healthz` and
-//! `/metrics`), and the runtime that drives them. Ctrl-C shuts down gracefully: every
-//! client is closed with 1001 after its queued frames are written.
+//! `/metrics`), and the runtime that drives them. Ctrl-C and SIGTERM (what `docker stop`,
+//! Kubernetes and systemd send) shut down gracefully: every client is closed with 1001
+//! after its queued frames are written, within `--shutdown-grace`, and the process exits
+//! with status 0. `/healthz` answers 503 with the reason while the hub is stalled or
+//! stopped or the store keeps failing (see `chat_core::Health`).
 //!
 //! Admission (`chat-auth`) runs before every upgrade: per-IP limits are on by default
 //! (64 connections, 20 new at once then 5 per second, per address → 429; loopback peers
@@ -27,7 +30,7 @@ use std::sync::Arc;
 
 use chat_core::Server;
 use chat_memory_store::MemoryStore;
-use chat_ws_warp::{MetricsSource, WarpConfig, WarpTransport};
+use chat_ws_warp::{HealthSource, MetricsSource, WarpConfig, WarpTransport};
 use clap::Parser;
 use options::Options;
 
@@ -44,26 +47,72 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let chat =
         Server::new(options.engine(), options.runtime(), store).with_admission(Arc::new(admission));
     let metrics = chat.metrics();
+    let refusals = chat.metrics();
+    let health = chat.health();
     let transport_config = WarpConfig {
-        // The runtime's registry encodes OpenMetrics text; Prometheus scrapes it.
-        metrics: Some(MetricsSource::openmetrics(move || metrics.encode_text())),
+        // The runtime's registry encodes OpenMetrics text; Prometheus scrapes it. The
+        // transport adds the handshakes it refuses by itself to the runtime's count.
+        metrics: Some(
+            MetricsSource::openmetrics(move || metrics.encode_text())
+                .counting_rejections(move |status| refusals.handshake_rejected(status)),
+        ),
+        health: Some(HealthSource::new(move || {
+            let report = health.check();
+            if report.is_healthy() {
+                Ok(report.to_string())
+            } else {
+                Err(report.to_string())
+            }
+        })),
         ..options.warp()
     };
+    let stop = stop_signal();
     let (transport, http) = WarpTransport::bind(options.addr, transport_config).await?;
     let addr = http.local_addr();
     tracing::info!(%addr, "chat server listening");
     println!("Chat server running: open http://{addr}/ in two browser tabs");
 
     chat.run(transport, async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %e, "cannot listen for Ctrl-C; running until killed");
-            std::future::pending::<()>().await;
-        }
-        tracing::info!("Ctrl-C: closing every connection with 1001");
+        let signal = stop.await;
+        tracing::info!(signal, "closing every connection with 1001");
     })
     .await?;
     http.shutdown();
     http.stopped().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Listens for Ctrl-C (SIGINT) and, on Unix, SIGTERM; the future resolves at the first
+/// of them and names it. SIGTERM is registered here, before the server says it listens,
+/// so a supervisor's SIGTERM is never left to its default action (exit at once). A
+/// signal that cannot be listened for is logged and left to its default action.
+fn stop_signal() -> impl std::future::Future<Output = &'static str> {
+    #[cfg(unix)]
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .inspect_err(|e| tracing::error!(error = %e, "cannot listen for SIGTERM"))
+        .ok();
+    async move {
+        let ctrl_c = async {
+            if let Err(e) = tokio::signal::ctrl_c().await {
+                tracing::error!(error = %e, "cannot listen for Ctrl-C");
+                std::future::pending::<()>().await;
+            }
+        };
+        #[cfg(unix)]
+        let terminate = async move {
+            match term {
+                Some(mut term) => {
+                    term.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let terminate = std::future::pending::<()>();
+        tokio::select! {
+            () = ctrl_c => "SIGINT",
+            () = terminate => "SIGTERM",
+        }
+    }
 }

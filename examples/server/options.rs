@@ -218,7 +218,7 @@ pub(crate) struct Options {
     /// After a close frame, most bytes read and discarded before the socket is dropped.
     #[arg(long, env = "CHAT_CLOSE_LINGER_BYTES", default_value_t = 1 << 20, help_heading = "Runtime")]
     pub(crate) close_linger_bytes: usize,
-    /// On Ctrl-C, time to flush queues and close every connection with 1001.
+    /// On Ctrl-C or SIGTERM, time to flush queues and close every connection with 1001.
     #[arg(long, env = "CHAT_SHUTDOWN_GRACE", default_value = "5s", value_parser = parse_duration, help_heading = "Runtime")]
     pub(crate) shutdown_grace: Duration,
     /// Longest one store operation may take; past it the client gets `store_unavailable`.

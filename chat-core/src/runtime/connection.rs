@@ -402,9 +402,10 @@ async fn write(
         match next {
             Next::Frames => {
                 let sent = timeout(cfg.write_timeout, out.send(&batch)).await;
+                let bytes: usize = batch.iter().map(Bytes::len).sum();
                 batch.clear();
                 match sent {
-                    Ok(Ok(())) => {}
+                    Ok(Ok(())) => ctx.metrics.wrote(bytes as u64),
                     Ok(Err(e)) => {
                         tracing::debug!(error = %e, "write failed");
                         queue.abandon();

@@ -34,6 +34,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::{self, JoinError, JoinSet};
 use tokio::time::{Instant, sleep_until};
 
+use super::health::Health;
 use super::metrics::Metrics;
 use super::now;
 use super::outbound::{OutboundQueue, Pushed};
@@ -163,6 +164,8 @@ pub(crate) struct Hub {
     /// Set once shutdown began: the hub refuses registrations and stops when every
     /// connection and store request is done, or at this instant.
     shutdown_deadline: Option<Instant>,
+    /// Told about every turn and store outcome, for `/healthz`.
+    health: Health,
 }
 
 impl Hub {
@@ -184,7 +187,14 @@ impl Hub {
             in_flight: FxHashMap::default(),
             grace,
             shutdown_deadline: None,
+            health: Health::default(),
         }
+    }
+
+    /// Reports turns and store outcomes to `health` (the server's).
+    pub(crate) fn with_health(mut self, health: Health) -> Self {
+        self.health = health;
+        self
     }
 
     /// Drives the engine until shutdown completes or every connection source is gone.
@@ -195,6 +205,8 @@ impl Hub {
         mut shutdown: watch::Receiver<bool>,
     ) {
         let mut inputs_open = true;
+        // Marks the hub stopped for `/healthz` however this function ends, panic included.
+        let _running = self.health.hub_guard();
         // One timer for the engine and one for the grace period, re-armed in place
         // rather than rebuilt on every turn of the loop.
         let timer = sleep_until(now());
@@ -209,9 +221,12 @@ impl Hub {
                 }
                 armed = due;
             }
+            // When this turn's input arrived: a turn is handling it and draining the engine.
+            let turn: Instant;
             tokio::select! {
                 biased;
                 _ = shutdown.wait_for(|stop| *stop), if self.shutdown_deadline.is_none() => {
+                    turn = now();
                     // Also reached when the server dropped the signal's sender: nobody can
                     // stop us any more, so stop now.
                     let deadline = now() + self.grace;
@@ -226,22 +241,34 @@ impl Hub {
                     );
                     break;
                 }
-                Some(done) = self.store_tasks.join_next_with_id() => self.store_done(done),
-                Some(conn) = lost.recv() => self.disconnected(conn),
+                Some(done) = self.store_tasks.join_next_with_id() => {
+                    turn = now();
+                    self.store_done(done);
+                }
+                Some(conn) = lost.recv() => {
+                    turn = now();
+                    self.disconnected(conn);
+                }
                 () = &mut timer, if armed.is_some() => {
+                    turn = now();
                     // Re-armed next turn from whatever the engine wants then.
                     armed = None;
                     self.engine.handle_timeout(now().into_std());
                 }
-                msg = rx.recv(), if inputs_open => match msg {
-                    Some(msg) => self.on_message(msg),
-                    None => inputs_open = false,
-                },
+                msg = rx.recv(), if inputs_open => {
+                    turn = now();
+                    match msg {
+                        Some(msg) => self.on_message(msg),
+                        None => inputs_open = false,
+                    }
+                }
                 else => break,
             }
             self.drain();
             self.metrics
                 .population(self.engine.user_count(), self.engine.room_count());
+            self.metrics.hub_turn(now() - turn);
+            self.health.hub_turned();
             let idle = self.conns.is_empty() && self.store_tasks.is_empty();
             if idle && (self.shutdown_deadline.is_some() || !inputs_open) {
                 break;
@@ -328,7 +355,9 @@ impl Hub {
         };
         let reply = match outcome {
             Ok((reply, took)) => {
-                self.metrics.store_op(kind.name(), took, reply_ok(&reply));
+                let ok = reply_ok(&reply);
+                self.metrics.store_op(kind.name(), took, ok);
+                self.health.store_result(ok);
                 reply
             }
             Err(e) => {
@@ -336,6 +365,7 @@ impl Hub {
                 // ticket: it gets an ordinary failure ("nothing was stored").
                 tracing::error!(op = kind.name(), error = %e, "store task failed");
                 self.metrics.store_op(kind.name(), Duration::ZERO, false);
+                self.health.store_result(false);
                 kind.failed(StoreError::Unavailable("store task failed".into()))
             }
         };

@@ -5,10 +5,13 @@
 //! HTTP side serves [`Metrics::encode_text`] on its `/metrics` route.
 //!
 //! Counters are plain atomics; the hub adds per-broadcast totals once per event rather
-//! than once per recipient.
+//! than once per recipient. A few values are read at scrape time instead: the hub's
+//! queue depth (from the channel's free capacity) and the standard `process_*` series
+//! (from `/proc/self`, see the `process` module), which keep their usual unprefixed
+//! names next to the `chat_` ones.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use prometheus_client::encoding::text;
@@ -18,6 +21,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use super::health::Health;
+use super::process::ProcessCollector;
 use crate::transport::CloseCode;
 
 type Labels1<V> = [(&'static str, V); 1];
@@ -27,8 +32,15 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.000_25, 2.0, 15))
 }
 
+/// Hub turn buckets: 10 µs doubling to about 1.3 s.
+fn turn_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_01, 2.0, 18))
+}
+
 struct Inner {
     registry: Registry,
+    /// The unprefixed `process_*` series.
+    process: Registry,
     connections: Gauge,
     users: Gauge,
     rooms: Gauge,
@@ -41,6 +53,11 @@ struct Inner {
     closes: Family<Labels1<u16>, Counter>,
     store_latency: Family<Labels1<&'static str>, Histogram, fn() -> Histogram>,
     store_failures: Family<Labels1<&'static str>, Counter>,
+    bytes_written: Counter,
+    hub_queue: Gauge,
+    hub_turn: Histogram,
+    /// Where the hub queue's depth is read at scrape time (set once the server runs).
+    health: OnceLock<Health>,
 }
 
 /// A handle to one server's metrics. Cheap to clone; all clones see the same numbers.
@@ -60,7 +77,20 @@ struct Inner {
 /// | `chat_slow_reader_drops_total` | counter | droppable frames (typing) dropped from full queues |
 /// | `chat_closes_total{code}` | counter | connections the server decided to close, by close code (counted at the decision; the close frame follows once the writer is free) |
 /// | `chat_store_seconds{op}` | histogram | store latency by operation |
-/// | `chat_store_failures_total{op}` | counter | store operations that returned an error |
+/// | `chat_store_failures_total{op}` | counter | store operations that returned an error or timed out |
+/// | `chat_bytes_written_total` | counter | bytes of frames written to peers (counted per batch the transport took) |
+/// | `chat_hub_queue_depth` | gauge | inputs waiting in the hub's queue, read at scrape time (its bound is `RuntimeConfig::hub_queue`) |
+/// | `chat_hub_turn_seconds` | histogram | how long one turn of the hub (handle one input, carry out the engine's outputs) takes |
+/// | `process_resident_memory_bytes` | gauge | resident memory (Linux only, read from `/proc/self` at scrape time, like those below) |
+/// | `process_open_fds`, `process_max_fds` | gauge | open file descriptors and their soft limit |
+/// | `process_cpu_seconds_total` | counter | user plus system CPU time |
+/// | `process_start_time_seconds` | gauge | when the process started, in seconds since the Unix epoch |
+///
+/// `chat_handshakes_rejected_total` counts every refused handshake: the runtime's own
+/// refusals (admission, the connection cap, shutdown) and, through
+/// [`handshake_rejected`](Self::handshake_rejected), those a transport answers itself
+/// (e.g. chat-ws-warp's `400` for a malformed upgrade and `503` for a full accept queue
+/// or no decision in time).
 #[derive(Clone)]
 pub struct Metrics {
     inner: Arc<Inner>,
@@ -154,9 +184,30 @@ impl Metrics {
             "Store operations that failed, by operation",
             store_failures.clone(),
         );
+        let bytes_written = Counter::default();
+        registry.register(
+            "bytes_written",
+            "Bytes of frames written to peers",
+            bytes_written.clone(),
+        );
+        let hub_queue = Gauge::default();
+        registry.register(
+            "hub_queue_depth",
+            "Inputs waiting in the hub's queue",
+            hub_queue.clone(),
+        );
+        let hub_turn = turn_histogram();
+        registry.register(
+            "hub_turn_seconds",
+            "Duration of one turn of the hub loop (one input handled, outputs carried out)",
+            hub_turn.clone(),
+        );
+        let mut process = Registry::default();
+        process.register_collector(Box::new(ProcessCollector));
         Metrics {
             inner: Arc::new(Inner {
                 registry,
+                process,
                 connections,
                 users,
                 rooms,
@@ -169,6 +220,10 @@ impl Metrics {
                 closes,
                 store_latency,
                 store_failures,
+                bytes_written,
+                hub_queue,
+                hub_turn,
+                health: OnceLock::new(),
             }),
         }
     }
@@ -176,10 +231,56 @@ impl Metrics {
     /// Every series in the OpenMetrics text format (which Prometheus scrapes), ending in
     /// `# EOF`.
     pub fn encode_text(&self) -> String {
+        if let Some(depth) = self.inner.health.get().and_then(Health::queue_depth) {
+            self.inner
+                .hub_queue
+                .set(i64::try_from(depth).unwrap_or(i64::MAX));
+        }
         let mut out = String::new();
         // Writing into a String cannot fail; an error could only come from the writer.
-        let _ = text::encode(&mut out, &self.inner.registry);
+        let _ = text::encode_registry(&mut out, &self.inner.registry)
+            .and_then(|()| text::encode_registry(&mut out, &self.inner.process))
+            .and_then(|()| text::encode_eof(&mut out));
         out
+    }
+
+    /// Counts a handshake refused with HTTP `status`. The runtime counts its own
+    /// refusals; a transport that answers some handshakes without asking the runtime (a
+    /// malformed upgrade, a full accept queue, no decision in time) reports them here, so
+    /// `chat_handshakes_rejected_total{status}` counts every refusal.
+    pub fn handshake_rejected(&self, status: u16) {
+        self.inner
+            .handshakes_rejected
+            .get_or_create(&[("status", status)])
+            .inc();
+    }
+
+    /// Handshakes refused with `status` so far.
+    pub fn handshakes_rejected(&self, status: u16) -> u64 {
+        self.inner
+            .handshakes_rejected
+            .get(&[("status", status)])
+            .map_or(0, |c| c.get())
+    }
+
+    /// Bytes written to peers so far.
+    pub fn bytes_written(&self) -> u64 {
+        self.inner.bytes_written.get()
+    }
+
+    /// Reads the hub's queue depth through `health` at scrape time.
+    pub(crate) fn watch_hub(&self, health: &Health) {
+        let _ = self.inner.health.set(health.clone());
+    }
+
+    pub(crate) fn wrote(&self, bytes: u64) {
+        if bytes > 0 {
+            self.inner.bytes_written.inc_by(bytes);
+        }
+    }
+
+    pub(crate) fn hub_turn(&self, took: Duration) {
+        self.inner.hub_turn.observe(took.as_secs_f64());
     }
 
     /// Connections currently registered with the hub.
@@ -215,13 +316,6 @@ impl Metrics {
         self.inner
             .rooms
             .set(i64::try_from(rooms).unwrap_or(i64::MAX));
-    }
-
-    pub(crate) fn handshake_rejected(&self, status: u16) {
-        self.inner
-            .handshakes_rejected
-            .get_or_create(&[("status", status)])
-            .inc();
     }
 
     pub(crate) fn message_in(&self, kind: &'static str) {
@@ -280,6 +374,9 @@ mod tests {
         m.error_sent("rate_limited", 2);
         m.closed(CloseCode::TRY_AGAIN_LATER);
         m.store_op("append_room", Duration::from_millis(3), true);
+        m.handshake_rejected(400);
+        m.wrote(1234);
+        m.hub_turn(Duration::from_micros(15));
         let text = m.encode_text();
         for needle in [
             "chat_connections 1",
@@ -290,10 +387,37 @@ mod tests {
             "chat_closes_total{code=\"1013\"} 1",
             "chat_store_seconds_count{op=\"append_room\"} 1",
             "chat_slow_reader_drops_total 0",
+            "chat_handshakes_rejected_total{status=\"400\"} 1",
+            "chat_bytes_written_total 1234",
+            "chat_hub_queue_depth 0",
+            "chat_hub_turn_seconds_count 1",
+            "chat_hub_turn_seconds_bucket{le=\"0.00002\"} 1",
             "# EOF",
         ] {
             assert!(text.contains(needle), "missing {needle:?} in\n{text}");
         }
+        // One exposition: a single `# EOF`, and it is the last line.
+        assert_eq!(text.matches("# EOF").count(), 1, "{text}");
+        assert!(text.ends_with("# EOF\n"), "{text}");
+        if cfg!(target_os = "linux") {
+            for needle in [
+                "# TYPE process_resident_memory_bytes gauge",
+                "# TYPE process_open_fds gauge",
+                "# TYPE process_cpu_seconds counter",
+                "process_cpu_seconds_total ",
+                "process_start_time_seconds ",
+            ] {
+                assert!(text.contains(needle), "missing {needle:?} in\n{text}");
+            }
+            assert!(
+                !text.contains("chat_process_"),
+                "process series are unprefixed"
+            );
+        } else {
+            assert!(!text.contains("process_"), "{text}");
+        }
+        assert_eq!(m.handshakes_rejected(400), 1);
+        assert_eq!(m.bytes_written(), 1234);
         assert_eq!(m.closes(CloseCode::TRY_AGAIN_LATER), 1);
         assert_eq!(m.closes(CloseCode::NORMAL), 0);
     }

@@ -20,6 +20,7 @@
 //! * `outbound` is the bounded per-connection queue and its slow-reader policy.
 //! * `connection` is one connection's tasks: admission, reader, writer, heartbeat.
 //! * [`Metrics`] is the server's Prometheus registry.
+//! * [`Health`] says whether the hub is turning and the store answering (for `/healthz`).
 //! * [`RuntimeConfig`] holds every bound and timeout, with documented defaults.
 //!
 //! # Time and tasks
@@ -47,9 +48,11 @@
 mod admission;
 mod config;
 mod connection;
+mod health;
 mod hub;
 mod metrics;
 mod outbound;
+mod process;
 mod random_ids;
 
 use std::future::Future;
@@ -62,6 +65,7 @@ use tokio::task::{JoinHandle, JoinSet};
 
 pub use admission::{Admission, Admitted, AllowAnonymous};
 pub use config::RuntimeConfig;
+pub use health::{HUB_STALL, Health, HealthReport, HubStatus, STORE_FAILURES, StoreStatus};
 pub use metrics::Metrics;
 pub use random_ids::RandomUserIds;
 
@@ -131,6 +135,7 @@ pub struct Server {
     ids: Box<dyn IdGenerator>,
     admission: Arc<dyn Admission>,
     metrics: Metrics,
+    health: Health,
 }
 
 impl std::fmt::Debug for Server {
@@ -153,6 +158,7 @@ impl Server {
             ids: Box::new(RandomUserIds),
             admission: Arc::new(AllowAnonymous),
             metrics: Metrics::new(),
+            health: Health::default(),
         }
     }
 
@@ -173,6 +179,12 @@ impl Server {
     /// This server's metrics; the handle stays valid after the server stops.
     pub fn metrics(&self) -> Metrics {
         self.metrics.clone()
+    }
+
+    /// This server's health (see [`Health`]): serve `health.check()` on `/healthz`. Until
+    /// the server runs it reports the hub as not started, and after it stops as stopped.
+    pub fn health(&self) -> Health {
+        self.health.clone()
     }
 
     /// Serves `transport` until `shutdown` resolves, then shuts down gracefully: stops
@@ -197,9 +209,12 @@ impl Server {
             ids,
             admission,
             metrics,
+            health,
         } = self;
         let (stop_tx, stop_rx) = watch::channel(false);
         let (tx, rx) = mpsc::channel(config.hub_queue.max(1));
+        metrics.watch_hub(&health);
+        health.hub_started(tx.downgrade());
         let (lost_tx, lost_rx) = mpsc::unbounded_channel();
         let hub = Hub::new(
             Engine::new(engine, ids),
@@ -207,7 +222,8 @@ impl Server {
             metrics.clone(),
             config.shutdown_grace,
             config.store_timeout,
-        );
+        )
+        .with_health(health);
         let mut hub_task = spawn(hub.run(rx, lost_rx, stop_rx.clone()));
         let ctx = Arc::new(Context {
             config,
@@ -296,6 +312,7 @@ impl Server {
     /// for it.
     pub fn spawn<T: Transport>(self, transport: T) -> ServerHandle {
         let metrics = self.metrics();
+        let health = self.health();
         let (stop, mut stopped) = watch::channel(false);
         let task = spawn(async move {
             let shutdown = async move {
@@ -311,6 +328,7 @@ impl Server {
             stop,
             task,
             metrics,
+            health,
         }
     }
 }
@@ -333,6 +351,7 @@ pub struct ServerHandle {
     stop: watch::Sender<bool>,
     task: JoinHandle<Result<(), RuntimeError>>,
     metrics: Metrics,
+    health: Health,
 }
 
 impl ServerHandle {
@@ -352,5 +371,10 @@ impl ServerHandle {
     /// The server's metrics.
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// The server's health.
+    pub fn health(&self) -> &Health {
+        &self.health
     }
 }

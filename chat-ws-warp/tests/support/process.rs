@@ -139,6 +139,31 @@ impl ServerProcess {
         }
     }
 
+    /// Sends SIGTERM to the server (what container runtimes and systemd send), with the
+    /// `kill` command: the workspace forbids `unsafe`, so no `libc::kill`.
+    pub(crate) fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM {} failed", self.pid());
+    }
+
+    /// Waits (at most `within`, polling every 10 ms) for the server to exit; its exit
+    /// status, or `None` if it is still running.
+    pub(crate) async fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("query the server process") {
+                return Some(status);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// The server's resident set size in KiB (`VmRSS` of `/proc/<pid>/status`).
     pub(crate) fn rss_kib(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))

@@ -1,0 +1,321 @@
+//! [`Health`]: whether the server is fit to serve, for a `/healthz` route or a
+//! container's liveness and readiness probes.
+//!
+//! A [`check`](Health::check) costs a few atomic loads and one uncontended lock — no
+//! store call, no message to the hub — so it can be probed as often as wanted. It
+//! judges two things:
+//!
+//! * **The hub** (the task that owns the engine): it must have started, not have
+//!   finished, and keep turning. The hub counts its turns; a check that finds inputs
+//!   waiting in the hub's queue remembers the turn count, and when a later check
+//!   [`HUB_STALL`] or more after it still finds inputs waiting and the count unchanged,
+//!   the hub is *stalled*. An idle hub does not turn and is healthy; a busy one turns
+//!   many times a second. Two probes are needed to see a stall, so a probe racing a
+//!   message that has just been queued never reports one.
+//! * **The store**: it is *failing* after [`STORE_FAILURES`] operations in a row failed
+//!   (errors and timeouts alike, `RuntimeConfig::store_timeout` bounding a hanging
+//!   store), and healthy again at its first success. A single transient failure does not
+//!   flip the state; a store that is down fails every operation and is reported after
+//!   the third. With no traffic there is no evidence either way and the last state holds.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::hub::HubMsg;
+use super::now;
+
+/// How long inputs may wait in the hub's queue without the hub turning before the hub
+/// counts as stalled: 5 s.
+pub const HUB_STALL: Duration = Duration::from_secs(5);
+
+/// How many store operations in a row must fail before the store counts as failing: 3.
+pub const STORE_FAILURES: u32 = 3;
+
+#[derive(Debug, Default)]
+struct State {
+    /// The hub's input queue, attached when the server runs. Weak, so a probe never
+    /// keeps the hub alive.
+    queue: OnceLock<mpsc::WeakSender<HubMsg>>,
+    hub_started: AtomicBool,
+    hub_finished: AtomicBool,
+    /// Turns of the hub loop so far.
+    turns: AtomicU64,
+    /// What a check saw while inputs were waiting: the turn count and when it first saw
+    /// that count with inputs waiting.
+    waiting: Mutex<Option<(u64, Instant)>>,
+    /// Store operations failed in a row (0 after a success).
+    store_failures: AtomicU32,
+    /// When the current run of store failures began.
+    failing_since: Mutex<Option<Instant>>,
+}
+
+/// A handle to one server's health. Cheap to clone; all clones see the same state. Get
+/// it from [`Server::health`](super::Server::health).
+#[derive(Debug, Clone, Default)]
+pub struct Health {
+    state: Arc<State>,
+}
+
+/// The hub's state in a [`HealthReport`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HubStatus {
+    /// Running and keeping up with its inputs.
+    Running,
+    /// The server has not started running yet.
+    NotStarted,
+    /// Inputs have been waiting for at least `for_at_least` without the hub taking any.
+    Stalled {
+        /// Inputs waiting in the hub's queue.
+        queued: usize,
+        /// How long (at least) the hub has not turned while inputs waited.
+        for_at_least: Duration,
+    },
+    /// The hub has finished: the server stopped, or the hub task failed.
+    Stopped,
+}
+
+/// The store's state in a [`HealthReport`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoreStatus {
+    /// Its last operation succeeded, or fewer than [`STORE_FAILURES`] in a row failed.
+    Ok,
+    /// Its last `consecutive_failures` operations failed (errors or timeouts).
+    Failing {
+        /// Operations failed in a row.
+        consecutive_failures: u32,
+        /// Time since the first of them.
+        since: Duration,
+    },
+}
+
+/// What [`Health::check`] found. Its `Display` is `ok` when healthy, otherwise one line
+/// naming each problem, e.g. `store failing: 3 operations in a row failed (for 2.1s)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthReport {
+    /// The hub's state.
+    pub hub: HubStatus,
+    /// The store's state.
+    pub store: StoreStatus,
+}
+
+impl HealthReport {
+    /// Whether everything is fine (a `/healthz` route answers 200 then, 503 otherwise).
+    pub fn is_healthy(&self) -> bool {
+        self.hub == HubStatus::Running && self.store == StoreStatus::Ok
+    }
+}
+
+impl fmt::Display for HealthReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_healthy() {
+            return f.write_str("ok");
+        }
+        let mut problems = Vec::with_capacity(2);
+        match self.hub {
+            HubStatus::Running => {}
+            HubStatus::NotStarted => problems.push("hub not started".to_owned()),
+            HubStatus::Stopped => problems.push("hub stopped".to_owned()),
+            HubStatus::Stalled {
+                queued,
+                for_at_least,
+            } => problems.push(format!(
+                "hub stalled: {queued} inputs waiting, no turn for {:.1}s",
+                for_at_least.as_secs_f64()
+            )),
+        }
+        if let StoreStatus::Failing {
+            consecutive_failures,
+            since,
+        } = self.store
+        {
+            problems.push(format!(
+                "store failing: {consecutive_failures} operations in a row failed (for {:.1}s)",
+                since.as_secs_f64()
+            ));
+        }
+        f.write_str(&problems.join("; "))
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // The guarded data are plain values; a panic elsewhere cannot leave them torn.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Health {
+    /// Judges the hub and the store now (see the module docs).
+    pub fn check(&self) -> HealthReport {
+        HealthReport {
+            hub: self.hub_status(),
+            store: self.store_status(),
+        }
+    }
+
+    fn hub_status(&self) -> HubStatus {
+        let s = &self.state;
+        if s.hub_finished.load(Ordering::Acquire) {
+            return HubStatus::Stopped;
+        }
+        if !s.hub_started.load(Ordering::Acquire) {
+            return HubStatus::NotStarted;
+        }
+        let queued = self.queue_depth().unwrap_or(0);
+        let mut waiting = lock(&s.waiting);
+        if queued == 0 {
+            *waiting = None;
+            return HubStatus::Running;
+        }
+        let turns = s.turns.load(Ordering::Acquire);
+        let at = now();
+        match *waiting {
+            Some((seen, since)) if seen == turns => {
+                let waited = at.saturating_duration_since(since);
+                if waited >= HUB_STALL {
+                    return HubStatus::Stalled {
+                        queued,
+                        for_at_least: waited,
+                    };
+                }
+            }
+            _ => *waiting = Some((turns, at)),
+        }
+        HubStatus::Running
+    }
+
+    fn store_status(&self) -> StoreStatus {
+        let failures = self.state.store_failures.load(Ordering::Acquire);
+        if failures < STORE_FAILURES {
+            return StoreStatus::Ok;
+        }
+        let since = lock(&self.state.failing_since)
+            .map_or(Duration::ZERO, |t| now().saturating_duration_since(t));
+        StoreStatus::Failing {
+            consecutive_failures: failures,
+            since,
+        }
+    }
+
+    /// Inputs waiting in the hub's queue, once the server runs and while the hub lives.
+    pub(crate) fn queue_depth(&self) -> Option<usize> {
+        let tx = self.state.queue.get()?.upgrade()?;
+        Some(tx.max_capacity().saturating_sub(tx.capacity()))
+    }
+
+    /// The server started running with this hub queue.
+    pub(crate) fn hub_started(&self, queue: mpsc::WeakSender<HubMsg>) {
+        let _ = self.state.queue.set(queue);
+        self.state.hub_started.store(true, Ordering::Release);
+    }
+
+    /// Held by the hub while it runs; dropping it (the hub returned or panicked) marks
+    /// the hub stopped.
+    pub(crate) fn hub_guard(&self) -> HubGuard {
+        HubGuard(self.clone())
+    }
+
+    /// The hub finished one turn.
+    pub(crate) fn hub_turned(&self) {
+        self.state.turns.fetch_add(1, Ordering::Release);
+    }
+
+    /// A store operation finished.
+    pub(crate) fn store_result(&self, ok: bool) {
+        let s = &self.state;
+        if ok {
+            if s.store_failures.swap(0, Ordering::AcqRel) != 0 {
+                *lock(&s.failing_since) = None;
+            }
+        } else if s.store_failures.fetch_add(1, Ordering::AcqRel) == 0 {
+            *lock(&s.failing_since) = Some(now());
+        }
+    }
+}
+
+/// See [`Health::hub_guard`].
+pub(crate) struct HubGuard(Health);
+
+impl Drop for HubGuard {
+    fn drop(&mut self) {
+        self.0.state.hub_finished.store(true, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn one_failure_does_not_flap_three_do_and_a_success_heals() {
+        let h = Health::default();
+        let (tx, _rx) = mpsc::channel::<HubMsg>(4);
+        h.hub_started(tx.downgrade());
+        assert!(h.check().is_healthy());
+        h.store_result(false);
+        h.store_result(true);
+        h.store_result(false);
+        h.store_result(false);
+        assert!(
+            h.check().is_healthy(),
+            "two failures in a row are tolerated"
+        );
+        tokio::time::advance(Duration::from_secs(2)).await;
+        h.store_result(false);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let report = h.check();
+        assert_eq!(
+            report.store,
+            StoreStatus::Failing {
+                consecutive_failures: 3,
+                since: Duration::from_secs(3)
+            }
+        );
+        assert_eq!(
+            report.to_string(),
+            "store failing: 3 operations in a row failed (for 3.0s)"
+        );
+        h.store_result(true);
+        assert!(h.check().is_healthy());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_hub_stalls_only_when_inputs_wait_across_probes_without_a_turn() {
+        let h = Health::default();
+        assert_eq!(h.check().hub, HubStatus::NotStarted);
+        let (tx, _rx) = mpsc::channel::<HubMsg>(4);
+        h.hub_started(tx.downgrade());
+        let guard = h.hub_guard();
+        tx.try_send(HubMsg::Closed {
+            conn: crate::ids::ConnId(1),
+        })
+        .expect("room in the queue");
+        // The first probe that sees inputs waiting only takes note.
+        assert_eq!(h.check().hub, HubStatus::Running);
+        tokio::time::advance(HUB_STALL).await;
+        // The hub turned meanwhile: not stalled, and the clock restarts.
+        h.hub_turned();
+        assert_eq!(h.check().hub, HubStatus::Running);
+        tokio::time::advance(HUB_STALL).await;
+        let report = h.check();
+        assert_eq!(
+            report.hub,
+            HubStatus::Stalled {
+                queued: 1,
+                for_at_least: HUB_STALL
+            }
+        );
+        assert_eq!(
+            report.to_string(),
+            "hub stalled: 1 inputs waiting, no turn for 5.0s"
+        );
+        drop(guard);
+        assert_eq!(h.check().hub, HubStatus::Stopped);
+        assert_eq!(h.check().to_string(), "hub stopped");
+    }
+}
