@@ -28,7 +28,7 @@ mod options;
 
 use std::sync::Arc;
 
-use chat_core::Server;
+use chat_core::{HubStatus, Server};
 use chat_memory_store::MemoryStore;
 use chat_ws_warp::{HealthSource, MetricsSource, WarpConfig, WarpTransport};
 use clap::Parser;
@@ -69,14 +69,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let stop = stop_signal();
     let (transport, http) = WarpTransport::bind(options.addr, transport_config).await?;
     let addr = http.local_addr();
+    let ready = chat.health();
+    let running = tokio::spawn(chat.run(transport, async {
+        let signal = stop.await;
+        tracing::info!(signal, "closing every connection with 1001");
+    }));
+    // Announce the address only once the runtime runs, so whoever reads the line (a
+    // supervisor, a test) finds `/healthz` at 200 rather than "hub not started".
+    while ready.check().hub == HubStatus::NotStarted && !running.is_finished() {
+        tokio::task::yield_now().await;
+    }
     tracing::info!(%addr, "chat server listening");
     println!("Chat server running: open http://{addr}/ in two browser tabs");
 
-    chat.run(transport, async {
-        let signal = stop.await;
-        tracing::info!(signal, "closing every connection with 1001");
-    })
-    .await?;
+    running.await??;
     http.shutdown();
     http.stopped().await;
     tracing::info!("stopped");
