@@ -32,7 +32,8 @@ impl Engine {
             return self.refuse(now, conn, e);
         };
         let Some(content) = Content::parse(raw_content) else {
-            return; // empty messages are ignored, as in the base protocol
+            // Ignored without an error, as in the base protocol, but not for free.
+            return self.charge_noop(now, conn);
         };
         let target = UserId::parse(target).ok().and_then(|id| {
             let name = self.users.get(&id)?.display_name()?;

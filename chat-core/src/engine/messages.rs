@@ -39,7 +39,8 @@ impl Engine {
             Err(e) => return self.refuse(now, conn, e),
         };
         let Some(content) = Content::parse(raw_content) else {
-            return; // empty messages are ignored, as in the base protocol
+            // Ignored without an error, as in the base protocol, but not for free.
+            return self.charge_noop(now, conn);
         };
         let client_msg_id = match client_msg_id.map(ClientMsgId::parse).transpose() {
             Ok(id) => id,

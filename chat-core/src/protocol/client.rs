@@ -477,7 +477,9 @@ mod tests {
     #[test]
     fn oversized_fields_are_cut_while_decoding() {
         let room = "é".repeat(40_000);
-        let frame = format!(r#"{{"type":"chat_message","room":"{room}","content":"{room}","clientMsgId":"{room}"}}"#);
+        let frame = format!(
+            r#"{{"type":"chat_message","room":"{room}","content":"{room}","clientMsgId":"{room}"}}"#
+        );
         let ClientCommand::ChatMessage {
             content: c,
             room: Some(r),
@@ -493,7 +495,10 @@ mod tests {
         // An odd bound on a 2-byte character: one byte less, never a split character.
         assert_eq!(cut_bytes("éé", 3), "é");
         // Escaped (owned) strings are cut too.
-        let escaped = format!(r#"{{"type":"set_username","username":"{}"}}"#, "\\n".repeat(5000));
+        let escaped = format!(
+            r#"{{"type":"set_username","username":"{}"}}"#,
+            "\\n".repeat(5000)
+        );
         let ClientCommand::SetUsername { username } = decode(escaped.as_bytes()).unwrap() else {
             panic!("not set_username");
         };
