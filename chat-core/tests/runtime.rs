@@ -50,6 +50,7 @@ impl Store for TestStore {
                 return Ok(Appended {
                     message: Arc::clone(dup),
                     duplicate: true,
+                    epoch: Epoch::new("test"),
                 });
             }
         }
@@ -68,6 +69,7 @@ impl Store for TestStore {
         Ok(Appended {
             message,
             duplicate: false,
+            epoch: Epoch::new("test"),
         })
     }
 

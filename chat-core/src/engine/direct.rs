@@ -71,7 +71,9 @@ impl Engine {
         result: Result<Appended<StoredDm>, StoreError>,
     ) {
         let alive = self.conns.contains_key(&conn);
-        let Appended { message, duplicate } = match result {
+        let Appended {
+            message, duplicate, ..
+        } = match result {
             Ok(appended) => appended,
             Err(e) => {
                 if alive {

@@ -243,7 +243,13 @@ impl Engine {
             );
             return self.abort_join(&task, Some(error));
         }
-        let cursor = self.rooms.get(&task.room).and_then(|r| r.stream.cursor);
+        // A cursor under another epoch says nothing about this read: the stream was
+        // forgotten and started again, which `activate` handles.
+        let cursor = self
+            .rooms
+            .get(&task.room)
+            .filter(|r| r.stream.epoch.as_ref().is_none_or(|e| *e == partial.epoch))
+            .and_then(|r| r.stream.cursor);
         match cursor {
             Some(delivered) if partial.last < delivered => {
                 // The read missed messages the members already have: read on from it.
@@ -292,6 +298,7 @@ impl Engine {
             .map_or(partial.last.next(), |m| m.seq);
         let room = self.rooms.entry(task.room.clone()).or_default();
         room.pending_joins = room.pending_joins.saturating_sub(1);
+        room.observe_epoch(&task.room, &partial.epoch, &mut self.out);
         let stream = &mut room.stream;
         if stream.cursor.is_none() {
             stream.cursor = Some(partial.last);
@@ -329,6 +336,7 @@ impl Engine {
                     recovered: partial.recovered,
                 }),
                 has_more: partial.has_more,
+                continued: false,
             }),
         );
         self.out.send(

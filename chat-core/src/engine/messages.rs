@@ -85,8 +85,26 @@ impl Engine {
                     self.out.error(conn, error);
                 }
             }
-            Ok(Appended { message, duplicate }) => {
+            Ok(Appended {
+                message,
+                duplicate,
+                epoch,
+            }) => {
                 if let Some(room) = self.rooms.get_mut(name) {
+                    if room.is_retired(&epoch) {
+                        // Stored in a stream the store forgot since (its reply lost the
+                        // race with a message of the new stream): it is in no history
+                        // anybody can read, so it counts as not stored.
+                        let error = WireError::new(
+                            ErrorCode::StoreUnavailable,
+                            "Message not stored: the room's history was reset",
+                        );
+                        self.out.error(conn, error);
+                        self.check_gap(name);
+                        self.forget_if_idle(name);
+                        return;
+                    }
+                    room.observe_epoch(name, &epoch, &mut self.out);
                     if duplicate {
                         // A retry. Its connection already has the message, or will get it
                         // live, unless it predates the history this connection was given.
@@ -158,6 +176,7 @@ impl Engine {
             }
         };
         room.stream.gap_fill = false;
+        room.observe_epoch(name, &page.epoch, &mut self.out);
         let before = room.stream.cursor;
         for message in page.messages {
             room.accept(message);
@@ -248,6 +267,7 @@ impl Engine {
                     messages: page.messages,
                     join: None,
                     has_more: page.has_more,
+                    continued: false,
                 }),
             ),
             Err(e) => {
