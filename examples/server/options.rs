@@ -361,7 +361,7 @@ pub(crate) struct Options {
         help_heading = "Store"
     )]
     pub(crate) dm_history: usize,
-    /// Rooms kept at most.
+    /// Rooms kept at most; a new room beyond it forgets the least recently used ones.
     #[arg(
         long,
         env = "CHAT_STORE_MAX_ROOMS",
@@ -369,7 +369,7 @@ pub(crate) struct Options {
         help_heading = "Store"
     )]
     pub(crate) store_max_rooms: usize,
-    /// DM conversations kept at most.
+    /// DM conversations kept at most; beyond it, the least recently used are forgotten.
     #[arg(
         long,
         env = "CHAT_STORE_MAX_DM_CONVERSATIONS",
@@ -377,6 +377,16 @@ pub(crate) struct Options {
         help_heading = "Store"
     )]
     pub(crate) store_max_dm_conversations: usize,
+    /// Bytes the in-memory store may hold (messages plus per-stream overhead); past it
+    /// the least recently used rooms and conversations are forgotten (their next message
+    /// starts a new epoch). Default 268435456 (256 MiB).
+    #[arg(
+        long,
+        env = "CHAT_STORE_MAX_BYTES",
+        default_value_t = chat_memory_store::DEFAULT_MAX_BYTES,
+        help_heading = "Store"
+    )]
+    pub(crate) store_max_bytes: usize,
 }
 
 impl Options {
@@ -532,6 +542,7 @@ impl Options {
             dm_history: self.dm_history,
             max_rooms: self.store_max_rooms,
             max_dm_conversations: self.store_max_dm_conversations,
+            max_bytes: self.store_max_bytes,
         }
     }
 }
