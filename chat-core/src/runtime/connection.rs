@@ -42,7 +42,7 @@ use super::config::RuntimeConfig;
 use super::hub::{HubMsg, HubSender};
 use super::metrics::Metrics;
 use super::now;
-use super::outbound::{Next, OutboundQueue, QueueLimits, SLOW_READER};
+use super::outbound::{GlobalBudget, Next, OutboundQueue, QueueLimits, SLOW_READER};
 use crate::engine::Identity;
 use crate::ids::ConnId;
 use crate::protocol::{self, DecodeError};
@@ -60,6 +60,8 @@ pub(crate) struct Context {
     pub(crate) shutdown: watch::Receiver<bool>,
     /// Connection tasks alive (handshaking or open), for `max_connections`.
     pub(crate) open: AtomicUsize,
+    /// Outbound bytes held across all connections (`outbound_global_bytes`).
+    pub(crate) outbound_budget: Arc<GlobalBudget>,
 }
 
 impl Context {
@@ -173,10 +175,13 @@ pub(crate) async fn serve(handshake: Box<dyn Handshake>, ctx: Arc<Context>, _slo
             return;
         }
     };
-    let queue = Arc::new(OutboundQueue::new(QueueLimits {
-        max_frames: ctx.config.outbound_frames.max(1),
-        max_bytes: ctx.config.outbound_bytes,
-    }));
+    let queue = Arc::new(OutboundQueue::new(
+        QueueLimits {
+            max_frames: ctx.config.outbound_frames.max(1),
+            max_bytes: ctx.config.outbound_bytes,
+        },
+        Arc::clone(&ctx.outbound_budget),
+    ));
     let Some(conn) = register(&ctx, identity, &queue).await else {
         // The hub takes no more connections: it is shutting down (or gone).
         ctx.metrics.closed(CloseCode::GOING_AWAY);
@@ -350,8 +355,17 @@ async fn write(out: &mut dyn Outbound, ctx: &Context, queue: &OutboundQueue, see
         };
         match next {
             Next::Frames => {
-                let sent = timeout(cfg.write_timeout, out.send(&batch)).await;
+                // A queue closed without flushing (slow reader, global budget shed) also
+                // ends a send in progress: its batch is given up at once rather than held
+                // until the write timeout. `send` is cancel-safe (the write timeout
+                // cancels it too); the close that follows ends the connection.
+                let sent = tokio::select! {
+                    sent = timeout(cfg.write_timeout, out.send(&batch)) => Some(sent),
+                    () = queue.cancelled() => None,
+                };
                 batch.clear();
+                queue.written();
+                let Some(sent) = sent else { continue };
                 match sent {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => {

@@ -195,12 +195,14 @@ impl Server {
         let (stop_tx, stop_rx) = watch::channel(false);
         let (tx, rx) = mpsc::channel(config.hub_queue.max(1));
         let (lost_tx, lost_rx) = mpsc::unbounded_channel();
+        let outbound_budget = Arc::new(outbound::GlobalBudget::new(config.outbound_global_bytes));
         let hub = Hub::new(
             Engine::new(engine, ids),
             store,
             metrics.clone(),
             config.shutdown_grace,
             config.store_timeout,
+            Arc::clone(&outbound_budget),
         );
         let mut hub_task = spawn(hub.run(rx, lost_rx, stop_rx.clone()));
         let ctx = Arc::new(Context {
@@ -210,6 +212,7 @@ impl Server {
             hub: HubSender { tx, lost: lost_tx },
             shutdown: stop_rx,
             open: AtomicUsize::new(0),
+            outbound_budget,
         });
         let mut connections = JoinSet::new();
         tokio::pin!(shutdown);
