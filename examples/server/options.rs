@@ -186,6 +186,11 @@ pub(crate) struct Options {
     /// Bytes queued for one connection before it counts as a slow reader.
     #[arg(long, env = "CHAT_OUTBOUND_BYTES", default_value_t = 4 << 20, help_heading = "Runtime")]
     pub(crate) outbound_bytes: usize,
+    /// Outbound bytes all connections together may hold (queues plus batches being
+    /// written); past it the connections holding the most (at least 64 KiB each) are
+    /// closed with 1013 "server busy". Default 268435456 (256 MiB).
+    #[arg(long, env = "CHAT_OUTBOUND_GLOBAL_BYTES", default_value_t = 256 << 20, help_heading = "Runtime")]
+    pub(crate) outbound_global_bytes: usize,
     /// Frames written per batch (one flush per batch).
     #[arg(
         long,
@@ -414,6 +419,7 @@ impl Options {
             hub_queue: self.hub_queue,
             outbound_frames: self.outbound_frames,
             outbound_bytes: self.outbound_bytes,
+            outbound_global_bytes: self.outbound_global_bytes,
             write_batch: self.write_batch,
             write_timeout: self.write_timeout,
             heartbeat_interval: self.heartbeat.0,

@@ -105,6 +105,21 @@ fn the_store_byte_budget_has_a_flag_and_an_env_var() {
 }
 
 #[test]
+fn the_global_outbound_budget_has_a_flag_and_an_env_var() {
+    let o = Options::try_parse_from(["server", "--outbound-global-bytes", "1000000"]).unwrap();
+    assert_eq!(o.runtime().outbound_global_bytes, 1_000_000);
+    let d = Options::try_parse_from(["server"]).unwrap();
+    assert_eq!(
+        d.runtime().outbound_global_bytes,
+        RuntimeConfig::default().outbound_global_bytes
+    );
+    let help = <Options as clap::CommandFactory>::command()
+        .render_long_help()
+        .to_string();
+    assert!(help.contains("CHAT_OUTBOUND_GLOBAL_BYTES"), "{help}");
+}
+
+#[test]
 fn rates_parse_and_can_be_switched_off() {
     assert_eq!(
         parse_rate("10/1"),
