@@ -401,6 +401,7 @@ impl Options {
             join_history: self.join_history,
             history_page_max: self.history_page_max,
             resume_max: self.resume_max,
+            history_frame_bytes: Config::default().history_frame_bytes,
             max_rooms_per_connection: self.max_rooms_per_connection,
             max_connections_per_user: self.max_connections_per_user,
             max_queued_commands: self.max_queued_commands,

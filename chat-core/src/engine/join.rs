@@ -325,16 +325,37 @@ impl Engine {
                 room: task.room.clone(),
             },
         );
+        let cursor = JoinCursor {
+            epoch: partial.epoch,
+            last_seq: partial.last,
+            recovered: partial.recovered,
+        };
+        // A resume replay goes out in frames of at most `history_frame_bytes`; a plain
+        // join's page stays one frame (base compatibility).
+        let mut chunks = if partial.recovered {
+            super::messages::split_by_bytes(partial.messages, self.config.history_frame_bytes)
+        } else {
+            vec![partial.messages]
+        };
+        let last = chunks.pop().unwrap_or_default();
+        for messages in chunks {
+            self.out.send(
+                conn,
+                ServerEvent::MessageHistory(History {
+                    room: task.room.clone(),
+                    messages,
+                    join: Some(cursor.clone()),
+                    has_more: false,
+                    continued: true,
+                }),
+            );
+        }
         self.out.send(
             conn,
             ServerEvent::MessageHistory(History {
                 room: task.room.clone(),
-                messages: partial.messages,
-                join: Some(JoinCursor {
-                    epoch: partial.epoch,
-                    last_seq: partial.last,
-                    recovered: partial.recovered,
-                }),
+                messages: last,
+                join: Some(cursor),
                 has_more: partial.has_more,
                 continued: false,
             }),

@@ -316,3 +316,84 @@ fn old_stream_messages_buffered_at_an_epoch_change_are_delivered_first() {
     chat(&mut s, a, "one again");
     assert_eq!(seqs(&s.take(b)), [2]);
 }
+
+/// A resume replay larger than `history_frame_bytes` leaves in several consecutive
+/// `message_history` frames, in order, all but the last `continued: true`, before
+/// `room_users`; a plain join's page stays one frame whatever its size.
+#[test]
+fn a_large_resume_is_sent_in_frames_within_the_byte_budget() {
+    let config = Config {
+        history_frame_bytes: 2_000,
+        ..Config::unlimited()
+    };
+    let mut s = Sim::new(config);
+    let a = member(&mut s, "alice", "lobby");
+    for i in 1..=20 {
+        chat(&mut s, a, &format!("{i:03}{}", "x".repeat(300)));
+    }
+    let b = named(&mut s, "bob");
+    s.send(
+        b,
+        json!({"type":"join_room","room":"lobby","since":0,"epoch":"sim-epoch"}),
+    );
+    let frames = s.take(b);
+    let types: Vec<&str> = frames.iter().map(|f| f["type"].as_str().unwrap()).collect();
+    assert_eq!(types.first(), Some(&"room_joined"));
+    assert_eq!(types.last(), Some(&"room_users"));
+    let pages = &frames[1..frames.len() - 1];
+    assert!(pages.len() > 1, "{} frames", pages.len());
+    let mut seqs = Vec::new();
+    for (i, page) in pages.iter().enumerate() {
+        assert_eq!(page["type"], "message_history");
+        assert_eq!(page["recovered"], true);
+        assert_eq!(page["epoch"], "sim-epoch");
+        assert_eq!(page["lastSeq"], 20);
+        let last = i + 1 == pages.len();
+        assert_eq!(page.get("continued").is_some(), !last, "{page}");
+        if !last {
+            assert_eq!(page["continued"], true);
+        }
+        let bytes = serde_json::to_vec(&page["messages"]).unwrap().len();
+        assert!(bytes <= 2_000 + 2, "{bytes} bytes in frame {i}");
+        seqs.extend(history_seqs(page));
+    }
+    assert_eq!(seqs, (1..=20).collect::<Vec<u64>>(), "in order, each once");
+
+    // A plain join: one frame, however large.
+    let c = named(&mut s, "carol");
+    s.send(c, json!({"type":"join_room","room":"lobby"}));
+    let types = s.take_types(c);
+    assert_eq!(types, ["room_joined", "message_history", "room_users"]);
+}
+
+/// A `history` page is cut at the byte budget: the newest messages stay, `hasMore`
+/// says the client can page on from the oldest it got.
+#[test]
+fn a_history_page_is_cut_at_the_byte_budget() {
+    let config = Config {
+        history_frame_bytes: 2_000,
+        ..Config::unlimited()
+    };
+    let mut s = Sim::new(config);
+    let a = member(&mut s, "alice", "lobby");
+    for i in 1..=20 {
+        chat(&mut s, a, &format!("{i:03}{}", "x".repeat(300)));
+    }
+    s.take(a);
+    s.send(a, json!({"type":"history","room":"lobby","limit":20}));
+    let page = &s.take(a)[0];
+    let got = history_seqs(page);
+    assert!(got.len() < 20 && !got.is_empty(), "{got:?}");
+    assert_eq!(got.last(), Some(&20), "the newest are kept");
+    assert_eq!(page["hasMore"], true);
+    assert!(page.get("continued").is_none());
+    assert!(serde_json::to_vec(&page["messages"]).unwrap().len() <= 2_002);
+    // Paging on from the oldest received continues without a gap.
+    let before = got[0];
+    s.send(
+        a,
+        json!({"type":"history","room":"lobby","before":before,"limit":20}),
+    );
+    let next = history_seqs(&s.take(a)[0]);
+    assert_eq!(next.last(), Some(&(before - 1)));
+}
