@@ -31,7 +31,10 @@
 //!   room, N ≥ 1); dropped messages count as not existing (a page that reaches the oldest
 //!   retained message has `has_more: false`), and the engine notices a resume that would
 //!   need them instead of hiding the gap. A retry whose original was dropped is stored
-//!   again. A store that refuses to grow (a cap on rooms) answers `Unavailable`.
+//!   again. A store may also forget a whole stream (the in-memory store evicts idle
+//!   streams, least recently used first, to stay within its byte budget): its messages
+//!   and idempotency keys go, and it starts again at `seq` 1 under a new epoch (see
+//!   Epochs). A store that refuses to grow instead answers `Unavailable`.
 //! * **Limits** in [`PageRange`] are at least 1.
 
 use std::sync::Arc;

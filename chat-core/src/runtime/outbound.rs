@@ -23,6 +23,13 @@
 //! so one large legitimate frame — a full resume — is always accepted), plus the
 //! writer's one batch in flight.
 //!
+//! Every queue also counts its bytes — queued, and taken by the writer but not yet
+//! written (a batch is at most [`BATCH_MAX_BYTES`] or one frame) — in one server-wide
+//! [`GlobalBudget`]. The queue never refuses a frame for it; the hub, after each turn,
+//! closes the connections holding the most while the total is over the budget (see
+//! `Hub::shed_outbound` and ARCHITECTURE.md decision 11), and a writer abandons a send in
+//! progress as soon as its queue is closed without flushing.
+//!
 //! The queue also carries the end of the connection: a close that waits for the queued
 //! frames to be written (an engine close, server shutdown), a close that discards them
 //! (slow reader), or abandonment (the peer is gone; nothing more will be written).
