@@ -329,7 +329,7 @@ async fn a_flood_of_new_rooms_never_gets_store_unavailable() {
     }
     eprintln!(
         "[floods] 600 new rooms in {:?}, none refused; RSS {rss_before} KiB → {} KiB; \
-         rooms held {}",
+         rooms with members in the engine {}",
         started.elapsed(),
         server.rss_kib(),
         server.metric("chat_rooms").await
