@@ -19,13 +19,22 @@
 //!   `duplicate: true`, for as long as that message is retained.
 //! * **Pages** are contiguous runs of `seq`, oldest first, with the store's `epoch` and the
 //!   room's head `last_seq` read atomically with them.
-//! * **Epochs.** The epoch changes only when history is lost (an in-memory store's
-//!   restart); it must not change while an engine using the store runs.
+//! * **Epochs.** A stream's epoch changes only when its history is lost: a restart of an
+//!   in-memory store, or a store that forgets a whole idle stream to stay within its
+//!   memory budget. `seq` may start again at 1 only under a new epoch, never under one
+//!   it was already used with, so a client resuming with an old `(epoch, since)` is told
+//!   its position is void instead of silently skipping messages. Epochs may differ
+//!   between streams and may change while an engine runs: every append reply and page
+//!   carries its stream's epoch, and the engine restarts a room's stream cursor (and
+//!   tells its members, `stream_reset`) when it sees a new one.
 //! * **Bounds.** A store may drop old messages (the in-memory store keeps the last N per
 //!   room, N ≥ 1); dropped messages count as not existing (a page that reaches the oldest
 //!   retained message has `has_more: false`), and the engine notices a resume that would
 //!   need them instead of hiding the gap. A retry whose original was dropped is stored
-//!   again. A store that refuses to grow (a cap on rooms) answers `Unavailable`.
+//!   again. A store may also forget a whole stream (the in-memory store evicts idle
+//!   streams, least recently used first, to stay within its byte budget): its messages
+//!   and idempotency keys go, and it starts again at `seq` 1 under a new epoch (see
+//!   Epochs). A store that refuses to grow instead answers `Unavailable`.
 //! * **Limits** in [`PageRange`] are at least 1.
 
 use std::sync::Arc;
@@ -54,6 +63,10 @@ pub struct Appended<M> {
     pub message: Arc<M>,
     /// True when `client_msg_id` had been used before and nothing new was stored.
     pub duplicate: bool,
+    /// The epoch of the stream the message is in (what a page read at the same instant
+    /// would say). The engine compares it with the epoch its members were given: a
+    /// different one means the stream was forgotten and started again.
+    pub epoch: Epoch,
 }
 
 /// Which part of a stream to read.

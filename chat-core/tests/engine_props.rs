@@ -72,6 +72,7 @@ fn tight_config() -> Config {
         join_history: 3,
         history_page_max: 4,
         resume_max: 4,
+        history_frame_bytes: 64 * 1024,
         max_rooms_per_connection: 2,
         max_connections_per_user: 2,
         max_queued_commands: 3,

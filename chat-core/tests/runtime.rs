@@ -50,6 +50,7 @@ impl Store for TestStore {
                 return Ok(Appended {
                     message: Arc::clone(dup),
                     duplicate: true,
+                    epoch: Epoch::new("test"),
                 });
             }
         }
@@ -68,6 +69,7 @@ impl Store for TestStore {
         Ok(Appended {
             message,
             duplicate: false,
+            epoch: Epoch::new("test"),
         })
     }
 
@@ -495,6 +497,69 @@ async fn a_slow_reader_is_closed_with_1013_while_the_others_keep_receiving() {
         fast.expect("message_received").await["content"],
         "still here"
     );
+    assert_eq!(metrics.connections(), 2);
+}
+
+/// The global outbound budget: two readers that stop reading each stay under their own
+/// queue's bounds, but together pass the server-wide budget; each is closed with 1013
+/// "server busy" once it holds the most, while the readers that keep up (their queues
+/// near empty) receive every message and are never closed.
+#[tokio::test(start_paused = true)]
+async fn past_the_global_outbound_budget_the_largest_holders_are_closed() {
+    let runtime = RuntimeConfig {
+        outbound_global_bytes: 150_000,
+        write_batch: 8,
+        ..RuntimeConfig::default()
+    };
+    let options = ChannelOptions {
+        capacity: 8,
+        ..ChannelOptions::default()
+    };
+    let s = server_with(Config::unlimited(), runtime, options, None);
+    let mut talker = s.member("talker", "busy").await;
+    let mut fast = s.member("fast", "busy").await;
+    let mut slow = Vec::new();
+    for name in ["slow-1", "slow-2"] {
+        let mut c = s.connect().await;
+        c.send(json!({"type": "set_username", "username": name}))
+            .await;
+        c.send(json!({"type": "join_room", "room": "busy"})).await;
+        talker.saw_join_of(name).await;
+        fast.saw_join_of(name).await;
+        slow.push(c);
+    }
+    // ~1.1 KB per message: 300 of them are ~330 KB per slow reader, far under its own
+    // 4 MiB queue bound, well over the 150 KB the server allows for everyone.
+    let body = "x".repeat(1000);
+    let mut leaves = 0;
+    for n in 1..=300u64 {
+        talker.send(chat(&body)).await;
+        for c in [&mut talker, &mut fast] {
+            loop {
+                let frame = c.next().await;
+                if frame["type"] == "user_left" {
+                    leaves += 1;
+                    continue;
+                }
+                assert_eq!(frame["seq"], n, "{frame}");
+                break;
+            }
+        }
+    }
+    assert_eq!(
+        leaves, 4,
+        "talker and fast each saw both slow readers leave"
+    );
+    let metrics = s.handle.metrics();
+    assert_eq!(metrics.closes(CloseCode::TRY_AGAIN_LATER), 2);
+    for mut c in slow {
+        let (code, reason, received) = c.closed().await;
+        assert_eq!(
+            (code, reason.as_str()),
+            (CloseCode::TRY_AGAIN_LATER, "server busy")
+        );
+        assert!(received < 300, "{received} frames reached a shed reader");
+    }
     assert_eq!(metrics.connections(), 2);
 }
 

@@ -7,11 +7,15 @@
 //! * **Bounded.** Each room keeps its newest [`MemoryConfig::room_history`] messages and
 //!   each DM conversation its newest [`MemoryConfig::dm_history`]; older ones are dropped
 //!   (pages then start later, and the engine sees the gap). The idempotency index holds
-//!   exactly the `(user, clientMsgId)` keys of retained messages. The number of rooms and
-//!   conversations is capped too ([`MemoryConfig::max_rooms`],
-//!   [`MemoryConfig::max_dm_conversations`]), see [Bounds](#bounds).
-//! * **Epoch per instance.** A store draws a random [`Epoch`] when it is created, so a
-//!   client resuming with a `seq` from before a restart is told its position is void.
+//!   exactly the `(user, clientMsgId)` keys of retained messages. The whole store holds
+//!   at most [`MemoryConfig::max_bytes`] (256 MiB by default), and at most
+//!   [`MemoryConfig::max_rooms`] rooms and [`MemoryConfig::max_dm_conversations`]
+//!   conversations: past any of them it forgets the least recently used streams, see
+//!   [Bounds](#bounds).
+//! * **Epochs.** A store draws a random [`Epoch`] when it is created, so a client
+//!   resuming with a `seq` from before a restart is told its position is void; a stream
+//!   forgotten to stay within the bounds starts again under a new epoch, for the same
+//!   reason.
 //! * **Concurrent.** One lock per room (and per conversation): appends to different
 //!   rooms never wait for each other; an append and a page read of one room are each
 //!   atomic, so `seq` is gapless and a page's messages, `last_seq` and `epoch` agree.
@@ -52,20 +56,30 @@
 //!
 //! # Bounds
 //!
-//! Rooms and conversations come into being with their first message and are never
-//! removed: forgetting a stream would restart its `seq` at 1 under the same epoch, which
-//! the contract forbids (a resuming client would silently skip messages). Since clients
-//! choose room names freely, the number of rooms is what needs a cap: beyond
-//! [`MemoryConfig::max_rooms`] rooms (or [`MemoryConfig::max_dm_conversations`]
-//! conversations), a message to a *new* room fails with [`StoreError::Unavailable`] and
-//! nothing is stored; existing rooms keep working. Page reads never allocate, whatever
-//! room they name.
+//! Clients choose room names freely and every anonymous reconnect is a new user, so the
+//! number of streams is the attacker's to choose: the store bounds its memory and, when
+//! a bound is reached, forgets whole **idle streams, least recently used first** (an
+//! append or a page read is a use) instead of refusing new ones:
 //!
-//! Worst-case memory is therefore about `max_rooms × room_history + max_dm_conversations
-//! × dm_history` messages, each at most ~4 KiB of content (1000 characters) plus names
-//! and ids. With the defaults that is an upper bound far above any real use; lower the
-//! caps for a small machine.
+//! * **Bytes.** Every message is counted (struct, `Arc`, log slot, strings, its
+//!   idempotency entry) and every stream costs a fixed overhead plus its key. Past
+//!   [`MemoryConfig::max_bytes`], streams are forgotten until 90 % of it is left; the
+//!   stream being written is never the one forgotten, so a budget smaller than one
+//!   stream's history is exceeded by at most that stream.
+//! * **Streams.** Creating a room beyond [`MemoryConfig::max_rooms`] (a conversation
+//!   beyond [`MemoryConfig::max_dm_conversations`]) first forgets the least recently
+//!   used sixteenth of them.
+//!
+//! A forgotten stream loses its messages and its idempotency keys. Its next message
+//! starts again at `seq` 1 under a **new epoch** (the store's random part plus the
+//! number of evictions so far), never under one the stream had, so a client that
+//! resumes with the old `(epoch, since)` gets `recovered: false` rather than silently
+//! skipping messages, and an engine running on the store sees the new epoch in the
+//! append reply and restarts the room's stream for its members (`stream_reset`).
+//! Page reads never allocate, whatever room they name. No append is ever refused for
+//! lack of room.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::SystemTime;
 
@@ -78,7 +92,8 @@ use chat_core::{
 mod log;
 mod streams;
 
-use streams::{Streams, lock};
+use log::Entry;
+use streams::{Shared, Stream, Streams};
 
 /// Limits of a [`MemoryStore`]. Build one with struct update syntax from the default:
 /// `MemoryConfig { room_history: 200, ..MemoryConfig::default() }`.
@@ -89,13 +104,22 @@ pub struct MemoryConfig {
     pub room_history: usize,
     /// Messages kept per DM conversation (pair of users). Default 1000; 0 counts as 1.
     pub dm_history: usize,
-    /// Rooms kept at most; a message to a new room beyond it is refused with
-    /// [`StoreError::Unavailable`]. Default 10 000.
+    /// Rooms kept at most; a message to a new room beyond it first forgets the least
+    /// recently used rooms (a sixteenth of them). Default 10 000.
     pub max_rooms: usize,
-    /// DM conversations kept at most; a first DM between a new pair beyond it is
-    /// refused with [`StoreError::Unavailable`]. Default 100 000.
+    /// DM conversations kept at most; beyond it, as for rooms. Default 100 000.
     pub max_dm_conversations: usize,
+    /// Bytes the store may hold, messages and per-stream overhead together (an
+    /// estimate: strings, structs, index entries; allocator rounding not counted).
+    /// Past it, the least recently used streams (rooms and conversations alike; a page
+    /// read counts as a use) are forgotten until 90 % of it is left; the stream being
+    /// written is never the one forgotten. Default 256 MiB — a small server's share; a
+    /// full default-length room of 1000 messages of 1000 ASCII characters takes ~1.3 MB.
+    pub max_bytes: usize,
 }
+
+/// [`MemoryConfig::max_bytes`]'s default: 256 MiB.
+pub const DEFAULT_MAX_BYTES: usize = 256 * 1024 * 1024;
 
 impl Default for MemoryConfig {
     fn default() -> Self {
@@ -104,6 +128,7 @@ impl Default for MemoryConfig {
             dm_history: 1000,
             max_rooms: 10_000,
             max_dm_conversations: 100_000,
+            max_bytes: DEFAULT_MAX_BYTES,
         }
     }
 }
@@ -111,7 +136,7 @@ impl Default for MemoryConfig {
 /// An in-memory [`Store`] with bounded history. See the [crate docs](crate).
 #[derive(Debug)]
 pub struct MemoryStore {
-    epoch: Epoch,
+    shared: Shared,
     rooms: Streams<RoomName, StoredMessage>,
     /// Keyed by the pair of users in sorted order, so both directions share one log.
     dms: Streams<(UserId, UserId), StoredDm>,
@@ -125,9 +150,15 @@ impl Default for MemoryStore {
     }
 }
 
+/// Which stream an eviction candidate is.
+enum Victim {
+    Room(RoomName),
+    Dm((UserId, UserId)),
+}
+
 impl MemoryStore {
     /// A store with the default [`MemoryConfig`]: 1000 messages per room and per
-    /// conversation, at most 10 000 rooms and 100 000 conversations.
+    /// conversation, at most 10 000 rooms, 100 000 conversations and 256 MiB.
     pub fn new() -> Self {
         Self::with_config(MemoryConfig::default())
     }
@@ -135,31 +166,40 @@ impl MemoryStore {
     /// A store with the given limits and a fresh random epoch.
     pub fn with_config(config: MemoryConfig) -> Self {
         Self {
-            epoch: Epoch::new(&random_uuid().hyphenated().to_string()),
-            rooms: Streams::new(config.room_history, config.max_rooms, "room"),
+            shared: Shared::new(random_uuid().hyphenated().to_string(), config.max_bytes),
+            rooms: Streams::new(config.room_history, config.max_rooms, |r: &RoomName| {
+                r.as_str().len()
+            }),
             dms: Streams::new(
                 config.dm_history,
                 config.max_dm_conversations,
-                "conversation",
+                |(a, b): &(UserId, UserId)| a.as_str().len() + b.as_str().len(),
             ),
             failures: AtomicUsize::new(0),
         }
     }
 
-    /// This store's epoch: the same in every page it returns, different for every store
-    /// instance (history does not survive one).
-    pub fn epoch(&self) -> &Epoch {
-        &self.epoch
+    /// The epoch a stream created now gets (and an absent stream's page shows). Until
+    /// the first eviction every stream has this store's random epoch; a stream created
+    /// after N evictions has `<random>.N`, so an evicted stream that starts again never
+    /// shows an epoch it had before. Different for every store instance.
+    pub fn epoch(&self) -> Epoch {
+        self.shared.current_epoch()
     }
 
-    /// Rooms that have had at least one message.
+    /// Rooms currently held.
     pub fn room_count(&self) -> usize {
         self.rooms.len()
     }
 
-    /// DM conversations that have had at least one message.
+    /// DM conversations currently held.
     pub fn dm_conversation_count(&self) -> usize {
         self.dms.len()
+    }
+
+    /// Bytes currently held (see [`MemoryConfig::max_bytes`]).
+    pub fn bytes_used(&self) -> usize {
+        self.shared.used.load(Ordering::SeqCst)
     }
 
     /// Makes the next `n` operations (appends and page reads, in whatever order they
@@ -184,10 +224,80 @@ impl MemoryStore {
 
     fn empty_page<M>(&self) -> Page<M> {
         Page {
-            epoch: self.epoch.clone(),
+            epoch: self.shared.current_epoch(),
             last_seq: Seq(0),
             messages: Vec::new(),
             has_more: false,
+        }
+    }
+
+    /// Forgets least recently used streams, other than `keep`, until the store is back
+    /// to 90 % of its budget. One sort of every stream's recency per round: a round runs
+    /// only after the store grew by a tenth of its budget, so its cost is spread over
+    /// many appends.
+    fn enforce_budget(&self, keep: &Victim) {
+        if !self.shared.over_budget() {
+            return;
+        }
+        let mut candidates: Vec<(u64, Victim)> = self
+            .rooms
+            .recency()
+            .into_iter()
+            .map(|(t, k)| (t, Victim::Room(k)))
+            .chain(
+                self.dms
+                    .recency()
+                    .into_iter()
+                    .map(|(t, k)| (t, Victim::Dm(k))),
+            )
+            .collect();
+        candidates.sort_unstable_by_key(|(tick, _)| *tick);
+        let low_water = self.shared.low_water();
+        for (_, victim) in candidates {
+            if self.shared.used.load(Ordering::SeqCst) <= low_water {
+                break;
+            }
+            match (&victim, keep) {
+                (Victim::Room(a), Victim::Room(b)) if a == b => continue,
+                (Victim::Dm(a), Victim::Dm(b)) if a == b => continue,
+                (Victim::Room(r), _) => self.rooms.evict(r, &self.shared),
+                (Victim::Dm(k), _) => self.dms.evict(k, &self.shared),
+            };
+        }
+    }
+
+    /// Appends to the stream of `key` (created if needed), retrying on a fresh stream if
+    /// the one found was evicted meanwhile; then keeps the store within its budget.
+    fn append_to<K, M: Entry>(
+        &self,
+        streams: &Streams<K, M>,
+        key: &K,
+        victim: Victim,
+        sender: &UserId,
+        client_msg_id: Option<&chat_core::ClientMsgId>,
+        mut build: Option<impl FnOnce(Seq, Timestamp) -> M>,
+    ) -> Appended<M>
+    where
+        K: Eq + std::hash::Hash + Clone,
+    {
+        let now = now();
+        loop {
+            let stream: Arc<Stream<M>> = streams.get_or_create(key, &self.shared);
+            let mut log = stream.lock();
+            if log.is_retired() {
+                // Evicted between the lookup and the lock: the next lookup creates the
+                // stream afresh, under a new epoch.
+                continue;
+            }
+            let Some(make) = build.take() else {
+                unreachable!("build is taken once, just before returning");
+            };
+            let (appended, delta) = log.append(sender, client_msg_id, now, make);
+            self.shared.used.fetch_add(delta.added, Ordering::SeqCst);
+            self.shared.used.fetch_sub(delta.removed, Ordering::SeqCst);
+            drop(log);
+            self.enforce_budget(&victim);
+            return appended;
         }
     }
 }
@@ -224,28 +334,34 @@ impl Store for MemoryStore {
         message: NewRoomMessage,
     ) -> Result<Appended<StoredMessage>, StoreError> {
         self.injected_failure()?;
-        let log = self.rooms.get_or_create(message.room.clone())?;
-        let (id, now) = (MessageId(random_uuid()), now());
+        let id = MessageId(random_uuid());
+        let key = message.room.clone();
+        let (sender, client_msg_id) = (message.user_id.clone(), message.client_msg_id.clone());
         let NewRoomMessage {
             room,
             user_id,
             username,
             content,
-            client_msg_id,
+            client_msg_id: cmid,
         } = message;
-        let (sender, key) = (user_id.clone(), client_msg_id.clone());
-        let appended =
-            lock(&log).append(&sender, key.as_ref(), now, |seq, timestamp| StoredMessage {
-                id,
-                room,
-                seq,
-                user_id,
-                username,
-                content,
-                timestamp,
-                client_msg_id,
-            });
-        Ok(appended)
+        let build = |seq, timestamp| StoredMessage {
+            id,
+            room,
+            seq,
+            user_id,
+            username,
+            content,
+            timestamp,
+            client_msg_id: cmid,
+        };
+        Ok(self.append_to(
+            &self.rooms,
+            &key,
+            Victim::Room(key.clone()),
+            &sender,
+            client_msg_id.as_ref(),
+            Some(build),
+        ))
     }
 
     async fn room_page(
@@ -254,28 +370,26 @@ impl Store for MemoryStore {
         range: PageRange,
     ) -> Result<Page<StoredMessage>, StoreError> {
         self.injected_failure()?;
-        Ok(match self.rooms.get(room) {
-            Some(log) => lock(&log).page(&self.epoch, range),
+        Ok(match self.rooms.get(room, &self.shared) {
+            Some(stream) => stream.lock().page(range),
             None => self.empty_page(),
         })
     }
 
     async fn append_dm(&self, message: NewDm) -> Result<Appended<StoredDm>, StoreError> {
         self.injected_failure()?;
-        let log = self
-            .dms
-            .get_or_create(conversation(&message.from, &message.to))?;
-        let (id, now) = (MessageId(random_uuid()), now());
+        let id = MessageId(random_uuid());
+        let key = conversation(&message.from, &message.to);
+        let (sender, client_msg_id) = (message.from.clone(), message.client_msg_id.clone());
         let NewDm {
             from,
             from_username,
             to,
             to_username,
             content,
-            client_msg_id,
+            client_msg_id: cmid,
         } = message;
-        let (sender, key) = (from.clone(), client_msg_id.clone());
-        let appended = lock(&log).append(&sender, key.as_ref(), now, |seq, timestamp| StoredDm {
+        let build = |seq, timestamp| StoredDm {
             id,
             seq,
             from,
@@ -284,9 +398,16 @@ impl Store for MemoryStore {
             to_username,
             content,
             timestamp,
-            client_msg_id,
-        });
-        Ok(appended)
+            client_msg_id: cmid,
+        };
+        Ok(self.append_to(
+            &self.dms,
+            &key,
+            Victim::Dm(key.clone()),
+            &sender,
+            client_msg_id.as_ref(),
+            Some(build),
+        ))
     }
 
     async fn dm_page(
@@ -296,8 +417,8 @@ impl Store for MemoryStore {
         range: PageRange,
     ) -> Result<Page<StoredDm>, StoreError> {
         self.injected_failure()?;
-        Ok(match self.dms.get(&conversation(a, b)) {
-            Some(log) => lock(&log).page(&self.epoch, range),
+        Ok(match self.dms.get(&conversation(a, b), &self.shared) {
+            Some(stream) => stream.lock().page(range),
             None => self.empty_page(),
         })
     }

@@ -273,6 +273,14 @@ const HANDLERS = {
     const room = S.rooms.get(f.room);
     if (!room) return;
     const messages = Array.isArray(f.messages) ? f.messages : [];
+    if (f.continued === true && f.recovered === true && room.resuming) {
+      // One of several frames of a large resume replay (PROTOCOL.md): add its messages
+      // and keep waiting for the last frame, which completes the join as below.
+      for (const m of messages) {
+        if (addRoomMessage(room, m) && !isOwn(m.userId) && !isActive(room)) room.unread++;
+      }
+      return;
+    }
     if (room.awaitingHistory || 'recovered' in f) {
       // The join reply.
       room.awaitingHistory = false;
@@ -306,6 +314,19 @@ const HANDLERS = {
       room.loadingOlder = false;
       room.anchorOlder = true;
     }
+  },
+
+  stream_reset(f) {
+    // The server's store forgot this room's idle history and started it again under a
+    // new epoch: seq counts from 1 again, so the old messages (and their seqs) go.
+    const room = S.rooms.get(f.room);
+    if (!room) return;
+    room.log.reset([]);
+    room.els.clear();
+    room.lastSeq = 0;
+    room.hasMore = false;
+    if (f.epoch != null) room.epoch = f.epoch;
+    room.reloaded = true;
   },
 
   room_users(f) {

@@ -1162,12 +1162,10 @@ fn the_frame_matcher_rejects_extra_or_missing_keys_and_misshapen_generated_field
     }
 }
 
-#[tokio::test]
-async fn the_largest_frame_the_server_can_send_a_full_resume_is_delivered() {
-    // 500 messages (the resume cap) of 1,000 control characters, each escaped to six
-    // bytes of JSON: one ~3 MB `message_history`, above the old 2 MiB write-buffer cap.
+/// 500 messages (the resume cap) of 1,000 control characters, each escaped to six bytes
+/// of JSON: a ~3 MB replay.
+async fn store_a_full_resume(server: &TestServer) {
     use chat_core::{Content, NewRoomMessage, RoomName, Store, UserId};
-    let server = TestServer::start().await;
     let content = Content::parse(&format!("x{}x", "\u{1}".repeat(998))).expect("content");
     for _ in 0..500 {
         server
@@ -1182,6 +1180,18 @@ async fn the_largest_frame_the_server_can_send_a_full_resume_is_delivered() {
             .await
             .expect("stored");
     }
+}
+
+#[tokio::test]
+async fn the_largest_frame_the_server_can_send_a_full_resume_is_delivered() {
+    // With the frame budget lifted, the replay is one ~3 MB `message_history`, above
+    // the old 2 MiB write-buffer cap: the transport carries it.
+    let engine = chat_core::Config {
+        history_frame_bytes: usize::MAX,
+        ..chat_core::Config::default()
+    };
+    let server = TestServer::with(engine, chat_core::RuntimeConfig::default()).await;
+    store_a_full_resume(&server).await;
     let mut reader = server.named("reader").await;
     reader
         .send(json!({"type": "join_room", "room": "big", "since": 0, "epoch": server.epoch()}))
@@ -1191,5 +1201,36 @@ async fn the_largest_frame_the_server_can_send_a_full_resume_is_delivered() {
     assert_eq!(history["recovered"], true);
     assert_eq!(history_seqs(&history), (1..=500).collect::<Vec<_>>());
     assert!(history.to_string().len() > 3_000_000, "the frame is ~3 MB");
+    reader.expect_type("room_users").await;
+}
+
+#[tokio::test]
+async fn a_full_resume_arrives_in_continued_frames_of_at_most_64_kib() {
+    let server = TestServer::start().await;
+    store_a_full_resume(&server).await;
+    let mut reader = server.named("reader").await;
+    reader
+        .send(json!({"type": "join_room", "room": "big", "since": 0, "epoch": server.epoch()}))
+        .await;
+    reader.expect_type("room_joined").await;
+    let mut seqs = Vec::new();
+    let mut frames = 0;
+    loop {
+        let history = reader.expect_type("message_history").await;
+        frames += 1;
+        assert_eq!(history["recovered"], true);
+        assert_eq!(history["lastSeq"], 500);
+        let messages = serde_json::to_vec(&history["messages"])
+            .expect("JSON")
+            .len();
+        assert!(messages <= 64 * 1024 + 2, "{messages} bytes of messages");
+        seqs.extend(history_seqs(&history));
+        if history.get("continued").is_none() {
+            break;
+        }
+        assert_eq!(history["continued"], true);
+    }
+    assert_eq!(seqs, (1..=500).collect::<Vec<_>>(), "in order, each once");
+    assert!(frames >= 45, "{frames} frames");
     reader.expect_type("room_users").await;
 }

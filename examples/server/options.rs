@@ -191,6 +191,11 @@ pub(crate) struct Options {
     /// Bytes queued for one connection before it counts as a slow reader.
     #[arg(long, env = "CHAT_OUTBOUND_BYTES", default_value_t = 4 << 20, help_heading = "Runtime")]
     pub(crate) outbound_bytes: usize,
+    /// Outbound bytes all connections together may hold (queues plus batches being
+    /// written); past it the connections holding the most (at least 64 KiB each) are
+    /// closed with 1013 "server busy". Default 268435456 (256 MiB).
+    #[arg(long, env = "CHAT_OUTBOUND_GLOBAL_BYTES", default_value_t = 256 << 20, help_heading = "Runtime")]
+    pub(crate) outbound_global_bytes: usize,
     /// Frames written per batch (one flush per batch).
     #[arg(
         long,
@@ -393,7 +398,7 @@ pub(crate) struct Options {
         help_heading = "Store"
     )]
     pub(crate) dm_history: usize,
-    /// Rooms kept at most.
+    /// Rooms kept at most; a new room beyond it forgets the least recently used ones.
     #[arg(
         long,
         env = "CHAT_STORE_MAX_ROOMS",
@@ -401,7 +406,7 @@ pub(crate) struct Options {
         help_heading = "Store"
     )]
     pub(crate) store_max_rooms: usize,
-    /// DM conversations kept at most.
+    /// DM conversations kept at most; beyond it, the least recently used are forgotten.
     #[arg(
         long,
         env = "CHAT_STORE_MAX_DM_CONVERSATIONS",
@@ -409,6 +414,16 @@ pub(crate) struct Options {
         help_heading = "Store"
     )]
     pub(crate) store_max_dm_conversations: usize,
+    /// Bytes the in-memory store may hold (messages plus per-stream overhead); past it
+    /// the least recently used rooms and conversations are forgotten (their next message
+    /// starts a new epoch). Default 268435456 (256 MiB).
+    #[arg(
+        long,
+        env = "CHAT_STORE_MAX_BYTES",
+        default_value_t = chat_memory_store::DEFAULT_MAX_BYTES,
+        help_heading = "Store"
+    )]
+    pub(crate) store_max_bytes: usize,
 }
 
 impl Options {
@@ -418,6 +433,7 @@ impl Options {
             join_history: self.join_history,
             history_page_max: self.history_page_max,
             resume_max: self.resume_max,
+            history_frame_bytes: Config::default().history_frame_bytes,
             max_rooms_per_connection: self.max_rooms_per_connection,
             max_connections_per_user: self.max_connections_per_user,
             max_queued_commands: self.max_queued_commands,
@@ -436,6 +452,7 @@ impl Options {
             hub_queue: self.hub_queue,
             outbound_frames: self.outbound_frames,
             outbound_bytes: self.outbound_bytes,
+            outbound_global_bytes: self.outbound_global_bytes,
             write_batch: self.write_batch,
             write_timeout: self.write_timeout,
             heartbeat_interval: self.heartbeat.0,
@@ -581,6 +598,7 @@ impl Options {
             dm_history: self.dm_history,
             max_rooms: self.store_max_rooms,
             max_dm_conversations: self.store_max_dm_conversations,
+            max_bytes: self.store_max_bytes,
         }
     }
 }

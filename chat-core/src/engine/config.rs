@@ -35,6 +35,16 @@ pub struct Config {
     /// gets `recovered: false` and the latest [`join_history`](Self::join_history).
     /// Default 500.
     pub resume_max: usize,
+    /// Bytes of messages (JSON-encoded) one resume or `history` frame carries at most.
+    /// A resume replay larger than this is sent as several consecutive
+    /// `message_history` frames, all but the last marked `continued: true`; a `history`
+    /// page is cut (its oldest messages left out, `hasMore: true`). At least one message
+    /// goes in every frame. The answer to a plain join (the latest
+    /// [`join_history`](Self::join_history)) is always one frame, as the base protocol
+    /// has it. Default 64 KiB: a full resume of 500 messages of 1,000 escaped control
+    /// characters (~3.2 MB) then leaves in ~50 frames, so no single frame — and no
+    /// transport copy of one — holds megabytes.
+    pub history_frame_bytes: usize,
     /// Rooms one connection may be in at once. Default 100 (PROTOCOL.md).
     pub max_rooms_per_connection: usize,
     /// Connections one authenticated user may hold at once. Default 32.
@@ -65,6 +75,7 @@ impl Default for Config {
             join_history: 50,
             history_page_max: 100,
             resume_max: 500,
+            history_frame_bytes: 64 * 1024,
             max_rooms_per_connection: 100,
             max_connections_per_user: 32,
             max_queued_commands: 32,

@@ -32,7 +32,8 @@ impl Engine {
             return self.refuse(now, conn, e);
         };
         let Some(content) = Content::parse(raw_content) else {
-            return; // empty messages are ignored, as in the base protocol
+            // Ignored without an error, as in the base protocol, but not for free.
+            return self.charge_noop(now, conn);
         };
         let target = UserId::parse(target).ok().and_then(|id| {
             let name = self.users.get(&id)?.display_name()?;
@@ -70,7 +71,9 @@ impl Engine {
         result: Result<Appended<StoredDm>, StoreError>,
     ) {
         let alive = self.conns.contains_key(&conn);
-        let Appended { message, duplicate } = match result {
+        let Appended {
+            message, duplicate, ..
+        } = match result {
             Ok(appended) => appended,
             Err(e) => {
                 if alive {

@@ -243,7 +243,13 @@ impl Engine {
             );
             return self.abort_join(&task, Some(error));
         }
-        let cursor = self.rooms.get(&task.room).and_then(|r| r.stream.cursor);
+        // A cursor under another epoch says nothing about this read: the stream was
+        // forgotten and started again, which `activate` handles.
+        let cursor = self
+            .rooms
+            .get(&task.room)
+            .filter(|r| r.stream.epoch.as_ref().is_none_or(|e| *e == partial.epoch))
+            .and_then(|r| r.stream.cursor);
         match cursor {
             Some(delivered) if partial.last < delivered => {
                 // The read missed messages the members already have: read on from it.
@@ -292,6 +298,7 @@ impl Engine {
             .map_or(partial.last.next(), |m| m.seq);
         let room = self.rooms.entry(task.room.clone()).or_default();
         room.pending_joins = room.pending_joins.saturating_sub(1);
+        room.observe_epoch(&task.room, &partial.epoch, &mut self.out);
         let stream = &mut room.stream;
         if stream.cursor.is_none() {
             stream.cursor = Some(partial.last);
@@ -318,17 +325,39 @@ impl Engine {
                 room: task.room.clone(),
             },
         );
+        let cursor = JoinCursor {
+            epoch: partial.epoch,
+            last_seq: partial.last,
+            recovered: partial.recovered,
+        };
+        // A resume replay goes out in frames of at most `history_frame_bytes`; a plain
+        // join's page stays one frame (base compatibility).
+        let mut chunks = if partial.recovered {
+            super::messages::split_by_bytes(partial.messages, self.config.history_frame_bytes)
+        } else {
+            vec![partial.messages]
+        };
+        let last = chunks.pop().unwrap_or_default();
+        for messages in chunks {
+            self.out.send(
+                conn,
+                ServerEvent::MessageHistory(History {
+                    room: task.room.clone(),
+                    messages,
+                    join: Some(cursor.clone()),
+                    has_more: false,
+                    continued: true,
+                }),
+            );
+        }
         self.out.send(
             conn,
             ServerEvent::MessageHistory(History {
                 room: task.room.clone(),
-                messages: partial.messages,
-                join: Some(JoinCursor {
-                    epoch: partial.epoch,
-                    last_seq: partial.last,
-                    recovered: partial.recovered,
-                }),
+                messages: last,
+                join: Some(cursor),
                 has_more: partial.has_more,
+                continued: false,
             }),
         );
         self.out.send(

@@ -6,6 +6,7 @@
 //! The reply then enters the room stream, which delivers in `seq` order (see
 //! [`room`](super::room)).
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::{Engine, GAP_RETRY, Pending, Timer};
@@ -39,7 +40,8 @@ impl Engine {
             Err(e) => return self.refuse(now, conn, e),
         };
         let Some(content) = Content::parse(raw_content) else {
-            return; // empty messages are ignored, as in the base protocol
+            // Ignored without an error, as in the base protocol, but not for free.
+            return self.charge_noop(now, conn);
         };
         let client_msg_id = match client_msg_id.map(ClientMsgId::parse).transpose() {
             Ok(id) => id,
@@ -84,8 +86,26 @@ impl Engine {
                     self.out.error(conn, error);
                 }
             }
-            Ok(Appended { message, duplicate }) => {
+            Ok(Appended {
+                message,
+                duplicate,
+                epoch,
+            }) => {
                 if let Some(room) = self.rooms.get_mut(name) {
+                    if room.is_retired(&epoch) {
+                        // Stored in a stream the store forgot since (its reply lost the
+                        // race with a message of the new stream): it is in no history
+                        // anybody can read, so it counts as not stored.
+                        let error = WireError::new(
+                            ErrorCode::StoreUnavailable,
+                            "Message not stored: the room's history was reset",
+                        );
+                        self.out.error(conn, error);
+                        self.check_gap(name);
+                        self.forget_if_idle(name);
+                        return;
+                    }
+                    room.observe_epoch(name, &epoch, &mut self.out);
                     if duplicate {
                         // A retry. Its connection already has the message, or will get it
                         // live, unless it predates the history this connection was given.
@@ -157,6 +177,7 @@ impl Engine {
             }
         };
         room.stream.gap_fill = false;
+        room.observe_epoch(name, &page.epoch, &mut self.out);
         let before = room.stream.cursor;
         for message in page.messages {
             room.accept(message);
@@ -240,15 +261,25 @@ impl Engine {
             return;
         }
         match page {
-            Ok(page) => self.out.send(
-                conn,
-                ServerEvent::MessageHistory(History {
-                    room,
-                    messages: page.messages,
-                    join: None,
-                    has_more: page.has_more,
-                }),
-            ),
+            Ok(page) => {
+                // Cut at the frame budget, keeping the newest (the client pages on
+                // from the oldest it got).
+                let mut messages = page.messages;
+                let keep = newest_within(&messages, self.config.history_frame_bytes);
+                let cut = messages.len() - keep;
+                let has_more = page.has_more || cut > 0;
+                messages.drain(..cut);
+                self.out.send(
+                    conn,
+                    ServerEvent::MessageHistory(History {
+                        room,
+                        messages,
+                        join: None,
+                        has_more,
+                        continued: false,
+                    }),
+                )
+            }
             Err(e) => {
                 let error = WireError::new(
                     ErrorCode::StoreUnavailable,
@@ -258,4 +289,60 @@ impl Engine {
             }
         }
     }
+}
+
+/// Bytes `message` takes in a `messages` array: its JSON and a comma.
+pub(super) fn encoded_len(message: &StoredMessage) -> usize {
+    /// Counts bytes without storing them.
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(1);
+    // Serialising our own type cannot fail; an error would only undercount.
+    let _ = serde_json::to_writer(&mut count, message);
+    count.0
+}
+
+/// Splits a replay, in order, into runs of at most `budget` encoded bytes (at least one
+/// message each; an empty replay is one empty run).
+pub(super) fn split_by_bytes(
+    messages: Vec<Arc<StoredMessage>>,
+    budget: usize,
+) -> Vec<Vec<Arc<StoredMessage>>> {
+    let mut chunks = vec![Vec::new()];
+    let mut used = 0;
+    for message in messages {
+        let len = encoded_len(&message);
+        let current = chunks.last().map_or(0, Vec::len);
+        if current > 0 && used + len > budget {
+            chunks.push(Vec::new());
+            used = 0;
+        }
+        used += len;
+        if let Some(chunk) = chunks.last_mut() {
+            chunk.push(message);
+        }
+    }
+    chunks
+}
+
+/// How many of the newest `messages` fit in `budget` encoded bytes (at least one).
+fn newest_within(messages: &[Arc<StoredMessage>], budget: usize) -> usize {
+    let mut used = 0;
+    let mut keep = 0;
+    for message in messages.iter().rev() {
+        used += encoded_len(message);
+        if keep > 0 && used > budget {
+            break;
+        }
+        keep += 1;
+    }
+    keep
 }

@@ -420,6 +420,21 @@ impl Engine {
         }
     }
 
+    /// Charges a command that had no effect (an empty message, `set_username` to the
+    /// name already held) to the refusal budget without an error frame: the base
+    /// protocol answers such frames with silence (or `username_set`), but they still cost
+    /// the server a decode and a dispatch, so a flood of them must end like any other
+    /// flood — with 1008 — instead of running for free.
+    fn charge_noop(&mut self, now: Instant, conn: ConnId) {
+        let exhausted = self
+            .conns
+            .get_mut(&conn)
+            .is_some_and(|c| c.limits.refusal.take(now).is_err());
+        if exhausted {
+            self.close_conn(conn, CloseCode::POLICY, "too many refused requests");
+        }
+    }
+
     /// Refuses with `rate_limited` and the time until a retry would pass.
     fn rate_limited(&mut self, now: Instant, conn: ConnId, what: &'static str, wait: Duration) {
         let mut error = WireError::new(ErrorCode::RateLimited, what);

@@ -15,6 +15,11 @@
 //!
 //! If a gap remains when no append of ours is in flight (a message appended by somebody
 //! else, e.g. another server sharing the store), the engine reads the gap from the store.
+//!
+//! Every store reply carries the stream's epoch. One that differs from the epoch the
+//! cursor belongs to means the store forgot the stream and started it again (seq from 1
+//! under a new epoch): [`Room::observe_epoch`] restarts the cursor and tells the members,
+//! so they keep receiving instead of waiting for a `seq` that will never come.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -26,9 +31,12 @@ use smallvec::SmallVec;
 
 use super::io::Recipients;
 use super::outbox::Outbox;
-use crate::ids::{ConnId, Epoch, Seq, UserId};
+use crate::ids::{ConnId, Epoch, RoomName, Seq, UserId};
 use crate::message::StoredMessage;
 use crate::protocol::{ServerEvent, UserEntry};
+
+/// Retired epochs a room remembers: enough for append replies that race one reset.
+const RETIRED_EPOCHS: usize = 2;
 
 /// A connection's membership.
 #[derive(Debug, Clone)]
@@ -66,6 +74,9 @@ pub(crate) struct Stream {
     pub(crate) inflight: u32,
     /// A gap-fill read is in flight (or waiting to be retried).
     pub(crate) gap_fill: bool,
+    /// Epochs this stream moved away from (the last few): a late append reply under one
+    /// of them was stored in a stream the store has since forgotten.
+    pub(crate) retired: SmallVec<[Epoch; 2]>,
     /// Members whose join history reaches past the cursor, with its last `seq`.
     pub(crate) ahead: SmallVec<[(ConnId, Seq); 2]>,
 }
@@ -198,6 +209,62 @@ impl Room {
                 self.stream.reorder.insert(message.seq, message);
             }
         }
+    }
+
+    /// Notes the epoch of a store reply for this room. When the room's stream has a cursor
+    /// under another epoch, the store forgot the stream and started it again (an idle
+    /// stream evicted to stay within a memory budget): the messages of the old stream
+    /// still buffered are delivered in order (gaps skipped — the old stream is gone), the
+    /// members are told `stream_reset {room, epoch}`, and the cursor restarts at 0
+    /// under the new epoch, so the new stream's `seq` 1, 2… flow to the members as
+    /// before. Returns whether the stream was reset.
+    pub(crate) fn is_retired(&self, epoch: &Epoch) -> bool {
+        self.stream.retired.contains(epoch)
+    }
+
+    pub(crate) fn observe_epoch(
+        &mut self,
+        name: &RoomName,
+        epoch: &Epoch,
+        out: &mut Outbox,
+    ) -> bool {
+        let changed = self.stream.cursor.is_some()
+            && self
+                .stream
+                .epoch
+                .as_ref()
+                .is_some_and(|known| known != epoch);
+        if !changed {
+            return false;
+        }
+        while let Some(seq) = self.stream.reorder.first_key_value().map(|(s, _)| *s) {
+            if let Some(cursor) = self.stream.cursor
+                && seq > cursor.next()
+            {
+                self.stream.cursor = Some(Seq(seq.0 - 1));
+            }
+            self.deliver_ready(out);
+        }
+        if let Some(old) = self.stream.epoch.replace(epoch.clone()) {
+            if self.stream.retired.len() == RETIRED_EPOCHS {
+                self.stream.retired.remove(0);
+            }
+            self.stream.retired.push(old);
+        }
+        self.stream.retired.retain(|e| e != epoch);
+        self.stream.cursor = Some(Seq(0));
+        self.stream.ahead.clear();
+        for member in self.members.values_mut() {
+            // Nothing of the new stream predates what a member has: its history starts
+            // at the new stream's first message.
+            member.page_first = Seq(1);
+        }
+        let event = ServerEvent::StreamReset {
+            room: name.clone(),
+            epoch: epoch.clone(),
+        };
+        self.broadcast(out, event, SmallVec::new());
+        true
     }
 
     /// Delivers every buffered message that continues the stream, in order.

@@ -54,5 +54,11 @@ impl Engine {
         }
         self.out
             .send(conn, ServerEvent::UsernameSet { username: display });
+        if unchanged {
+            // Answered as the base server does, but a repeat changes nothing: charged
+            // like any other request without effect (after the answer, so a close
+            // follows the frame that caused it).
+            self.charge_noop(now, conn);
+        }
     }
 }

@@ -135,19 +135,90 @@ struct RawFrame<'a> {
     keep_rooms: Option<bool>,
 }
 
+/// Bytes kept of a name or id field (`room`, `username`, `targetId`, `userId`,
+/// `clientMsgId`, `epoch`). Far above the longest valid value (a user id is at most 128
+/// characters of at most 4 bytes, a room name 30), so a valid value is never changed; an
+/// oversized one is cut here, before the engine trims, lower-cases or normalises it, so
+/// a 60 KB room name costs what a 1 KiB one does.
+pub const FIELD_MAX_BYTES: usize = 1024;
+
+/// Bytes kept of `content`: four times the 1000-character limit of 4-byte characters,
+/// so only text that the engine would cut anyway (or whitespace around it) is lost.
+pub const CONTENT_MAX_BYTES: usize = 16 * 1024;
+
+/// Bytes kept of a decoding error's text. serde's messages quote the offending value
+/// ("invalid type: string \"…\""), so without a bound a 64 KiB value of control bytes
+/// would come back as a ~450 KB error frame.
+pub const ERROR_TEXT_MAX_BYTES: usize = 160;
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a char boundary.
+fn cut_bytes(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// The shortest suffix of `s` of at most `max` bytes that starts on a char boundary.
+fn tail_bytes(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut start = s.len() - max;
+    while !s.is_char_boundary(start) {
+        start += 1;
+    }
+    &s[start..]
+}
+
+/// A field cut to `max` bytes on a char boundary; borrowed text is copied once, cut.
+fn cut_owned(t: Text<'_>, max: usize) -> String {
+    match t.0 {
+        Cow::Borrowed(b) => cut_bytes(b, max).to_owned(),
+        Cow::Owned(mut o) => {
+            let len = cut_bytes(&o, max).len();
+            o.truncate(len);
+            o
+        }
+    }
+}
+
 fn owned(s: Option<Text<'_>>) -> Option<String> {
-    s.map(|t| t.0.into_owned())
+    s.map(|t| cut_owned(t, FIELD_MAX_BYTES))
 }
 
 fn owned_or_empty(s: Option<Text<'_>>) -> String {
     owned(s).unwrap_or_default()
 }
 
+fn content(s: Option<Text<'_>>) -> String {
+    s.map(|t| cut_owned(t, CONTENT_MAX_BYTES))
+        .unwrap_or_default()
+}
+
+/// An error text bounded to about [`ERROR_TEXT_MAX_BYTES`]: short texts unchanged, long
+/// ones keep their head and their tail (where serde says what it expected and where),
+/// joined by `…`, both cut on char boundaries.
+pub(crate) fn bounded_error_text(text: String) -> String {
+    if text.len() <= ERROR_TEXT_MAX_BYTES {
+        return text;
+    }
+    let tail_max = ERROR_TEXT_MAX_BYTES / 3;
+    let head = cut_bytes(&text, ERROR_TEXT_MAX_BYTES - tail_max);
+    let tail = tail_bytes(&text, tail_max);
+    format!("{head}…{tail}")
+}
+
 fn classify(e: serde_json::Error) -> DecodeError {
     use serde_json::error::Category;
+    let text = bounded_error_text(e.to_string());
     match e.classify() {
-        Category::Data => DecodeError::Shape(e.to_string()),
-        Category::Syntax | Category::Eof | Category::Io => DecodeError::Json(e.to_string()),
+        Category::Data => DecodeError::Shape(text),
+        Category::Syntax | Category::Eof | Category::Io => DecodeError::Json(text),
     }
 }
 
@@ -159,7 +230,7 @@ pub fn decode(frame: &[u8]) -> Result<ClientCommand, DecodeError> {
         return Err(
             match serde_json::from_slice::<serde::de::IgnoredAny>(frame) {
                 Ok(_) => DecodeError::Shape("expected a JSON object".into()),
-                Err(e) => DecodeError::Json(e.to_string()),
+                Err(e) => DecodeError::Json(bounded_error_text(e.to_string())),
             },
         );
     }
@@ -179,13 +250,13 @@ pub fn decode(frame: &[u8]) -> Result<ClientCommand, DecodeError> {
             room: owned(raw.room),
         },
         "chat_message" => ClientCommand::ChatMessage {
-            content: owned_or_empty(raw.content),
+            content: content(raw.content),
             room: owned(raw.room),
             client_msg_id: owned(raw.client_msg_id),
         },
         "private_message" => ClientCommand::PrivateMessage {
             target_id: owned_or_empty(raw.target_id),
-            content: owned_or_empty(raw.content),
+            content: content(raw.content),
             client_msg_id: owned(raw.client_msg_id),
         },
         "typing_start" => ClientCommand::TypingStart {
@@ -354,6 +425,87 @@ mod tests {
             decode(unknown.as_bytes()).unwrap().type_name(),
             "typing_stop"
         );
+    }
+
+    #[test]
+    fn decode_error_texts_are_bounded_on_char_boundaries() {
+        let control = "\\u0001".repeat(10_000);
+        let multibyte = "é".repeat(30_000);
+        let cases: [(String, ErrorCode, &str); 5] = [
+            // 64 KiB-ish of escaped control bytes in `since`: the value is cut.
+            (
+                format!(r#"{{"type":"join_room","room":"r","since":"{control}"}}"#),
+                ErrorCode::InvalidMessage,
+                "expected u64 at line 1 column 60041",
+            ),
+            // Multi-byte characters: the cut lands on a char boundary.
+            (
+                format!(r#"{{"type":"join_room","room":"r","since":"{multibyte}"}}"#),
+                ErrorCode::InvalidMessage,
+                "expected u64 at line 1 column 60041",
+            ),
+            (
+                format!(r#"{{"type":"chat_message","keepRooms":"{multibyte}"}}"#),
+                ErrorCode::InvalidMessage,
+                "expected a boolean at line 1 column 60037",
+            ),
+            // Short texts are untouched.
+            (
+                r#"{"type":"join_room","room":"x","since":"3"}"#.to_owned(),
+                ErrorCode::InvalidMessage,
+                "Invalid message: invalid type: string \"3\", expected u64 at line 1 column 42",
+            ),
+            (
+                "not json".to_owned(),
+                ErrorCode::InvalidJson,
+                "Invalid JSON: expected ident at line 1 column 2",
+            ),
+        ];
+        for (frame, expected_code, ending) in cases {
+            let err = decode(frame.as_bytes()).unwrap_err();
+            let text = err.to_string();
+            assert_eq!(err.code(), expected_code, "{text}");
+            assert!(text.ends_with(ending), "{text}");
+            assert!(
+                text.len() <= ERROR_TEXT_MAX_BYTES + 40,
+                "{} bytes: {text}",
+                text.len()
+            );
+        }
+    }
+
+    #[test]
+    fn oversized_fields_are_cut_while_decoding() {
+        let room = "é".repeat(40_000);
+        let frame = format!(
+            r#"{{"type":"chat_message","room":"{room}","content":"{room}","clientMsgId":"{room}"}}"#
+        );
+        let ClientCommand::ChatMessage {
+            content: c,
+            room: Some(r),
+            client_msg_id: Some(id),
+        } = decode(frame.as_bytes()).unwrap()
+        else {
+            panic!("not a chat message");
+        };
+        // "é" is 2 bytes: the cut falls on a boundary, just under the bound.
+        assert_eq!(r.len(), FIELD_MAX_BYTES);
+        assert_eq!(id.len(), FIELD_MAX_BYTES);
+        assert_eq!(c.len(), CONTENT_MAX_BYTES);
+        // An odd bound on a 2-byte character: one byte less, never a split character.
+        assert_eq!(cut_bytes("éé", 3), "é");
+        // Escaped (owned) strings are cut too.
+        let escaped = format!(
+            r#"{{"type":"set_username","username":"{}"}}"#,
+            "\\n".repeat(5000)
+        );
+        let ClientCommand::SetUsername { username } = decode(escaped.as_bytes()).unwrap() else {
+            panic!("not set_username");
+        };
+        assert_eq!(username.len(), FIELD_MAX_BYTES);
+        // Values within the bounds are unchanged.
+        let ok = decode(br#"{"type":"join_room","room":"Lobby","epoch":"e1"}"#).unwrap();
+        assert!(matches!(ok, ClientCommand::JoinRoom { room, .. } if room == "Lobby"));
     }
 
     #[test]

@@ -11,6 +11,6 @@ mod client;
 mod error;
 mod server;
 
-pub use client::{ClientCommand, decode};
+pub use client::{CONTENT_MAX_BYTES, ClientCommand, ERROR_TEXT_MAX_BYTES, FIELD_MAX_BYTES, decode};
 pub use error::{DecodeError, ErrorCode, WireError};
 pub use server::{History, JoinCursor, ServerEvent, UserEntry, encode};

@@ -45,6 +45,10 @@ pub struct History {
     pub join: Option<JoinCursor>,
     /// Whether older messages exist before the first one here.
     pub has_more: bool,
+    /// *ext*: more `message_history` frames of the same resume follow this one (a
+    /// replay larger than the frame byte budget is sent in several frames, in order;
+    /// only the last has `continued` absent). Serialised only when true.
+    pub continued: bool,
 }
 
 /// Every event the server sends.
@@ -67,6 +71,16 @@ pub enum ServerEvent {
     },
     /// `message_history`.
     MessageHistory(History),
+    /// *ext* `stream_reset {room, epoch}`: the store forgot the room's stream (an idle
+    /// stream evicted to stay within its memory budget) and it started again under
+    /// `epoch`; messages that follow count `seq` from 1 again. Clients drop their
+    /// `(epoch, lastSeq)` for the room and take this epoch with `lastSeq` 0.
+    StreamReset {
+        /// Room.
+        room: RoomName,
+        /// The stream's new epoch.
+        epoch: Epoch,
+    },
     /// `room_users {room, users}`.
     RoomUsers {
         /// Room.
@@ -129,6 +143,7 @@ impl ServerEvent {
             ServerEvent::UsernameSet { .. } => "username_set",
             ServerEvent::RoomJoined { .. } => "room_joined",
             ServerEvent::MessageHistory(_) => "message_history",
+            ServerEvent::StreamReset { .. } => "stream_reset",
             ServerEvent::RoomUsers { .. } => "room_users",
             ServerEvent::UserJoined { .. } => "user_joined",
             ServerEvent::UserLeft { .. } => "user_left",
@@ -186,6 +201,13 @@ impl Serialize for ServerEvent {
                     m.serialize_entry("recovered", &j.recovered)?;
                 }
                 m.serialize_entry("hasMore", &h.has_more)?;
+                if h.continued {
+                    m.serialize_entry("continued", &true)?;
+                }
+            }
+            ServerEvent::StreamReset { room, epoch } => {
+                m.serialize_entry("room", room)?;
+                m.serialize_entry("epoch", epoch)?;
             }
             ServerEvent::RoomUsers { room, users } => {
                 m.serialize_entry("room", room)?;
@@ -326,6 +348,7 @@ mod tests {
                 recovered: false,
             }),
             has_more: false,
+            continued: false,
         }));
         assert_eq!(hist["messages"][0], live);
         assert_eq!(hist["epoch"], "e");

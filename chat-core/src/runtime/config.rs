@@ -24,6 +24,16 @@ pub struct RuntimeConfig {
     /// messages of up to 1,000 characters, up to 6 bytes each once JSON-escaped) is about
     /// 3.2 MB, followed at once by `room_users`.
     pub outbound_bytes: usize,
+    /// Outbound bytes all connections together may hold: their queues plus what their
+    /// writers have taken and not finished writing (at most 256 KiB or one frame per
+    /// writer). Past it, the hub closes the connections holding the most — largest
+    /// first, only those holding at least 64 KiB — with 1013 "server busy", their
+    /// queues freed and their sends given up at once, until the total is back under it.
+    /// Frames are never refused for it: a small frame to a connection with an empty
+    /// queue always passes. Default 256 MiB (about 80 full resumes in flight).
+    /// Bytes already handed to the transport after a send returned (the warp transport
+    /// keeps up to its 128 KiB write-buffer threshold per socket) are not counted.
+    pub outbound_global_bytes: usize,
     /// Most frames written in one [`Outbound::send`](crate::Outbound::send) call (one
     /// flush per batch). Default 64.
     pub write_batch: usize,
@@ -75,6 +85,7 @@ impl Default for RuntimeConfig {
             hub_queue: 1024,
             outbound_frames: 1024,
             outbound_bytes: 4 << 20,
+            outbound_global_bytes: 256 << 20,
             write_batch: 64,
             write_timeout: Duration::from_secs(15),
             heartbeat_interval: Some(Duration::from_secs(30)),

@@ -54,7 +54,7 @@ use super::config::RuntimeConfig;
 use super::hub::{HubMsg, HubSender};
 use super::metrics::Metrics;
 use super::now;
-use super::outbound::{Next, OutboundQueue, QueueLimits, SLOW_READER};
+use super::outbound::{GlobalBudget, Next, OutboundQueue, QueueLimits, SLOW_READER};
 use crate::engine::Identity;
 use crate::ids::ConnId;
 use crate::protocol::{self, DecodeError};
@@ -72,6 +72,8 @@ pub(crate) struct Context {
     pub(crate) shutdown: watch::Receiver<bool>,
     /// Connection tasks alive (handshaking or open), for `max_connections`.
     pub(crate) open: AtomicUsize,
+    /// Outbound bytes held across all connections (`outbound_global_bytes`).
+    pub(crate) outbound_budget: Arc<GlobalBudget>,
 }
 
 impl Context {
@@ -195,10 +197,13 @@ pub(crate) async fn serve(handshake: Box<dyn Handshake>, ctx: Arc<Context>, _slo
             return;
         }
     };
-    let queue = Arc::new(OutboundQueue::new(QueueLimits {
-        max_frames: ctx.config.outbound_frames.max(1),
-        max_bytes: ctx.config.outbound_bytes,
-    }));
+    let queue = Arc::new(OutboundQueue::new(
+        QueueLimits {
+            max_frames: ctx.config.outbound_frames.max(1),
+            max_bytes: ctx.config.outbound_bytes,
+        },
+        Arc::clone(&ctx.outbound_budget),
+    ));
     let Some(conn) = register(&ctx, identity, &queue).await else {
         // The hub takes no more connections: it is shutting down (or gone).
         ctx.metrics.closed(CloseCode::GOING_AWAY);
@@ -401,9 +406,18 @@ async fn write(
         };
         match next {
             Next::Frames => {
-                let sent = timeout(cfg.write_timeout, out.send(&batch)).await;
                 let bytes: usize = batch.iter().map(Bytes::len).sum();
+                // A queue closed without flushing (slow reader, global budget shed) also
+                // ends a send in progress: its batch is given up at once rather than held
+                // until the write timeout. `send` is cancel-safe (the write timeout
+                // cancels it too); the close that follows ends the connection.
+                let sent = tokio::select! {
+                    sent = timeout(cfg.write_timeout, out.send(&batch)) => Some(sent),
+                    () = queue.cancelled() => None,
+                };
                 batch.clear();
+                queue.written();
+                let Some(sent) = sent else { continue };
                 match sent {
                     Ok(Ok(())) => ctx.metrics.wrote(bytes as u64),
                     Ok(Err(e)) => {

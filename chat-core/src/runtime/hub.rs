@@ -37,7 +37,7 @@ use tokio::time::{Instant, sleep_until};
 use super::health::Health;
 use super::metrics::Metrics;
 use super::now;
-use super::outbound::{OutboundQueue, Pushed};
+use super::outbound::{GlobalBudget, OutboundQueue, Pushed};
 use crate::engine::{
     Engine, Identity, Input, Output, Recipients, StoreOp, StoreReply, StoreRequest, Ticket,
 };
@@ -45,6 +45,12 @@ use crate::ids::ConnId;
 use crate::protocol::{self, ClientCommand, DecodeError, ServerEvent};
 use crate::store::{Store, StoreError};
 use crate::transport::CloseCode;
+
+/// A connection holding less than this is never closed for the global outbound budget.
+const SHED_MIN_BYTES: usize = 64 * 1024;
+
+/// The reason of a 1013 close for the global outbound budget.
+const SERVER_BUSY: &str = "server busy";
 
 /// What connection tasks tell the hub.
 #[derive(Debug)]
@@ -151,6 +157,8 @@ type StoreOutcome = (StoreReply, Duration);
 
 /// The engine's owner. See the module docs.
 pub(crate) struct Hub {
+    /// Outbound bytes held across all connections, and its bound.
+    outbound_budget: Arc<GlobalBudget>,
     engine: Engine,
     store: Arc<dyn Store>,
     metrics: Metrics,
@@ -175,8 +183,10 @@ impl Hub {
         metrics: Metrics,
         grace: Duration,
         store_timeout: Duration,
+        outbound_budget: Arc<GlobalBudget>,
     ) -> Self {
         Hub {
+            outbound_budget,
             engine,
             store,
             metrics,
@@ -376,6 +386,13 @@ impl Hub {
     /// Carries out everything the engine asked for.
     fn drain(&mut self) {
         while let Some(output) = self.engine.poll_output() {
+            self.carry_out(output);
+        }
+        self.shed_outbound();
+    }
+
+    fn carry_out(&mut self, output: Output) {
+        {
             match output {
                 Output::Deliver { to, event } => self.deliver(&to, &event),
                 Output::Close { conn, code, reason } => {
@@ -390,6 +407,38 @@ impl Hub {
                     }
                 }
                 Output::Store(request) => self.spawn_store(request),
+            }
+        }
+    }
+
+    /// Keeps the server-wide outbound bytes within `outbound_global_bytes`: while over
+    /// it, closes the open connection holding the most bytes (queued plus in flight),
+    /// at once and with its queue freed (1013 "server busy"), as long as one holds at
+    /// least [`SHED_MIN_BYTES`]. Connections with little queued (a healthy reader) are
+    /// never closed for it. One scan per shed connection, and only when over budget.
+    fn shed_outbound(&mut self) {
+        while self.outbound_budget.over() {
+            let largest = self
+                .conns
+                .iter()
+                .filter(|(_, c)| !c.closing)
+                .map(|(_, c)| (c.queue.held(), c.id))
+                .max_by_key(|(held, _)| *held);
+            let Some((held, conn)) = largest.filter(|(held, _)| *held >= SHED_MIN_BYTES) else {
+                return;
+            };
+            tracing::warn!(%conn, held, "outbound budget full: closing the largest holder with 1013");
+            if let Some(c) = lookup(&mut self.conns, conn) {
+                c.closing = true;
+                if c.queue.close_now(CloseCode::TRY_AGAIN_LATER, SERVER_BUSY) {
+                    self.metrics.closed(CloseCode::TRY_AGAIN_LATER);
+                }
+            }
+            self.engine
+                .handle(now().into_std(), Input::Disconnected { conn });
+            // The engine may have produced departures for the others; deliver them.
+            while let Some(output) = self.engine.poll_output() {
+                self.carry_out(output);
             }
         }
     }

@@ -216,12 +216,14 @@ impl Server {
         metrics.watch_hub(&health);
         health.hub_started(tx.downgrade());
         let (lost_tx, lost_rx) = mpsc::unbounded_channel();
+        let outbound_budget = Arc::new(outbound::GlobalBudget::new(config.outbound_global_bytes));
         let hub = Hub::new(
             Engine::new(engine, ids),
             store,
             metrics.clone(),
             config.shutdown_grace,
             config.store_timeout,
+            Arc::clone(&outbound_budget),
         )
         .with_health(health);
         let mut hub_task = spawn(hub.run(rx, lost_rx, stop_rx.clone()));
@@ -232,6 +234,7 @@ impl Server {
             hub: HubSender { tx, lost: lost_tx },
             shutdown: stop_rx,
             open: AtomicUsize::new(0),
+            outbound_budget,
         });
         let mut connections = JoinSet::new();
         tokio::pin!(shutdown);

@@ -23,17 +23,66 @@
 //! so one large legitimate frame — a full resume — is always accepted), plus the
 //! writer's one batch in flight.
 //!
+//! Every queue also counts its bytes — queued, and taken by the writer but not yet
+//! written (a batch is at most [`BATCH_MAX_BYTES`] or one frame) — in one server-wide
+//! [`GlobalBudget`]. The queue never refuses a frame for it; the hub, after each turn,
+//! closes the connections holding the most while the total is over the budget (see
+//! `Hub::shed_outbound` and ARCHITECTURE.md decision 11), and a writer abandons a send in
+//! progress as soon as its queue is closed without flushing.
+//!
 //! The queue also carries the end of the connection: a close that waits for the queued
 //! frames to be written (an engine close, server shutdown), a close that discards them
 //! (slow reader), or abandonment (the peer is gone; nothing more will be written).
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
 use tokio::sync::Notify;
 
 use crate::transport::CloseCode;
+
+/// The server-wide count of outbound bytes: what every queue holds plus what every
+/// writer has taken and not yet finished writing (its batch in flight). Shared by all
+/// queues; the hub sheds the largest holders when it is over `max` (see
+/// `Hub::shed_outbound`).
+#[derive(Debug)]
+pub(crate) struct GlobalBudget {
+    used: AtomicUsize,
+    pub(crate) max: usize,
+}
+
+impl GlobalBudget {
+    pub(crate) fn new(max: usize) -> Self {
+        Self {
+            used: AtomicUsize::new(0),
+            max,
+        }
+    }
+
+    /// Bytes held across all connections now.
+    pub(crate) fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn over(&self) -> bool {
+        self.used() > self.max
+    }
+
+    fn add(&self, n: usize) {
+        self.used.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn sub(&self, n: usize) {
+        self.used.fetch_sub(n, Ordering::Relaxed);
+    }
+}
+
+/// Most bytes one writer batch takes from the queue (at least one frame): what a writer
+/// holds outside its queue is bounded by this plus one frame, not by `write_batch`
+/// frames of any size.
+pub(crate) const BATCH_MAX_BYTES: usize = 256 * 1024;
 
 /// Bounds of one connection's outbound queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +117,8 @@ enum Phase {
 struct State {
     frames: VecDeque<Frame>,
     bytes: usize,
+    /// Bytes the writer has taken and not yet reported written.
+    in_flight: usize,
     droppable: usize,
     phase: Phase,
 }
@@ -116,23 +167,38 @@ pub(crate) const SLOW_READER: &str = "slow reader";
 #[derive(Debug)]
 pub(crate) struct OutboundQueue {
     limits: QueueLimits,
+    global: std::sync::Arc<GlobalBudget>,
     state: Mutex<State>,
     /// Wakes the writer. `notify_one` stores a permit when the writer is not waiting, so
     /// a push between the writer's check and its wait is not lost.
     wake: Notify,
+    /// Wakes a writer waiting in [`OutboundQueue::cancelled`].
+    cancel: Notify,
+}
+
+impl Drop for OutboundQueue {
+    fn drop(&mut self) {
+        // Whatever is still counted (a writer aborted mid-send) leaves the budget with
+        // the queue, so the global count can never leak.
+        let s = self.state.get_mut().unwrap_or_else(PoisonError::into_inner);
+        self.global.sub(s.bytes + s.in_flight);
+    }
 }
 
 impl OutboundQueue {
-    pub(crate) fn new(limits: QueueLimits) -> Self {
+    pub(crate) fn new(limits: QueueLimits, global: std::sync::Arc<GlobalBudget>) -> Self {
         OutboundQueue {
             limits,
+            global,
             state: Mutex::new(State {
                 frames: VecDeque::new(),
                 bytes: 0,
+                in_flight: 0,
                 droppable: 0,
                 phase: Phase::Open,
             }),
             wake: Notify::new(),
+            cancel: Notify::new(),
         }
     }
 
@@ -158,20 +224,25 @@ impl OutboundQueue {
             if s.droppable > 0 {
                 evicted = s.droppable;
                 s.frames.retain(|f| !f.droppable);
-                s.bytes = s.frames.iter().map(|f| f.bytes.len()).sum();
+                let kept: usize = s.frames.iter().map(|f| f.bytes.len()).sum();
+                self.global.sub(s.bytes - kept);
+                s.bytes = kept;
                 s.droppable = 0;
             }
             if !self.fits(&s, len) {
                 s.frames = VecDeque::new();
+                self.global.sub(s.bytes);
                 s.bytes = 0;
                 s.phase = Phase::CloseNow(CloseCode::TRY_AGAIN_LATER, SLOW_READER);
                 drop(s);
                 self.wake.notify_one();
+                self.cancel.notify_waiters();
                 return Pushed::Overflow { evicted };
             }
         }
         let was_empty = s.frames.is_empty();
         s.bytes += len;
+        self.global.add(len);
         s.droppable += usize::from(droppable);
         s.frames.push_back(Frame { bytes, droppable });
         drop(s);
@@ -230,11 +301,15 @@ impl OutboundQueue {
         s.phase = phase;
         if !matches!(phase, Phase::CloseAfterFlush(..)) {
             s.frames = VecDeque::new();
+            self.global.sub(s.bytes);
             s.bytes = 0;
             s.droppable = 0;
         }
         drop(s);
         self.wake.notify_one();
+        if matches!(phase, Phase::CloseNow(..) | Phase::Done) {
+            self.cancel.notify_waiters();
+        }
         true
     }
 
@@ -248,15 +323,24 @@ impl OutboundQueue {
                 let mut s = self.lock();
                 match s.phase {
                     Phase::Open | Phase::CloseAfterFlush(..) if !s.frames.is_empty() => {
-                        let n = s.frames.len().min(max.max(1));
+                        let max = max.max(1);
                         let State {
                             frames,
                             bytes,
+                            in_flight,
                             droppable,
                             ..
                         } = &mut *s;
-                        for f in frames.drain(..n) {
-                            *bytes -= f.bytes.len();
+                        let mut taken = 0;
+                        while let Some(f) = frames.front() {
+                            let len = f.bytes.len();
+                            if batch.len() == max || (taken > 0 && taken + len > BATCH_MAX_BYTES) {
+                                break;
+                            }
+                            let Some(f) = frames.pop_front() else { break };
+                            taken += len;
+                            *bytes -= len;
+                            *in_flight += len;
                             *droppable -= usize::from(f.droppable);
                             batch.push(f.bytes);
                         }
@@ -280,6 +364,32 @@ impl OutboundQueue {
         }
     }
 
+    /// The writer finished with its batch (written, failed or cancelled): its bytes no
+    /// longer count against the global budget.
+    pub(crate) fn written(&self) {
+        let mut s = self.lock();
+        self.global.sub(std::mem::take(&mut s.in_flight));
+    }
+
+    /// Bytes this connection holds: queued plus the writer's batch in flight.
+    pub(crate) fn held(&self) -> usize {
+        let s = self.lock();
+        s.bytes + s.in_flight
+    }
+
+    /// Resolves once the queue is told to close without flushing (or the peer is
+    /// gone), so a writer stuck in a send to a peer that does not read can give up its
+    /// batch at once instead of at the write timeout.
+    pub(crate) async fn cancelled(&self) {
+        loop {
+            let notified = self.cancel.notified();
+            if matches!(self.lock().phase, Phase::CloseNow(..) | Phase::Done) {
+                return;
+            }
+            notified.await;
+        }
+    }
+
     /// Frames and bytes currently queued (for tests and diagnostics).
     #[cfg(test)]
     pub(crate) fn len(&self) -> (usize, usize) {
@@ -293,10 +403,13 @@ mod tests {
     use super::*;
 
     fn q(max_frames: usize, max_bytes: usize) -> OutboundQueue {
-        OutboundQueue::new(QueueLimits {
-            max_frames,
-            max_bytes,
-        })
+        OutboundQueue::new(
+            QueueLimits {
+                max_frames,
+                max_bytes,
+            },
+            std::sync::Arc::new(GlobalBudget::new(usize::MAX)),
+        )
     }
 
     fn b(s: &'static str) -> Bytes {

@@ -35,6 +35,9 @@ pub enum StoreMode {
 #[derive(Debug)]
 pub struct SimStore {
     epoch: Epoch,
+    /// Rooms whose stream was forgotten ([`SimStore::evict_room`]), with their new epoch.
+    room_epochs: HashMap<RoomName, Epoch>,
+    evictions: u64,
     rooms: HashMap<RoomName, Vec<Arc<StoredMessage>>>,
     dms: HashMap<(UserId, UserId), Vec<Arc<StoredDm>>>,
     next_id: u128,
@@ -48,6 +51,8 @@ impl Default for SimStore {
     fn default() -> Self {
         Self {
             epoch: Epoch::new("sim-epoch"),
+            room_epochs: HashMap::new(),
+            evictions: 0,
             rooms: HashMap::new(),
             dms: HashMap::new(),
             next_id: 0,
@@ -97,6 +102,21 @@ impl SimStore {
         self.rooms.get(room).map_or(&[], Vec::as_slice)
     }
 
+    /// The epoch of a room's stream: the store's, or a fresh one after an eviction.
+    pub fn room_epoch(&self, room: &RoomName) -> &Epoch {
+        self.room_epochs.get(room).unwrap_or(&self.epoch)
+    }
+
+    /// Forgets a room's whole stream, as a store with a memory budget does with an idle
+    /// one: its messages and idempotency keys are gone, and its next message starts again
+    /// at `seq` 1 under a fresh epoch (`sim-epoch-evicted-N`).
+    pub fn evict_room(&mut self, room: &RoomName) {
+        self.rooms.remove(room);
+        self.evictions += 1;
+        let epoch = Epoch::new(&format!("sim-epoch-evicted-{}", self.evictions));
+        self.room_epochs.insert(room.clone(), epoch);
+    }
+
     fn next_id(&mut self) -> MessageId {
         self.next_id += 1;
         MessageId(uuid::Uuid::from_u128(self.next_id))
@@ -119,7 +139,7 @@ impl SimStore {
                 Err(fail())
             } else {
                 let all = self.room_messages(&room);
-                let mut p = page(all, |m| m.seq, range, &self.epoch);
+                let mut p = page(all, |m| m.seq, range, self.room_epoch(&room));
                 // The head survives eviction even when every message is gone.
                 p.last_seq = self
                     .rooms
@@ -146,6 +166,7 @@ impl SimStore {
     }
 
     fn append_room(&mut self, m: NewRoomMessage) -> Appended<StoredMessage> {
+        let epoch = self.room_epoch(&m.room).clone();
         let log = self.rooms.entry(m.room.clone()).or_default();
         if let Some(cmid) = &m.client_msg_id {
             let found = log
@@ -155,6 +176,7 @@ impl SimStore {
                 return Appended {
                     message: found.clone(),
                     duplicate: true,
+                    epoch,
                 };
             }
         }
@@ -180,6 +202,7 @@ impl SimStore {
         Appended {
             message: stored,
             duplicate: false,
+            epoch,
         }
     }
 
@@ -195,6 +218,7 @@ impl SimStore {
                 return Appended {
                     message: found,
                     duplicate: true,
+                    epoch: self.epoch.clone(),
                 };
             }
         }
@@ -216,6 +240,7 @@ impl SimStore {
         Appended {
             message: stored,
             duplicate: false,
+            epoch: self.epoch.clone(),
         }
     }
 }

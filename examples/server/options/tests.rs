@@ -95,15 +95,44 @@ fn defaults_match_the_libraries() {
             s.room_history,
             s.dm_history,
             s.max_rooms,
-            s.max_dm_conversations
+            s.max_dm_conversations,
+            s.max_bytes
         ),
         (
             ds.room_history,
             ds.dm_history,
             ds.max_rooms,
-            ds.max_dm_conversations
+            ds.max_dm_conversations,
+            ds.max_bytes
         )
     );
+}
+
+#[test]
+fn the_store_byte_budget_has_a_flag_and_an_env_var() {
+    let o = Options::try_parse_from(["server", "--store-max-bytes", "1048576"]).unwrap();
+    assert_eq!(o.store().max_bytes, 1_048_576);
+    assert!(Options::try_parse_from(["server", "--store-max-bytes", "lots"]).is_err());
+    let help = <Options as clap::CommandFactory>::command()
+        .render_long_help()
+        .to_string();
+    assert!(help.contains("CHAT_STORE_MAX_BYTES"), "{help}");
+    assert!(help.contains("268435456"), "{help}");
+}
+
+#[test]
+fn the_global_outbound_budget_has_a_flag_and_an_env_var() {
+    let o = Options::try_parse_from(["server", "--outbound-global-bytes", "1000000"]).unwrap();
+    assert_eq!(o.runtime().outbound_global_bytes, 1_000_000);
+    let d = Options::try_parse_from(["server"]).unwrap();
+    assert_eq!(
+        d.runtime().outbound_global_bytes,
+        RuntimeConfig::default().outbound_global_bytes
+    );
+    let help = <Options as clap::CommandFactory>::command()
+        .render_long_help()
+        .to_string();
+    assert!(help.contains("CHAT_OUTBOUND_GLOBAL_BYTES"), "{help}");
 }
 
 #[test]

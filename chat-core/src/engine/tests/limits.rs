@@ -142,3 +142,60 @@ fn a_message_stored_after_its_sender_left_still_reaches_the_room() {
     assert_eq!(frames[0]["type"], "user_left");
     assert_eq!(seqs(&frames), [1]);
 }
+
+/// Frames that change nothing still cost the refusal budget: a flood of empty messages,
+/// empty DMs or `set_username` to the current name ends in 1008 like any other flood,
+/// while a person's occasional empty Enter costs nothing visible.
+#[test]
+fn a_flood_of_no_op_commands_closes_the_connection_with_1008() {
+    let floods: [fn(&mut Sim, ConnId, &str); 3] = [
+        |s, c, _| s.send(c, json!({"type":"chat_message","content":"  "})),
+        |s, c, target| {
+            s.send(
+                c,
+                json!({"type":"private_message","targetId":target,"content":""}),
+            )
+        },
+        |s, c, _| s.send(c, json!({"type":"set_username","username":"alice"})),
+    ];
+    for (n, flood) in floods.into_iter().enumerate() {
+        let mut s = sim();
+        let a = member(&mut s, "alice", "lobby");
+        let b = member(&mut s, "bob", "lobby");
+        let target = client_id(&mut s, b);
+        s.take(a);
+        // The budget's burst (30) passes without a close; empty messages stay silent.
+        for _ in 0..30 {
+            flood(&mut s, a, &target);
+        }
+        assert_eq!(s.closed(a), None, "flood {n}");
+        let answers = s.take_types(a);
+        let expected = if n == 2 { 30 } else { 0 };
+        assert_eq!(answers.len(), expected, "flood {n}: {answers:?}");
+        // The 31st in the same instant spends the last of it.
+        flood(&mut s, a, &target);
+        assert_eq!(
+            s.closed(a),
+            Some((CloseCode::POLICY, "too many refused requests")),
+            "flood {n}"
+        );
+        assert!(
+            s.store
+                .room_messages(&RoomName::parse("lobby").unwrap())
+                .is_empty()
+        );
+    }
+}
+
+#[test]
+fn an_occasional_empty_message_never_closes() {
+    let mut s = sim();
+    let a = member(&mut s, "alice", "lobby");
+    for _ in 0..100 {
+        chat(&mut s, a, "");
+        s.advance(Duration::from_secs(1));
+    }
+    assert_eq!(s.closed(a), None);
+    chat(&mut s, a, "still here");
+    assert_eq!(seqs(&s.take(a)), [1]);
+}

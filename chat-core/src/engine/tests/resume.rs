@@ -1,6 +1,7 @@
 //! Gapless join and resume.
 
 use super::*;
+use crate::engine::Input;
 
 #[test]
 fn a_join_racing_sends_sees_every_message_exactly_once_in_order() {
@@ -222,4 +223,177 @@ fn a_gap_left_by_another_writer_is_filled_from_the_store() {
     );
     chat(&mut s, a, "three");
     assert_eq!(seqs(&s.take(b)), [3]);
+}
+
+/// The store forgets a room's stream while the room has live members (an idle stream
+/// evicted for the memory budget): the next message starts again at seq 1 under a new
+/// epoch. Members are told `stream_reset` and keep receiving; a later resume with the
+/// old epoch says `recovered: false`.
+#[test]
+fn an_evicted_stream_restarts_under_a_new_epoch_without_stalling_members() {
+    let mut s = sim();
+    let lobby = RoomName::parse("lobby").unwrap();
+    let a = member(&mut s, "alice", "lobby");
+    let b = member(&mut s, "bob", "lobby");
+    chat(&mut s, a, "one");
+    chat(&mut s, a, "two");
+    assert_eq!(seqs(&s.take(b)), [1, 2]);
+    s.take(a);
+    s.store.evict_room(&lobby);
+    chat(&mut s, a, "three");
+    chat(&mut s, b, "four");
+    let expected_reset =
+        json!({"type":"stream_reset","room":"lobby","epoch":"sim-epoch-evicted-1"});
+    for conn in [a, b] {
+        let frames = s.take(conn);
+        assert_eq!(frames[0], expected_reset, "{frames:?}");
+        assert_eq!(seqs(&frames), [1, 2]);
+        assert_eq!(frames[1]["content"], "three");
+        assert_eq!(frames[2]["content"], "four");
+    }
+    // Resuming with the old epoch is never a silent skip.
+    let c = named(&mut s, "carol");
+    s.send(
+        c,
+        json!({"type":"join_room","room":"lobby","since":2,"epoch":"sim-epoch"}),
+    );
+    let frames = s.take(c);
+    assert_eq!(frames[1]["recovered"], false);
+    assert_eq!(frames[1]["epoch"], "sim-epoch-evicted-1");
+    assert_eq!(history_seqs(&frames[1]), [1, 2]);
+    // With the new epoch it recovers exactly what was missed.
+    let d = named(&mut s, "dave");
+    s.send(
+        d,
+        json!({"type":"join_room","room":"lobby","since":1,"epoch":"sim-epoch-evicted-1"}),
+    );
+    let frames = s.take(d);
+    assert_eq!(frames[1]["recovered"], true);
+    assert_eq!(history_seqs(&frames[1]), [2]);
+}
+
+/// Replies race: messages of the old stream still buffered behind a gap when the new
+/// epoch shows up are delivered (in order, before the reset), not lost or stalled.
+#[test]
+fn old_stream_messages_buffered_at_an_epoch_change_are_delivered_first() {
+    let mut s = sim();
+    let lobby = RoomName::parse("lobby").unwrap();
+    let a = member(&mut s, "alice", "lobby");
+    let b = member(&mut s, "bob", "lobby");
+    s.take(a);
+    s.set_store_mode(StoreMode::Held);
+    chat(&mut s, a, "one");
+    chat(&mut s, b, "two");
+    // Both stored in the old stream; "two"'s reply arrives first and waits for seq 1.
+    // "one" is stored in the old stream now, its reply held back.
+    let first = s.take_held(0).unwrap();
+    let first_reply = s.store.perform(first.op);
+    s.complete(0);
+    assert!(seqs(&s.take(b)).is_empty());
+    s.store.evict_room(&lobby);
+    // A message stored in the new stream, whose reply overtakes "one"'s.
+    s.set_store_mode(StoreMode::Immediate);
+    chat(&mut s, b, "three");
+    let frames = s.take(a);
+    let types: Vec<_> = frames.iter().map(|f| f["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        types,
+        ["message_received", "stream_reset", "message_received"]
+    );
+    assert_eq!(frames[0]["content"], "two");
+    assert_eq!(frames[2]["content"], "three");
+    assert_eq!(frames[2]["seq"], 1);
+    s.take(b);
+    // "one"'s reply arrives last, under the retired epoch: its stream is gone, so its
+    // sender is told it was not stored (a retry lands in the new stream); nobody's
+    // stream flips back.
+    s.input(Input::StoreReply {
+        ticket: first.ticket,
+        reply: first_reply,
+    });
+    assert_eq!(error_code(&s.take(a)[0]), "store_unavailable");
+    assert!(s.take(b).is_empty());
+    chat(&mut s, a, "one again");
+    assert_eq!(seqs(&s.take(b)), [2]);
+}
+
+/// A resume replay larger than `history_frame_bytes` leaves in several consecutive
+/// `message_history` frames, in order, all but the last `continued: true`, before
+/// `room_users`; a plain join's page stays one frame whatever its size.
+#[test]
+fn a_large_resume_is_sent_in_frames_within_the_byte_budget() {
+    let config = Config {
+        history_frame_bytes: 2_000,
+        ..Config::unlimited()
+    };
+    let mut s = Sim::new(config);
+    let a = member(&mut s, "alice", "lobby");
+    for i in 1..=20 {
+        chat(&mut s, a, &format!("{i:03}{}", "x".repeat(300)));
+    }
+    let b = named(&mut s, "bob");
+    s.send(
+        b,
+        json!({"type":"join_room","room":"lobby","since":0,"epoch":"sim-epoch"}),
+    );
+    let frames = s.take(b);
+    let types: Vec<&str> = frames.iter().map(|f| f["type"].as_str().unwrap()).collect();
+    assert_eq!(types.first(), Some(&"room_joined"));
+    assert_eq!(types.last(), Some(&"room_users"));
+    let pages = &frames[1..frames.len() - 1];
+    assert!(pages.len() > 1, "{} frames", pages.len());
+    let mut seqs = Vec::new();
+    for (i, page) in pages.iter().enumerate() {
+        assert_eq!(page["type"], "message_history");
+        assert_eq!(page["recovered"], true);
+        assert_eq!(page["epoch"], "sim-epoch");
+        assert_eq!(page["lastSeq"], 20);
+        let last = i + 1 == pages.len();
+        assert_eq!(page.get("continued").is_some(), !last, "{page}");
+        if !last {
+            assert_eq!(page["continued"], true);
+        }
+        let bytes = serde_json::to_vec(&page["messages"]).unwrap().len();
+        assert!(bytes <= 2_000 + 2, "{bytes} bytes in frame {i}");
+        seqs.extend(history_seqs(page));
+    }
+    assert_eq!(seqs, (1..=20).collect::<Vec<u64>>(), "in order, each once");
+
+    // A plain join: one frame, however large.
+    let c = named(&mut s, "carol");
+    s.send(c, json!({"type":"join_room","room":"lobby"}));
+    let types = s.take_types(c);
+    assert_eq!(types, ["room_joined", "message_history", "room_users"]);
+}
+
+/// A `history` page is cut at the byte budget: the newest messages stay, `hasMore`
+/// says the client can page on from the oldest it got.
+#[test]
+fn a_history_page_is_cut_at_the_byte_budget() {
+    let config = Config {
+        history_frame_bytes: 2_000,
+        ..Config::unlimited()
+    };
+    let mut s = Sim::new(config);
+    let a = member(&mut s, "alice", "lobby");
+    for i in 1..=20 {
+        chat(&mut s, a, &format!("{i:03}{}", "x".repeat(300)));
+    }
+    s.take(a);
+    s.send(a, json!({"type":"history","room":"lobby","limit":20}));
+    let page = &s.take(a)[0];
+    let got = history_seqs(page);
+    assert!(got.len() < 20 && !got.is_empty(), "{got:?}");
+    assert_eq!(got.last(), Some(&20), "the newest are kept");
+    assert_eq!(page["hasMore"], true);
+    assert!(page.get("continued").is_none());
+    assert!(serde_json::to_vec(&page["messages"]).unwrap().len() <= 2_002);
+    // Paging on from the oldest received continues without a gap.
+    let before = got[0];
+    s.send(
+        a,
+        json!({"type":"history","room":"lobby","before":before,"limit":20}),
+    );
+    let next = history_seqs(&s.take(a)[0]);
+    assert_eq!(next.last(), Some(&(before - 1)));
 }

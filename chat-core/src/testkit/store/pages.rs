@@ -170,18 +170,22 @@ pub async fn dm_pages_walk_the_history_exactly_once<S: Store>(store: S) {
     pages_walk_the_history_exactly_once(&DmStream::new(&store, "alice", "bob")).await;
 }
 
-/// A stream's `epoch` is the same in every page one store returns: before the first
-/// message, after appends and duplicates, for every range.
+/// A stream's `epoch` is the same in every page one store returns and in every append
+/// reply (`Appended::epoch`): before the first message, after appends and duplicates,
+/// for every range — as long as the store forgets nothing (a store that evicts whole
+/// streams gives an evicted one a new epoch; the suite never writes enough for that).
 pub async fn epoch_is_stable_across_calls<S: Store>(store: S) {
     async fn check<T: Stream>(stream: &T) {
         let name = stream.name();
         let epoch = stream.read(latest(10)).await.epoch;
         for n in 1..=3 {
-            stream
+            let appended = stream
                 .append(Sender::nth(n), "hi", Some(&format!("e{n}")))
                 .await;
+            assert_eq!(appended.epoch, epoch, "{name}: epoch of append {n}");
         }
-        stream.append(Sender::nth(1), "again", Some("e1")).await;
+        let again = stream.append(Sender::nth(1), "again", Some("e1")).await;
+        assert_eq!(again.epoch, epoch, "{name}: epoch of a duplicate");
         for range in [latest(10), before(2, 10), after(1, 10), after(99, 10)] {
             assert_eq!(
                 stream.read(range).await.epoch,
