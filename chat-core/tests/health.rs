@@ -49,6 +49,7 @@ impl Store for SwitchStore {
                 timestamp: Timestamp(seq),
                 client_msg_id: m.client_msg_id,
             }),
+            epoch: Epoch::new("health"),
             duplicate: false,
         })
     }
