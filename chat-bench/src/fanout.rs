@@ -87,8 +87,10 @@ impl FanoutConfig {
             return bad("too many senders");
         }
         match self.pace {
-            Pace::ClosedLoop { window } if window == 0 => bad("window must be at least 1"),
-            Pace::FixedRate { messages_per_s } if !(messages_per_s > 0.0) => {
+            Pace::ClosedLoop { window: 0 } => bad("window must be at least 1"),
+            Pace::FixedRate { messages_per_s }
+                if !messages_per_s.is_finite() || messages_per_s <= 0.0 =>
+            {
                 bad("rate must be above 0")
             }
             _ if self.duration.is_zero() => bad("duration must be above 0"),
@@ -143,15 +145,17 @@ pub async fn run(cfg: &FanoutConfig) -> Result<Report, BenchError> {
     let mut readers: Vec<JoinHandle<Seen>> = Vec::with_capacity(cfg.clients);
     let mut senders: Vec<(usize, JoinHandle<Result<Sent, BenchError>>)> = Vec::new();
 
-    let joins = futures_util::stream::iter(0..cfg.clients)
-        .map(|i| {
-            let target = cfg.target.clone();
-            let name = client::username(cfg.salt, i);
-            let room = format!("bench-{}", cfg.room_of(i));
-            async move { (i, client::connect_and_join(&target, i, &name, &room).await) }
-        })
-        .buffer_unordered(cfg.connect_concurrency);
-    tokio::pin!(joins);
+    // Boxed, not stack-pinned, so dropping it cancels the joins still in flight.
+    let mut joins = Box::pin(
+        futures_util::stream::iter(0..cfg.clients)
+            .map(|i| {
+                let target = cfg.target.clone();
+                let name = client::username(cfg.salt, i);
+                let room = format!("bench-{}", cfg.room_of(i));
+                async move { (i, client::connect_and_join(&target, i, &name, &room).await) }
+            })
+            .buffer_unordered(cfg.connect_concurrency),
+    );
     let mut failure = None;
     while let Some((i, joined)) = joins.next().await {
         let ws = match joined {
@@ -354,10 +358,10 @@ async fn read_loop(
                 if seen.tracker.counts.received_in_window > before {
                     received.fetch_add(1, Ordering::Relaxed);
                 }
-                if let (Some(Tag { sender, .. }), Some(acks)) = (tag, &acks) {
-                    if Some(sender) == sender_id {
-                        acks.add_permits(1);
-                    }
+                if let (Some(Tag { sender, .. }), Some(acks)) = (tag, &acks)
+                    && Some(sender) == sender_id
+                {
+                    acks.add_permits(1);
                 }
             }
             "error" => {
@@ -427,8 +431,9 @@ async fn send_loop(
             let period = Duration::from_secs_f64(pace.senders as f64 / messages_per_s);
             let offset = period.mul_f64(f64::from(pace.id) / pace.senders as f64);
             let mut next = plan.begin + offset;
-            // Bounded by the window's end.
-            while next < plan.end {
+            // Bounded by the window's end (checked on the clock too, in case the period
+            // rounds to zero).
+            while next < plan.end && Instant::now() < plan.end {
                 tokio::time::sleep_until(next).await;
                 sent.in_window += u64::from(send(counter).await?);
                 counter += 1;

@@ -68,15 +68,17 @@ pub async fn run(cfg: &IdleConfig) -> Result<Report, BenchError> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let start = Instant::now();
     let mut held = Vec::with_capacity(cfg.connections);
-    let joins = futures_util::stream::iter(0..cfg.connections)
-        .map(|i| {
-            let target = cfg.target.clone();
-            let name = client::username(cfg.salt, i);
-            let room = format!("idle-{}", i % cfg.rooms);
-            async move { (i, client::connect_and_join(&target, i, &name, &room).await) }
-        })
-        .buffer_unordered(cfg.concurrency);
-    tokio::pin!(joins);
+    // Boxed, not stack-pinned, so dropping it cancels the joins still in flight.
+    let mut joins = Box::pin(
+        futures_util::stream::iter(0..cfg.connections)
+            .map(|i| {
+                let target = cfg.target.clone();
+                let name = client::username(cfg.salt, i);
+                let room = format!("idle-{}", i % cfg.rooms);
+                async move { (i, client::connect_and_join(&target, i, &name, &room).await) }
+            })
+            .buffer_unordered(cfg.concurrency),
+    );
     let mut failure = None;
     while let Some((i, joined)) = joins.next().await {
         match joined {

@@ -54,19 +54,21 @@ pub async fn run(cfg: &StormConfig) -> Result<Report, BenchError> {
     let mut first_failure = None;
     let mark = CpuMark::now(cfg.server_pid)?;
     let start = Instant::now();
-    let joins = futures_util::stream::iter(0..cfg.joins)
-        .map(|i| {
-            let target = cfg.target.clone();
-            let name = client::username(cfg.salt, i);
-            let room = format!("storm-{}", i % cfg.rooms);
-            async move {
-                let t0 = Instant::now();
-                let joined = client::connect_and_join(&target, i, &name, &room).await;
-                (t0.elapsed(), joined)
-            }
-        })
-        .buffer_unordered(cfg.concurrency);
-    tokio::pin!(joins);
+    // Boxed, not stack-pinned, so dropping it cancels the joins still in flight.
+    let mut joins = Box::pin(
+        futures_util::stream::iter(0..cfg.joins)
+            .map(|i| {
+                let target = cfg.target.clone();
+                let name = client::username(cfg.salt, i);
+                let room = format!("storm-{}", i % cfg.rooms);
+                async move {
+                    let t0 = Instant::now();
+                    let joined = client::connect_and_join(&target, i, &name, &room).await;
+                    (t0.elapsed(), joined)
+                }
+            })
+            .buffer_unordered(cfg.concurrency),
+    );
     while let Some((took, joined)) = joins.next().await {
         match joined {
             Ok(ws) => {

@@ -11,9 +11,14 @@ use chat_bench::relay::{self, RelayConfig};
 use chat_bench::{idle, storm};
 
 async fn start_relay() -> (SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = listener.local_addr().expect("addr");
-    (addr, tokio::spawn(relay::serve(listener, RelayConfig::default())))
+    (
+        addr,
+        tokio::spawn(relay::serve(listener, RelayConfig::default())),
+    )
 }
 
 fn fanout_config(addr: SocketAddr, pace: Pace) -> FanoutConfig {
@@ -51,7 +56,10 @@ async fn closed_loop_fanout_through_the_relay_loses_nothing() {
     assert_eq!(f.counts.without_seq, 0, "the relay sends seq: {report}");
     assert_eq!(f.counts.errors, 0, "{report}");
     assert_eq!(f.latency.count, f.expected, "{report}");
-    assert!(f.latency.p50_us > 0.0 && f.latency.p50_us <= f.latency.max_us, "{report}");
+    assert!(
+        f.latency.p50_us > 0.0 && f.latency.p50_us <= f.latency.max_us,
+        "{report}"
+    );
     assert!(f.server_cpu_us_per_delivery.is_some(), "{report}");
     let v: serde_json::Value = serde_json::from_str(&report.json_line()).expect("JSON line");
     assert_eq!(v["fanout"]["loss"], 0);
@@ -60,7 +68,12 @@ async fn closed_loop_fanout_through_the_relay_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fixed_rate_fanout_keeps_its_rate() {
     let (addr, relay) = start_relay().await;
-    let cfg = fanout_config(addr, Pace::FixedRate { messages_per_s: 300.0 });
+    let cfg = fanout_config(
+        addr,
+        Pace::FixedRate {
+            messages_per_s: 300.0,
+        },
+    );
     let report = fanout::run(&cfg).await.expect("fanout runs");
     relay.abort();
     let f = report.fanout.as_ref().expect("fanout figures");
