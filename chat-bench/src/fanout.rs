@@ -346,15 +346,28 @@ async fn read_loop(
             Some(Ok(_)) => continue,
         };
         let now = tag::now_ns();
-        let Ok(event) = Event::parse(text.as_str()) else {
-            seen.tracker.counts.foreign += 1;
-            continue;
+        // The hot frame skips the full parse (the tool must stay lighter than the server).
+        let fast = client::scan_message_received(text.as_str());
+        let event = match fast {
+            Some(_) => None,
+            None => match Event::parse(text.as_str()) {
+                Ok(event) => Some(event),
+                Err(_) => {
+                    seen.tracker.counts.foreign += 1;
+                    continue;
+                }
+            },
         };
-        match &*event.kind {
+        let kind = event.as_ref().map_or("message_received", |e| &*e.kind);
+        match kind {
             "message_received" => {
                 let before = seen.tracker.counts.received_in_window;
-                let content = event.content.as_deref().unwrap_or("");
-                let tag = seen.tracker.on_message(content, event.seq, now);
+                let (content, seq) = match (&fast, &event) {
+                    (Some((content, seq)), _) => (*content, *seq),
+                    (None, Some(e)) => (e.content.as_deref().unwrap_or(""), e.seq),
+                    (None, None) => ("", None),
+                };
+                let tag = seen.tracker.on_message(content, seq, now);
                 if seen.tracker.counts.received_in_window > before {
                     received.fetch_add(1, Ordering::Relaxed);
                 }
