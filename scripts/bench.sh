@@ -82,7 +82,8 @@ debug) BUILD_FLAGS=() ;;
 esac
 if [[ ${CHAT_BENCH_SKIP_BUILD:-0} != 1 ]]; then
     echo "building $PROFILE binaries…" >&2
-    (cd "$ROOT" && cargo build "${BUILD_FLAGS[@]}" -q -p chat-bench -p chat-examples --example server)
+    (cd "$ROOT" && cargo build "${BUILD_FLAGS[@]}" -q -p chat-bench --bin chat-bench &&
+        cargo build "${BUILD_FLAGS[@]}" -q -p chat-examples --example server)
 fi
 BENCH=$ROOT/target/$PROFILE/chat-bench
 OURS=$ROOT/target/$PROFILE/examples/server
