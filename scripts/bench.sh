@@ -103,7 +103,14 @@ if [[ " $SERVERS " == *" node "* ]]; then
     fi
 fi
 
-PORT=39100
+# Server ports below the ephemeral range (32768+ by default): a port there may still be
+# held by a client socket of the previous run (Node binds the wildcard address and fails).
+PORT=${CHAT_BENCH_PORT:-23100}
+read -r EPHEMERAL_LOW _ </proc/sys/net/ipv4/ip_local_port_range
+if ((PORT + 100 >= EPHEMERAL_LOW)); then
+    echo "bench.sh: CHAT_BENCH_PORT=$PORT is too close to the ephemeral range ($EPHEMERAL_LOW+)" >&2
+    exit 1
+fi
 SERVER_PID=
 stop_server() {
     if [[ -n $SERVER_PID ]]; then

