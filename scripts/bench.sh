@@ -149,17 +149,16 @@ start_server() {
         sleep 0.1
     done
     echo "bench.sh: $1 did not start on port $PORT (see $LOG)" >&2
-    exit 1
+    return 1
 }
 
 # run NAME TAG ARGS…: fresh server, one chat-bench run pinned to core 1, JSON kept.
 run() {
     local name=$1 tag=$2
     shift 2
-    start_server "$name"
     echo "--- $tag on $name" | tee -a "$LOG" >&2
     local out
-    if out=$(taskset -c 1 "$BENCH" "$@" --addr "127.0.0.1:$PORT" --server-pid "$SERVER_PID" \
+    if start_server "$name" && out=$(taskset -c 1 "$BENCH" "$@" --addr "127.0.0.1:$PORT" --server-pid "$SERVER_PID" \
         --label "$name" --json 2>>"$LOG"); then
         grep -v '^{' <<<"$out" | tee -a "$LOG" >&2
         grep '^{' <<<"$out" | jq -c --arg tag "$tag" '. + {tag: $tag}' >>"$RESULTS"
