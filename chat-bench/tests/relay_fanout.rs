@@ -9,6 +9,8 @@ use chat_bench::client::Target;
 use chat_bench::fanout::{self, FanoutConfig, Pace};
 use chat_bench::relay::{self, RelayConfig};
 use chat_bench::{idle, storm};
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
 
 async fn start_relay() -> (SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -129,4 +131,63 @@ async fn a_server_that_is_not_there_is_an_error_not_a_hang() {
     drop(listener);
     let err = fanout::run(&fanout_config(addr, Pace::ClosedLoop { window: 1 })).await;
     assert!(err.is_err());
+}
+
+#[tokio::test]
+async fn the_relay_answers_the_join_in_the_reference_order_and_relays_with_seq() {
+    let (addr, relay) = start_relay().await;
+    let target = Target::new(addr).expect("target");
+    let mut ws = chat_bench::client::connect(&target, 0)
+        .await
+        .expect("connect");
+    assert_eq!(next_json(&mut ws).await["type"], "connection");
+    for cmd in [
+        r#"{"type":"set_username","username":"  alice  "}"#,
+        r#"{"type":"join_room","room":" Lobby "}"#,
+        r#"{"type":"chat_message","content":" hi "}"#,
+    ] {
+        ws.send(Message::text(cmd)).await.expect("send");
+    }
+    let mut kinds = Vec::new();
+    let mut last = serde_json::Value::Null;
+    for _ in 0..5 {
+        last = next_json(&mut ws).await;
+        kinds.push(last["type"].as_str().unwrap_or_default().to_owned());
+        if last["type"] == "message_history" {
+            assert_eq!(last["messages"], serde_json::json!([]));
+        }
+        if last["type"] == "room_users" {
+            assert_eq!(last["users"][0]["username"], "alice");
+        }
+    }
+    relay.abort();
+    assert_eq!(
+        kinds,
+        [
+            "username_set",
+            "room_joined",
+            "message_history",
+            "room_users",
+            "message_received"
+        ]
+    );
+    assert_eq!(last["room"], "lobby");
+    assert_eq!(last["content"], "hi");
+    assert_eq!(last["username"], "alice");
+    assert_eq!(last["seq"], 1);
+}
+
+/// The next text frame as JSON, within 5 s.
+async fn next_json(ws: &mut chat_bench::client::Ws) -> serde_json::Value {
+    // Bounded: each read waits at most 5 s, and a relay sends no endless non-text frames.
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("a frame within 5 s")
+            .expect("open")
+            .expect("frame");
+        if let Message::Text(text) = frame {
+            return serde_json::from_str(text.as_str()).expect("JSON");
+        }
+    }
 }
