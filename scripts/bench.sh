@@ -14,6 +14,8 @@
 # Environment:
 #   CHAT_BENCH_SHARED   the shared/ folder (default: ../shared next to the checkout)
 #   CHAT_BENCH_SERVERS  which servers to load (default: "ours node relay")
+#   CHAT_BENCH_SERVER_CPUS / CHAT_BENCH_LOAD_CPUS  taskset core lists (default 0 and 1);
+#                       CHAT_BENCH_SERVER_CPUS=0-1 gives the issue's unpinned multi-core run
 #   CHAT_BENCH_SKIP_BUILD=1  use the binaries already built
 #   CHAT_BENCH_PROFILE  release (default) or debug: debug only checks the script works
 #                       end to end, its figures mean nothing
@@ -106,6 +108,8 @@ fi
 # Server ports below the ephemeral range (32768+ by default): a port there may still be
 # held by a client socket of the previous run (Node binds the wildcard address and fails).
 PORT=${CHAT_BENCH_PORT:-23100}
+SERVER_CPUS=${CHAT_BENCH_SERVER_CPUS:-0}
+LOAD_CPUS=${CHAT_BENCH_LOAD_CPUS:-1}
 read -r EPHEMERAL_LOW _ </proc/sys/net/ipv4/ip_local_port_range
 if ((PORT + 100 >= EPHEMERAL_LOW)); then
     echo "bench.sh: CHAT_BENCH_PORT=$PORT is too close to the ephemeral range ($EPHEMERAL_LOW+)" >&2
@@ -126,16 +130,16 @@ start_server() {
     PORT=$((PORT + 1))
     case $1 in
     ours)
-        taskset -c 0 "$OURS" --addr "127.0.0.1:$PORT" --log warn \
+        taskset -c "$SERVER_CPUS" "$OURS" --addr "127.0.0.1:$PORT" --log warn \
             --message-rate off --join-rate off --typing-rate off --history-rate off \
             --refusal-budget off --max-connections-per-ip off --connections-per-ip-rate off \
             --max-connections 20000 --max-http-connections 20000 >>"$LOG" 2>&1 &
         ;;
     node)
-        (cd "$SEED" && PORT=$PORT exec taskset -c 0 node server.js) >>"$LOG" 2>&1 &
+        (cd "$SEED" && PORT=$PORT exec taskset -c "$SERVER_CPUS" node server.js) >>"$LOG" 2>&1 &
         ;;
     relay)
-        taskset -c 0 "$BENCH" relay --addr "127.0.0.1:$PORT" >>"$LOG" 2>&1 &
+        taskset -c "$SERVER_CPUS" "$BENCH" relay --addr "127.0.0.1:$PORT" >>"$LOG" 2>&1 &
         ;;
     esac
     SERVER_PID=$!
@@ -158,7 +162,7 @@ run() {
     shift 2
     echo "--- $tag on $name" | tee -a "$LOG" >&2
     local out
-    if start_server "$name" && out=$(taskset -c 1 "$BENCH" "$@" --addr "127.0.0.1:$PORT" --server-pid "$SERVER_PID" \
+    if start_server "$name" && out=$(taskset -c "$LOAD_CPUS" "$BENCH" "$@" --addr "127.0.0.1:$PORT" --server-pid "$SERVER_PID" \
         --label "$name" --json 2>>"$LOG"); then
         grep -v '^{' <<<"$out" | tee -a "$LOG" >&2
         grep '^{' <<<"$out" | jq -c --arg tag "$tag" '. + {tag: $tag}' >>"$RESULTS"
