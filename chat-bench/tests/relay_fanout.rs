@@ -1,0 +1,132 @@
+//! The tool end to end against an in-process bare relay on an ephemeral port: `fanout`
+//! delivers every message (no loss, no gaps, `seq` checked), `connect` completes every
+//! join, and `idle` reads a server RSS.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use chat_bench::client::Target;
+use chat_bench::fanout::{self, FanoutConfig, Pace};
+use chat_bench::relay::{self, RelayConfig};
+use chat_bench::{idle, storm};
+
+async fn start_relay() -> (SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    (
+        addr,
+        tokio::spawn(relay::serve(listener, RelayConfig::default())),
+    )
+}
+
+fn fanout_config(addr: SocketAddr, pace: Pace) -> FanoutConfig {
+    FanoutConfig {
+        target: Target::new(addr).expect("target"),
+        clients: 12,
+        rooms: 3,
+        senders: 3,
+        pace,
+        warmup: Duration::from_millis(200),
+        duration: Duration::from_millis(500),
+        drain: Duration::from_secs(5),
+        connect_concurrency: 4,
+        server_pid: Some(std::process::id()),
+        label: "relay".to_owned(),
+        salt: 1,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_loop_fanout_through_the_relay_loses_nothing() {
+    let (addr, relay) = start_relay().await;
+    let report = fanout::run(&fanout_config(addr, Pace::ClosedLoop { window: 4 }))
+        .await
+        .expect("fanout runs");
+    relay.abort();
+    let f = report.fanout.as_ref().expect("fanout figures");
+    assert!(f.sent > 0, "{report}");
+    // 3 rooms of 4, one sender each: every message reaches its 4 members.
+    assert_eq!(f.expected, f.sent * 4, "{report}");
+    assert_eq!(f.loss, 0, "{report}");
+    assert_eq!(f.counts.received_in_window, f.expected, "{report}");
+    assert_eq!(f.counts.gaps + f.counts.duplicates, 0, "{report}");
+    assert_eq!(f.counts.seq_gaps + f.counts.seq_duplicates, 0, "{report}");
+    assert_eq!(f.counts.without_seq, 0, "the relay sends seq: {report}");
+    assert_eq!(f.counts.errors, 0, "{report}");
+    assert_eq!(f.latency.count, f.expected, "{report}");
+    assert!(
+        f.latency.p50_us > 0.0 && f.latency.p50_us <= f.latency.max_us,
+        "{report}"
+    );
+    assert!(f.server_cpu_us_per_delivery.is_some(), "{report}");
+    let v: serde_json::Value = serde_json::from_str(&report.json_line()).expect("JSON line");
+    assert_eq!(v["fanout"]["loss"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fixed_rate_fanout_keeps_its_rate() {
+    let (addr, relay) = start_relay().await;
+    let cfg = fanout_config(
+        addr,
+        Pace::FixedRate {
+            messages_per_s: 300.0,
+        },
+    );
+    let report = fanout::run(&cfg).await.expect("fanout runs");
+    relay.abort();
+    let f = report.fanout.as_ref().expect("fanout figures");
+    // 300 msg/s over 0.5 s: 150 messages, give or take the edges of the window (and a
+    // late wake-up at its end on a busy machine).
+    assert!((125..=160).contains(&f.sent), "{report}");
+    assert_eq!(f.loss, 0, "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_storm_and_idle_complete_against_the_relay() {
+    let (addr, relay) = start_relay().await;
+    let report = storm::run(&storm::StormConfig {
+        target: Target::new(addr).expect("target"),
+        joins: 60,
+        concurrency: 10,
+        rooms: 4,
+        max_failures: 1,
+        server_pid: Some(std::process::id()),
+        label: "relay".to_owned(),
+        salt: 2,
+    })
+    .await
+    .expect("storm runs");
+    let s = report.connect.as_ref().expect("connect figures");
+    assert_eq!(s.completed, 60, "{report}");
+    assert_eq!(s.latency.count, 60, "{report}");
+    assert!(s.first_failure.is_none(), "{report}");
+
+    let report = idle::run(&idle::IdleConfig {
+        target: Target::new(addr).expect("target"),
+        connections: 50,
+        rooms: 5,
+        concurrency: 10,
+        settle: Duration::from_millis(50),
+        hold: Duration::ZERO,
+        server_pid: std::process::id(),
+        label: "relay".to_owned(),
+        salt: 3,
+    })
+    .await
+    .expect("idle runs");
+    relay.abort();
+    let i = report.idle.as_ref().expect("idle figures");
+    assert_eq!(i.connections, 50);
+    assert!(i.rss_after_kib > 0, "{report}");
+}
+
+#[tokio::test]
+async fn a_server_that_is_not_there_is_an_error_not_a_hang() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    drop(listener);
+    let err = fanout::run(&fanout_config(addr, Pace::ClosedLoop { window: 1 })).await;
+    assert!(err.is_err());
+}
