@@ -327,7 +327,7 @@ mod tests {
         let headers = response.headers();
         assert_eq!(
             headers[header::SEC_WEBSOCKET_ACCEPT],
-            "s3pPLMBiTxaQ9kZOzzzHYbhOfvA="
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
         );
         assert_eq!(headers[header::UPGRADE], "websocket");
         assert_eq!(headers[header::CONNECTION], "upgrade");
