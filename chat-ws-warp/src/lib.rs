@@ -33,7 +33,7 @@
 //! The upgrade itself is answered by this crate rather than by warp's `Ws` (which
 //! still checks the request): warp 0.4 cannot set tungstenite's `read_buffer_size`,
 //! whose 128 KiB default is zeroed before every read and was most of an idle
-//! connection's memory. Each socket gets a 4 KiB read buffer (a larger frame reserves
+//! connection's memory. Each socket gets a 2 KiB read buffer (a larger frame reserves
 //! what it needs) and gathers writes up to 128 KiB before they go out (a flush sends
 //! them at once; `Outbound::send` feeds a whole batch and flushes once). Outbound frames
 //! are handed to tungstenite as shared `Bytes`, not copied per recipient.

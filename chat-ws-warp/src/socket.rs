@@ -37,10 +37,11 @@ const MAX_CLOSE_REASON: usize = 123;
 /// tungstenite allocates it when the socket is built, keeps it for the connection's
 /// life, and zeroes the free part of it before every read: with 128 KiB that zeroing
 /// was the largest single cost of a busy server, and the buffer most of an idle
-/// connection's memory. Client frames are small (a chat message is at most a few KiB),
-/// so 4 KiB still takes a whole burst in one read; a larger frame makes tungstenite
-/// reserve room for exactly that frame.
-pub(crate) const READ_BUFFER_BYTES: usize = 4 * 1024;
+/// connection's memory. Client frames are small (a command is a few hundred bytes), so
+/// 2 KiB takes a typical burst in one read; a larger frame makes tungstenite reserve
+/// room for exactly that frame. Measured (docs/BENCHMARKS.md): 2 KiB holds 2 KiB less
+/// per idle connection than 4 KiB at the same CPU per delivery.
+pub(crate) const READ_BUFFER_BYTES: usize = 2 * 1024;
 
 /// The tungstenite settings of every socket this crate serves: the chat's and the echo
 /// route's, so Autobahn tests exactly what the chat serves. The write buffer threshold

@@ -3,7 +3,7 @@
 //!
 //! warp 0.4's `Ws` built every socket with tungstenite's 128 KiB read buffer (zeroed on
 //! each read): an idle joined connection held about 140 KiB of the server's memory. The
-//! transport now answers the upgrade itself and builds the socket with a 4 KiB read
+//! transport now answers the upgrade itself and builds the socket with a 2 KiB read
 //! buffer. The full-size figure (10,000 connections, release build) is a benchmark
 //! (docs/BENCHMARKS.md, `chat-bench idle`); here a few hundred connections against the
 //! real example server check the order of magnitude, which the old stack fails by far.
@@ -24,7 +24,7 @@ use support::process::ServerProcess;
 const CONNECTIONS: usize = 400;
 
 /// The most server memory one idle joined connection may hold, in KiB: several times
-/// what it holds now (13 KiB), a fraction of the old 140 KiB (which fails this test).
+/// what it holds now (11 KiB), a fraction of the old 140 KiB (which fails this test).
 const MAX_KIB_PER_CONNECTION: u64 = 48;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
