@@ -13,6 +13,9 @@
 //!   call that is waiting for it, which builds the socket once hyper hands the
 //!   connection over;
 //! * no answer in time, the queue full, or the runtime gone → `503`.
+//!
+//! A request hyper cannot upgrade (no pending upgrade in its extensions, e.g. HTTP/2)
+//! is answered `500` before the runtime is asked: no socket could follow.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
