@@ -1,7 +1,7 @@
 //! The echo server that the Autobahn|Testsuite cases run against (`conformance/run.sh`,
 //! docs/CONFORMANCE.md): `chat_ws_warp::echo_routes` behind `chat_ws_warp::serve`, so
-//! the cases exercise exactly the WebSocket stack the chat serves — warp's `Ws`,
-//! tungstenite, our HTTP server and our error translation.
+//! the cases exercise exactly the WebSocket stack the chat serves — our upgrade and
+//! tungstenite settings, our HTTP server and our error translation.
 //!
 //! ```sh
 //! cargo run --release --example autobahn_echo                       # 127.0.0.1:9001

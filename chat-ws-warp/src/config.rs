@@ -12,10 +12,11 @@ use std::time::Duration;
 
 use chat_core::TrustedProxies;
 
-/// tungstenite's `write_buffer_size` (128 KiB), which warp 0.4's `Ws` does not let us
-/// change. `max_write_buffer_bytes` must exceed it or tungstenite panics when the socket
-/// is built, so `WarpConfig::effective_max_write_buffer` keeps it above.
-pub(crate) const TUNGSTENITE_WRITE_BUFFER: usize = 128 * 1024;
+/// The `write_buffer_size` every socket is built with (tungstenite's default, 128 KiB):
+/// how much a batch gathers before tungstenite writes in the middle of it. A threshold,
+/// not an allocation. `max_write_buffer_bytes` must exceed it or tungstenite panics when
+/// the socket is built, so `WarpConfig::effective_max_write_buffer` keeps it above.
+pub(crate) const WRITE_BUFFER_BYTES: usize = 128 * 1024;
 
 /// Limits and switches for [`WarpTransport`](crate::WarpTransport) and its HTTP server.
 ///
@@ -149,8 +150,7 @@ impl WarpConfig {
     /// set too low (tungstenite asserts `max_write_buffer_size > write_buffer_size` and
     /// would panic in the upgrade task).
     pub(crate) fn effective_max_write_buffer(&self) -> usize {
-        self.max_write_buffer_bytes
-            .max(TUNGSTENITE_WRITE_BUFFER + 1)
+        self.max_write_buffer_bytes.max(WRITE_BUFFER_BYTES + 1)
     }
 }
 

@@ -1,18 +1,20 @@
 //! An echo socket on the chat's WebSocket stack, for protocol conformance testing
-//! (Autobahn's fuzzing client): same warp `Ws`, same limits, same error translation —
-//! only the runtime is replaced by "send it back".
+//! (Autobahn's fuzzing client): same upgrade, same tungstenite settings and limits, same
+//! error translation — only the runtime is replaced by "send it back".
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use tokio_tungstenite::tungstenite;
+use http::HeaderValue;
+use hyper::upgrade::OnUpgrade;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{self, Message};
 use warp::Filter;
-use warp::reply::Reply;
-use warp::ws::{Message, WebSocket, Ws};
+use warp::ws::Ws;
 
 use crate::config::WarpConfig;
-use crate::socket::{self, tungstenite_error};
+use crate::handshake::cannot_upgrade;
+use crate::socket::{self, Socket};
 use crate::transport::Routes;
 
 /// A route that upgrades every WebSocket request (any path) and echoes each text and
@@ -33,30 +35,46 @@ use crate::transport::Routes;
 /// # }
 /// ```
 pub fn echo_routes(config: &WarpConfig) -> Routes {
-    let config = Arc::new(config.clone());
-    warp::ws()
-        .map(move |ws: Ws| {
-            let close_timeout = config.close_timeout;
-            socket::with_limits(ws, &config)
-                .on_upgrade(move |socket| echo(socket, close_timeout))
-                .into_response()
-        })
+    let socket_config = socket::websocket_config(config);
+    let close_timeout = config.close_timeout;
+    // The same upgrade as the chat's socket route (see `handshake::socket_route`).
+    warp::ext::optional::<OnUpgrade>()
+        .and(warp::ws())
+        .and(warp::header::value("sec-websocket-key"))
+        .map(
+            move |on_upgrade: Option<OnUpgrade>, _: Ws, key: HeaderValue| {
+                let Some(on_upgrade) = on_upgrade else {
+                    return cannot_upgrade();
+                };
+                #[allow(clippy::disallowed_methods)] // one task per echo connection
+                tokio::spawn(async move {
+                    match socket::upgrade(on_upgrade, socket_config).await {
+                        Ok(socket) => echo(socket, close_timeout).await,
+                        Err(err) => tracing::debug!(%err, "echo upgrade failed"),
+                    }
+                });
+                socket::switching_protocols(key.as_bytes())
+            },
+        )
         .boxed()
 }
 
-async fn echo(socket: WebSocket, close_timeout: Duration) {
+async fn echo(socket: Socket, close_timeout: Duration) {
     let (mut sink, mut stream) = socket.split();
     while let Some(item) = stream.next().await {
         let message = match item {
             Ok(message) => message,
             Err(err) => {
-                let code: u16 = match tungstenite_error(&err) {
-                    Some(tungstenite::Error::Capacity(_)) => 1009,
-                    Some(tungstenite::Error::Utf8(_)) => 1007,
-                    Some(tungstenite::Error::Protocol(_)) => 1002,
+                let code: u16 = match err {
+                    tungstenite::Error::Capacity(_) => 1009,
+                    tungstenite::Error::Utf8(_) => 1007,
+                    tungstenite::Error::Protocol(_) => 1002,
                     _ => return,
                 };
-                let close = sink.send(Message::close_with(code, ""));
+                let close = sink.send(Message::Close(Some(CloseFrame {
+                    code: code.into(),
+                    reason: "".into(),
+                })));
                 let _ = tokio::time::timeout(close_timeout, close).await;
                 return;
             }

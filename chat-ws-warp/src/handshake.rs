@@ -8,15 +8,19 @@
 //!
 //! * rejected → an ordinary HTTP response with the rejection's status and reason, so
 //!   nothing is upgraded and the client sees e.g. `401` or `403`;
-//! * accepted → the `101 Switching Protocols` reply; once hyper has handed over the
-//!   connection, the upgraded socket travels back to the `accept` call that is waiting
-//!   for it;
+//! * accepted → the `101 Switching Protocols` reply, written by us (see
+//!   [`socket`](crate::socket)); hyper's pending upgrade travels back to the `accept`
+//!   call that is waiting for it, which builds the socket once hyper hands the
+//!   connection over;
 //! * no answer in time, the queue full, or the runtime gone → `503`.
 //!
 //! The refusals answered here without the runtime (those `503`s, and `400` for a
 //! malformed upgrade) are reported to
 //! [`MetricsSource::rejected`](crate::MetricsSource::rejected), so `/metrics` counts
 //! them with the runtime's own.
+//!
+//! A request hyper cannot upgrade (no pending upgrade in its extensions, e.g. HTTP/2)
+//! is answered `500` before the runtime is asked: no socket could follow.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -28,12 +32,14 @@ use chat_core::{
     Channel, ConnectionInfo, Handshake, Rejection, TransportError, TrustedProxies, async_trait,
 };
 use http::{HeaderMap, HeaderValue, StatusCode, header};
+use hyper::upgrade::OnUpgrade;
 use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use warp::Filter;
 use warp::filters::BoxedFilter;
 use warp::filters::path::{FullPath, Peek};
 use warp::reply::{Reply, Response};
-use warp::ws::{WebSocket, Ws};
+use warp::ws::Ws;
 
 use crate::config::WarpConfig;
 use crate::socket;
@@ -68,8 +74,8 @@ fn valid_key(key: Option<&str>) -> bool {
 /// What the runtime decided about a handshake.
 #[derive(Debug)]
 pub(crate) enum Decision {
-    /// Upgrade, and send the socket here.
-    Accept(oneshot::Sender<WebSocket>),
+    /// Upgrade, and send hyper's pending upgrade here.
+    Accept(oneshot::Sender<OnUpgrade>),
     /// Answer with this status and reason instead.
     Reject(Rejection),
 }
@@ -81,6 +87,8 @@ pub(crate) struct WarpHandshake {
     decision: oneshot::Sender<Decision>,
     handshake_timeout: Duration,
     close_timeout: Duration,
+    /// The settings the socket is built with.
+    socket_config: WebSocketConfig,
 }
 
 #[async_trait]
@@ -90,21 +98,26 @@ impl Handshake for WarpHandshake {
     }
 
     async fn accept(self: Box<Self>) -> Result<Channel, TransportError> {
-        let (socket_tx, socket_rx) = oneshot::channel();
+        let (upgrade_tx, upgrade_rx) = oneshot::channel();
         self.decision
-            .send(Decision::Accept(socket_tx))
+            .send(Decision::Accept(upgrade_tx))
             .map_err(|_| TransportError::Handshake("the request timed out or went away".into()))?;
-        match tokio::time::timeout(self.handshake_timeout, socket_rx).await {
-            Ok(Ok(socket)) => {
+        // The route answers `101` and hands over hyper's pending upgrade; hyper fulfils
+        // it once the `101` is written. Either step failing (the client left, hyper
+        // could not hand the connection over) is a failed upgrade.
+        let upgraded = tokio::time::timeout(self.handshake_timeout, async {
+            let on_upgrade = upgrade_rx.await.ok()?;
+            socket::upgrade(on_upgrade, self.socket_config).await.ok()
+        });
+        match upgraded.await {
+            Ok(Some(socket)) => {
                 let (inbound, outbound) = socket::split(socket, self.close_timeout);
                 Ok(Channel {
                     inbound: Box::new(inbound),
                     outbound: Box::new(outbound),
                 })
             }
-            // warp drops our callback when the upgrade fails (the client left after the
-            // 101, or hyper could not hand the connection over).
-            Ok(Err(_)) => Err(TransportError::Handshake("upgrade failed".into())),
+            Ok(None) => Err(TransportError::Handshake("upgrade failed".into())),
             Err(_) => Err(TransportError::Handshake("upgrade timed out".into())),
         }
     }
@@ -121,11 +134,18 @@ pub(crate) fn socket_route(
     config: Arc<WarpConfig>,
 ) -> BoxedFilter<(Response,)> {
     socket_path(&config.socket_paths)
+        // hyper's pending upgrade, cloned before `warp::ws()` takes it: we answer the
+        // upgrade ourselves (see `socket`). `warp::ws()` still checks the request, so
+        // its rejections (400, 405, …) are warp's as before.
+        .and(warp::ext::optional::<OnUpgrade>())
         .and(warp::ws())
         .and(connection_info(Arc::new(config.trusted_proxies.clone())))
         .and(warp::ext::optional::<RequestVersion>())
         .and_then(
-            move |ws: Ws, info: ConnectionInfo, version: Option<RequestVersion>| {
+            move |on_upgrade: Option<OnUpgrade>,
+                  _: Ws,
+                  info: ConnectionInfo,
+                  version: Option<RequestVersion>| {
                 let queue = queue.clone();
                 let config = Arc::clone(&config);
                 async move {
@@ -137,7 +157,12 @@ pub(crate) fn socket_route(
                     if !valid_key(info.header("sec-websocket-key")) {
                         return Ok(bad_request("invalid Sec-WebSocket-Key", &config));
                     }
-                    Ok(decide(ws, info, &queue, &config).await)
+                    let Some(on_upgrade) = on_upgrade else {
+                        // hyper offers no upgrade for this request (e.g. HTTP/2): do not
+                        // ask the runtime about a socket that cannot exist.
+                        return Ok(cannot_upgrade());
+                    };
+                    Ok(decide(on_upgrade, info, &queue, &config).await)
                 }
             },
         )
@@ -169,17 +194,24 @@ fn socket_path(
 
 /// Queues the handshake and turns the runtime's decision into the HTTP response.
 async fn decide(
-    ws: Ws,
+    on_upgrade: OnUpgrade,
     info: ConnectionInfo,
     queue: &mpsc::Sender<WarpHandshake>,
     config: &WarpConfig,
 ) -> Response {
     let (decision_tx, decision_rx) = oneshot::channel();
+    // `valid_key` passed, so the header is there.
+    let key = info
+        .header("sec-websocket-key")
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
     let handshake = WarpHandshake {
         info,
         decision: decision_tx,
         handshake_timeout: config.handshake_timeout,
         close_timeout: config.close_timeout,
+        socket_config: socket::websocket_config(config),
     };
     // `try_send`: a full queue means the runtime is not keeping up; waiting would only
     // pile up more requests, so answer at once.
@@ -191,12 +223,16 @@ async fn decide(
         return refused_here(&Rejection::Unavailable(reason.into()), config);
     }
     match tokio::time::timeout(config.handshake_timeout, decision_rx).await {
-        Ok(Ok(Decision::Accept(socket_tx))) => socket::with_limits(ws, config)
-            .on_upgrade(move |socket| async move {
-                // If `accept` gave up meanwhile the socket is dropped, which closes it.
-                let _ = socket_tx.send(socket);
-            })
-            .into_response(),
+        Ok(Ok(Decision::Accept(upgrade_tx))) => {
+            if upgrade_tx.send(on_upgrade).is_err() {
+                // `accept` gave up meanwhile: nobody would drive the socket.
+                return refused_here(
+                    &Rejection::Unavailable("server is not accepting connections".into()),
+                    config,
+                );
+            }
+            socket::switching_protocols(key.as_bytes())
+        }
         Ok(Ok(Decision::Reject(rejection))) => rejection_response(&rejection),
         // The runtime dropped the handshake without deciding (e.g. it is shutting down).
         Ok(Err(_)) => refused_here(
@@ -208,6 +244,15 @@ async fn decide(
             config,
         ),
     }
+}
+
+/// An upgrade request that hyper cannot upgrade (no pending upgrade in its
+/// extensions): a server error, not the client's.
+pub(crate) fn cannot_upgrade() -> Response {
+    plain_text(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "this server cannot upgrade the connection".to_owned(),
+    )
 }
 
 /// A refused handshake as plain text with the rejection's status.

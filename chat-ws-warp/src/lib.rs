@@ -30,10 +30,13 @@
 //! a bounded write buffer, a bounded handshake queue, and on our own server a header
 //! read timeout, header count/size limits, a connection cap and TCP_NODELAY.
 //!
-//! warp 0.4's `Ws` does not expose tungstenite's `read_buffer_size` or
-//! `write_buffer_size`: each upgraded connection has tungstenite's default 128 KiB read
-//! buffer (allocated when the socket is created) and writes are buffered up to 128 KiB
-//! before they go out (a flush sends them at once; `Outbound::send` always flushes).
+//! The upgrade itself is answered by this crate rather than by warp's `Ws` (which
+//! still checks the request): warp 0.4 cannot set tungstenite's `read_buffer_size`,
+//! whose 128 KiB default is zeroed before every read and was most of an idle
+//! connection's memory. Each socket gets a 2 KiB read buffer (a larger frame reserves
+//! what it needs) and gathers writes up to 128 KiB before they go out (a flush sends
+//! them at once; `Outbound::send` feeds a whole batch and flushes once). Outbound frames
+//! are handed to tungstenite as shared `Bytes`, not copied per recipient.
 //!
 //! ## Serving the chat
 //!
@@ -105,8 +108,9 @@
 //!
 //! ## Conformance
 //!
-//! [`echo_routes`] serves an echo socket on exactly the same WebSocket stack (same warp
-//! `Ws`, same limits, same error translation), for the Autobahn test suite.
+//! [`echo_routes`] serves an echo socket on exactly the same WebSocket stack (same
+//! upgrade, same tungstenite settings and limits, same error translation), for the
+//! Autobahn test suite.
 
 mod config;
 mod echo;

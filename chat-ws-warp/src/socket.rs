@@ -1,36 +1,92 @@
-//! An upgraded warp `WebSocket` as the runtime's two halves: [`WarpInbound`] and
-//! [`WarpOutbound`], plus the one place where the WebSocket limits are applied and where
-//! tungstenite's errors are translated into [`TransportError`].
+//! An upgraded WebSocket as the runtime's two halves: [`WarpInbound`] and
+//! [`WarpOutbound`], plus the one place where the WebSocket is built with our limits
+//! and where tungstenite's errors are translated into [`TransportError`].
+//!
+//! We answer the upgrade ourselves instead of through warp's `Ws::on_upgrade`: warp 0.4
+//! builds the socket with tungstenite's default 128 KiB read buffer, which tungstenite
+//! zeroes before every read and which is most of an idle connection's memory. Here
+//! the socket is built from hyper's upgraded connection with our own
+//! [`WebSocketConfig`] ([`websocket_config`]): a small read buffer, the configured
+//! frame, message and write-buffer limits.
 //!
 //! The socket is split with `futures_util`'s `split`: the halves share it through a lock
 //! held only while one of them is being polled, so the runtime's reader and writer tasks
 //! never wait on each other across an `.await`.
 
-use std::error::Error as _;
 use std::time::Duration;
 
 use bytes::Bytes;
 use chat_core::{CloseCode, Inbound, Incoming, Outbound, TransportError, async_trait};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use tokio_tungstenite::tungstenite;
-use warp::ws::{Message, WebSocket, Ws};
+use http::{HeaderValue, StatusCode, header};
+use hyper::upgrade::{OnUpgrade, Upgraded};
+use hyper_util::rt::TokioIo;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
+use warp::reply::{Reply, Response};
 
-use crate::config::WarpConfig;
+use crate::config::{WRITE_BUFFER_BYTES, WarpConfig};
 
 /// Longest close reason that fits a control frame (125 bytes minus the 2-byte code).
 const MAX_CLOSE_REASON: usize = 123;
 
-/// Applies the configured limits to a handshake. The chat socket and the echo socket
-/// both go through here, so Autobahn tests exactly what the chat serves.
-pub(crate) fn with_limits(ws: Ws, config: &WarpConfig) -> Ws {
-    ws.max_frame_size(config.max_frame_bytes)
-        .max_message_size(config.max_message_bytes)
+/// tungstenite's read buffer per connection, in bytes (its default is 128 KiB).
+///
+/// tungstenite allocates it when the socket is built, keeps it for the connection's
+/// life, and zeroes the free part of it before every read: with 128 KiB that zeroing
+/// was the largest single cost of a busy server, and the buffer most of an idle
+/// connection's memory. Client frames are small (a command is a few hundred bytes), so
+/// 2 KiB takes a typical burst in one read; a larger frame makes tungstenite reserve
+/// room for exactly that frame. Measured (docs/BENCHMARKS.md): 2 KiB holds 2 KiB less
+/// per idle connection than 4 KiB at the same CPU per delivery.
+pub(crate) const READ_BUFFER_BYTES: usize = 2 * 1024;
+
+/// The tungstenite settings of every socket this crate serves: the chat's and the echo
+/// route's, so Autobahn tests exactly what the chat serves. The write buffer threshold
+/// ([`WRITE_BUFFER_BYTES`]) stays tungstenite's 128 KiB: `Outbound::send` feeds a whole
+/// batch and flushes once, so a batch below it leaves in one write.
+pub(crate) fn websocket_config(config: &WarpConfig) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(WRITE_BUFFER_BYTES)
         .max_write_buffer_size(config.effective_max_write_buffer())
+        .max_frame_size(Some(config.max_frame_bytes))
+        .max_message_size(Some(config.max_message_bytes))
+}
+
+/// The `101 Switching Protocols` answer to a WebSocket upgrade whose
+/// `Sec-WebSocket-Key` is `key` (the headers warp's `Ws` would send).
+pub(crate) fn switching_protocols(key: &[u8]) -> Response {
+    let accept = tungstenite::handshake::derive_accept_key(key);
+    let Ok(accept) = HeaderValue::try_from(accept) else {
+        // Base64 is always a valid header value; this branch is never taken.
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    let mut response = StatusCode::SWITCHING_PROTOCOLS.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    response
+}
+
+/// An upgraded connection as a server-side WebSocket.
+pub(crate) type Socket = WebSocketStream<TokioIo<Upgraded>>;
+
+/// Waits until hyper hands the connection over (after it wrote our `101`), then builds
+/// the WebSocket on it with `config`.
+pub(crate) async fn upgrade(
+    on_upgrade: OnUpgrade,
+    config: WebSocketConfig,
+) -> Result<Socket, hyper::Error> {
+    let upgraded = on_upgrade.await?;
+    Ok(WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await)
 }
 
 /// Splits an upgraded socket into the halves the runtime drives from two tasks.
-pub(crate) fn split(socket: WebSocket, close_timeout: Duration) -> (WarpInbound, WarpOutbound) {
+pub(crate) fn split(socket: Socket, close_timeout: Duration) -> (WarpInbound, WarpOutbound) {
     let (sink, stream) = socket.split();
     (
         WarpInbound {
@@ -53,7 +109,7 @@ pub(crate) fn split(socket: WebSocket, close_timeout: Duration) -> (WarpInbound,
 /// next write. A peer's close frame is answered the same way, before `recv` reports it.
 #[derive(Debug)]
 pub(crate) struct WarpInbound {
-    stream: SplitStream<WebSocket>,
+    stream: SplitStream<Socket>,
     /// The peer's close, held while its reply is flushed (see `recv`), so a `recv`
     /// cancelled during that flush still reports it on the next call.
     peer_close: Option<Option<CloseCode>>,
@@ -92,22 +148,20 @@ impl Inbound for WarpInbound {
                     return Some(Err(error));
                 }
             };
-            if message.is_text() {
-                // `into_bytes` hands over a slice of tungstenite's read buffer: no copy.
-                // It keeps that buffer alive while held; the runtime decodes and drops it.
-                return Some(Ok(Incoming::Text(message.into_bytes())));
+            match message {
+                // A slice of tungstenite's read buffer: no copy. It keeps that buffer
+                // alive while held; the runtime decodes and drops it.
+                Message::Text(text) => return Some(Ok(Incoming::Text(Bytes::from(text)))),
+                Message::Binary(data) => return Some(Ok(Incoming::Binary(data.len()))),
+                Message::Pong(_) => return Some(Ok(Incoming::Pong)),
+                Message::Close(frame) => {
+                    self.peer_close = Some(frame.map(|f| CloseCode(u16::from(f.code))));
+                    return self.finish_peer_close().await;
+                }
+                // A ping: tungstenite queued the pong; looping into the next read
+                // flushes it. (Raw frames are never yielded by a read.)
+                Message::Ping(_) | Message::Frame(_) => {}
             }
-            if message.is_binary() {
-                return Some(Ok(Incoming::Binary(message.as_bytes().len())));
-            }
-            if message.is_pong() {
-                return Some(Ok(Incoming::Pong));
-            }
-            if message.is_close() {
-                self.peer_close = Some(message.close_frame().map(|(code, _)| CloseCode(code)));
-                return self.finish_peer_close().await;
-            }
-            // A ping: tungstenite queued the pong; looping into the next read flushes it.
         }
     }
 }
@@ -128,7 +182,7 @@ impl WarpInbound {
 /// Sending half of an accepted WebSocket.
 #[derive(Debug)]
 pub(crate) struct WarpOutbound {
-    sink: SplitSink<WebSocket, Message>,
+    sink: SplitSink<Socket, Message>,
     close_timeout: Duration,
 }
 
@@ -136,16 +190,16 @@ pub(crate) struct WarpOutbound {
 impl Outbound for WarpOutbound {
     async fn send(&mut self, frames: &[Bytes]) -> Result<(), TransportError> {
         for frame in frames {
-            // warp 0.4's `Message::text` takes a `String`, so each frame is copied once
-            // here (tungstenite copies it again into its write buffer). A shared broadcast
-            // `Bytes` cannot be handed over as is through warp's API.
-            let text = String::from_utf8(frame.to_vec()).map_err(|_| {
+            // The frame is shared by every recipient of a broadcast: the message takes
+            // another reference to it (checked to be UTF-8, not copied). tungstenite
+            // then copies it once, into this connection's write buffer.
+            let text = Utf8Bytes::try_from(frame.clone()).map_err(|_| {
                 TransportError::Io("outbound text frame is not valid UTF-8".to_owned())
             })?;
             // `feed` writes into tungstenite's buffer without flushing; one flush below
             // sends the whole batch in as few syscalls as the kernel allows.
             self.sink
-                .feed(Message::text(text))
+                .feed(Message::Text(text))
                 .await
                 .map_err(|err| write_error(&err))?;
         }
@@ -154,26 +208,27 @@ impl Outbound for WarpOutbound {
 
     async fn ping(&mut self) -> Result<bool, TransportError> {
         self.sink
-            .send(Message::ping(Bytes::new()))
+            .send(Message::Ping(Bytes::new()))
             .await
             .map_err(|err| write_error(&err))?;
         Ok(true)
     }
 
     async fn close(&mut self, code: CloseCode, reason: &str) -> Result<(), TransportError> {
-        let frame = Message::close_with(code.0, truncate(reason, MAX_CLOSE_REASON).to_owned());
+        let frame = Message::Close(Some(CloseFrame {
+            code: code.0.into(),
+            reason: truncate(reason, MAX_CLOSE_REASON).into(),
+        }));
         // A peer that does not read would hold the flush forever; the runtime is about to
         // drop the connection anyway, so give up after a short while.
         match tokio::time::timeout(self.close_timeout, self.sink.send(frame)).await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(err)) => match tungstenite_error(&err) {
+            Ok(Err(err)) => match err {
                 // Closing an already closed socket is the outcome the caller wants.
-                Some(
-                    tungstenite::Error::ConnectionClosed
-                    | tungstenite::Error::AlreadyClosed
-                    | tungstenite::Error::Protocol(
-                        tungstenite::error::ProtocolError::SendAfterClosing,
-                    ),
+                tungstenite::Error::ConnectionClosed
+                | tungstenite::Error::AlreadyClosed
+                | tungstenite::Error::Protocol(
+                    tungstenite::error::ProtocolError::SendAfterClosing,
                 ) => Ok(()),
                 _ => Err(write_error(&err)),
             },
@@ -194,51 +249,41 @@ fn truncate(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
-/// The tungstenite error inside a warp error (warp boxes it and exposes it as `source`).
-pub(crate) fn tungstenite_error(err: &warp::Error) -> Option<&tungstenite::Error> {
-    err.source()?.downcast_ref::<tungstenite::Error>()
-}
-
 /// Translates a read error so the runtime closes with the right code: capacity → 1009,
 /// framing violations → 1002, the rest ends the connection quietly.
-pub(crate) fn read_error(err: &warp::Error) -> TransportError {
+pub(crate) fn read_error(err: &tungstenite::Error) -> TransportError {
     use tungstenite::error::ProtocolError;
-    match tungstenite_error(err) {
-        Some(tungstenite::Error::Capacity(_)) => TransportError::MessageTooBig,
-        Some(tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake))
-        | Some(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
-            TransportError::Closed
-        }
-        Some(tungstenite::Error::Protocol(p)) => TransportError::Protocol(p.to_string()),
-        Some(tungstenite::Error::Utf8(_)) => TransportError::InvalidPayload,
-        Some(tungstenite::Error::Io(e)) => TransportError::Io(e.to_string()),
-        Some(other) => TransportError::Io(other.to_string()),
-        None => TransportError::Io(err.to_string()),
+    match err {
+        tungstenite::Error::Capacity(_) => TransportError::MessageTooBig,
+        tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake)
+        | tungstenite::Error::ConnectionClosed
+        | tungstenite::Error::AlreadyClosed => TransportError::Closed,
+        tungstenite::Error::Protocol(p) => TransportError::Protocol(p.to_string()),
+        tungstenite::Error::Utf8(_) => TransportError::InvalidPayload,
+        tungstenite::Error::Io(e) => TransportError::Io(e.to_string()),
+        other => TransportError::Io(other.to_string()),
     }
 }
 
 /// Translates a write error. A closed connection is [`TransportError::Closed`]; a full
 /// write buffer means the peer stopped reading, which the runtime treats as I/O failure.
-pub(crate) fn write_error(err: &warp::Error) -> TransportError {
+pub(crate) fn write_error(err: &tungstenite::Error) -> TransportError {
     use tungstenite::error::ProtocolError;
-    match tungstenite_error(err) {
-        Some(
-            tungstenite::Error::ConnectionClosed
-            | tungstenite::Error::AlreadyClosed
-            | tungstenite::Error::Protocol(ProtocolError::SendAfterClosing),
-        ) => TransportError::Closed,
-        Some(tungstenite::Error::WriteBufferFull(_)) => {
+    match err {
+        tungstenite::Error::ConnectionClosed
+        | tungstenite::Error::AlreadyClosed
+        | tungstenite::Error::Protocol(ProtocolError::SendAfterClosing) => TransportError::Closed,
+        tungstenite::Error::WriteBufferFull(_) => {
             TransportError::Io("write buffer full".to_owned())
         }
-        Some(tungstenite::Error::Io(e)) => TransportError::Io(e.to_string()),
-        Some(other) => TransportError::Io(other.to_string()),
-        None => TransportError::Io(err.to_string()),
+        tungstenite::Error::Io(e) => TransportError::Io(e.to_string()),
+        other => TransportError::Io(other.to_string()),
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::truncate;
+    use super::*;
 
     #[test]
     fn close_reasons_are_cut_on_char_boundaries() {
@@ -247,5 +292,45 @@ mod tests {
         let cut = truncate(&long, 123);
         assert_eq!(cut.len(), 122);
         assert!(cut.chars().all(|c| c == 'é'));
+    }
+
+    #[test]
+    fn sockets_get_a_small_read_buffer_and_the_configured_limits() {
+        let config = WarpConfig {
+            max_frame_bytes: 1000,
+            max_message_bytes: 2000,
+            max_write_buffer_bytes: 1 << 20,
+            ..WarpConfig::default()
+        };
+        let ws = websocket_config(&config);
+        assert_eq!(ws.read_buffer_size, READ_BUFFER_BYTES);
+        assert!(
+            ws.read_buffer_size * 16 <= WebSocketConfig::default().read_buffer_size,
+            "far below tungstenite's default"
+        );
+        assert_eq!(ws.max_frame_size, Some(1000));
+        assert_eq!(ws.max_message_size, Some(2000));
+        assert_eq!(ws.max_write_buffer_size, 1 << 20);
+        assert_eq!(ws.write_buffer_size, WRITE_BUFFER_BYTES);
+        // tungstenite requires room for one frame above the flush threshold.
+        let low = websocket_config(&WarpConfig {
+            max_write_buffer_bytes: 10,
+            ..WarpConfig::default()
+        });
+        assert!(low.max_write_buffer_size > low.write_buffer_size);
+    }
+
+    #[test]
+    fn the_accept_header_is_rfc_6455s() {
+        // RFC 6455 §1.3's example key and answer.
+        let response = switching_protocols(b"dGhlIHNhbXBsZSBub25jZQ==");
+        assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+        let headers = response.headers();
+        assert_eq!(
+            headers[header::SEC_WEBSOCKET_ACCEPT],
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+        assert_eq!(headers[header::UPGRADE], "websocket");
+        assert_eq!(headers[header::CONNECTION], "upgrade");
     }
 }
