@@ -231,7 +231,9 @@ impl OutboundQueue {
             }
             if !self.fits(&s, len) {
                 s.frames = VecDeque::new();
-                self.global.sub(s.bytes);
+                // The batch in flight is given back too: the writer's send is cancelled
+                // and the batch dropped, and the hub's shedding must see it gone now.
+                self.global.sub(s.bytes + std::mem::take(&mut s.in_flight));
                 s.bytes = 0;
                 s.phase = Phase::CloseNow(CloseCode::TRY_AGAIN_LATER, SLOW_READER);
                 drop(s);
@@ -301,7 +303,11 @@ impl OutboundQueue {
         s.phase = phase;
         if !matches!(phase, Phase::CloseAfterFlush(..)) {
             s.frames = VecDeque::new();
-            self.global.sub(s.bytes);
+            // The writer's batch in flight is cancelled (see `cancelled`) and dropped, so
+            // it leaves the budget now: `Hub::shed_outbound` runs its loop before any
+            // writer can, and would otherwise close more connections than needed.
+            // `written` then gives back nothing.
+            self.global.sub(s.bytes + std::mem::take(&mut s.in_flight));
             s.bytes = 0;
             s.droppable = 0;
         }
@@ -538,6 +544,58 @@ mod tests {
             q.next(&mut Vec::new(), 4).await,
             Next::Close(CloseCode::GOING_AWAY, "shutdown")
         );
+    }
+
+    /// 10 connections each with a 256 KiB batch in flight and 100 KiB queued, against a
+    /// budget that one close brings back under: shedding the way `Hub::shed_outbound`
+    /// does closes exactly one, because a close gives back the batch in flight too.
+    #[tokio::test]
+    async fn a_close_gives_back_the_batch_in_flight_so_shedding_stops_in_time() {
+        let global = std::sync::Arc::new(GlobalBudget::new(usize::MAX));
+        let queues: Vec<_> = (0..10)
+            .map(|_| {
+                OutboundQueue::new(
+                    QueueLimits {
+                        max_frames: 100,
+                        max_bytes: usize::MAX,
+                    },
+                    std::sync::Arc::clone(&global),
+                )
+            })
+            .collect();
+        let (in_flight, queued) = (vec![b'x'; BATCH_MAX_BYTES], vec![b'y'; 100 * 1024]);
+        for q in &queues {
+            q.push(Bytes::from(in_flight.clone()), false);
+            let mut batch = Vec::new();
+            assert_eq!(q.next(&mut batch, 8).await, Next::Frames);
+            q.push(Bytes::from(queued.clone()), false);
+        }
+        let per_conn = BATCH_MAX_BYTES + 100 * 1024;
+        assert_eq!(global.used(), 10 * per_conn);
+        // A budget that one close brings back under.
+        let budget_max = 9 * per_conn;
+        let mut closed = Vec::new();
+        while global.used() > budget_max {
+            let Some((i, q)) = queues
+                .iter()
+                .enumerate()
+                .filter(|(_, q)| q.held() > 0)
+                .max_by_key(|(_, q)| q.held())
+            else {
+                break;
+            };
+            assert!(q.close_now(CloseCode::TRY_AGAIN_LATER, "server busy"));
+            closed.push(i);
+        }
+        assert_eq!(closed.len(), 1, "one close met the budget");
+        assert_eq!(global.used(), 9 * per_conn);
+        // The cancelled writer reports its batch done: nothing more is given back.
+        queues[closed[0]].written();
+        assert_eq!(global.used(), 9 * per_conn);
+        // Abandonment gives back the batch in flight the same way.
+        let other = usize::from(closed[0] == 0);
+        queues[other].abandon();
+        assert_eq!(global.used(), 8 * per_conn);
     }
 
     #[tokio::test]
