@@ -193,8 +193,8 @@ pub(crate) struct Options {
     pub(crate) outbound_bytes: usize,
     /// Outbound bytes all connections together may hold (queues plus batches being
     /// written); past it the connections holding the most (at least 64 KiB each) are
-    /// closed with 1013 "server busy". Default 268435456 (256 MiB).
-    #[arg(long, env = "CHAT_OUTBOUND_GLOBAL_BYTES", default_value_t = 256 << 20, help_heading = "Runtime")]
+    /// closed with 1013 "server busy". Default 67108864 (64 MiB).
+    #[arg(long, env = "CHAT_OUTBOUND_GLOBAL_BYTES", default_value_t = 64 << 20, help_heading = "Runtime")]
     pub(crate) outbound_global_bytes: usize,
     /// Frames written per batch (one flush per batch).
     #[arg(

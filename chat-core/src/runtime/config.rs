@@ -28,9 +28,13 @@ pub struct RuntimeConfig {
     /// writers have taken and not finished writing (at most 256 KiB or one frame per
     /// writer). Past it, the hub closes the connections holding the most — largest
     /// first, only those holding at least 64 KiB — with 1013 "server busy", their
-    /// queues freed and their sends given up at once, until the total is back under it.
-    /// Frames are never refused for it: a small frame to a connection with an empty
-    /// queue always passes. Default 256 MiB (about 80 full resumes in flight).
+    /// queues freed and their sends given up at once, while the total is over it and
+    /// such a holder exists. So the total may stay over it while every connection holds
+    /// less than 64 KiB (then no scan runs again until it grew by 64 KiB). Frames are
+    /// never refused for it: a small frame to a connection with an empty queue always
+    /// passes. Default 64 MiB: resume replays arrive in 64 KiB frames, so a full resume
+    /// is not one 3 MB block, and 25 connections each holding a full queue (4 MiB plus
+    /// one frame) already cross it.
     /// Bytes already handed to the transport after a send returned (the warp transport
     /// keeps up to its 128 KiB write-buffer threshold per socket) are not counted.
     pub outbound_global_bytes: usize,
@@ -85,7 +89,7 @@ impl Default for RuntimeConfig {
             hub_queue: 1024,
             outbound_frames: 1024,
             outbound_bytes: 4 << 20,
-            outbound_global_bytes: 256 << 20,
+            outbound_global_bytes: 64 << 20,
             write_batch: 64,
             write_timeout: Duration::from_secs(15),
             heartbeat_interval: Some(Duration::from_secs(30)),

@@ -215,7 +215,7 @@ pub(crate) async fn serve(handshake: Box<dyn Handshake>, ctx: Arc<Context>, _slo
         )
         .await;
         if sent {
-            linger(&mut *inbound, &ctx.config).await;
+            linger(&mut *inbound, &ctx).await;
         }
         return;
     };
@@ -260,7 +260,7 @@ pub(crate) async fn serve(handshake: Box<dyn Handshake>, ctx: Arc<Context>, _slo
     // The engine is done with the connection; only the socket remains.
     registered.closed().await;
     if end == WriteEnd::Closed {
-        linger(&mut *inbound, &ctx.config).await;
+        linger(&mut *inbound, &ctx).await;
     }
     tracing::info!(%conn, peer = ?peer, "connection closed");
     // `_release` and `_slot` go here, once the socket is really gone.
@@ -415,8 +415,9 @@ async fn write(
                     sent = timeout(cfg.write_timeout, out.send(&batch)) => Some(sent),
                     () = queue.cancelled() => None,
                 };
+                // Its bytes leave the global budget in the next `queue.next` (or at
+                // once if the queue was closed without flushing).
                 batch.clear();
-                queue.written();
                 let Some(sent) = sent else { continue };
                 match sent {
                     Ok(Ok(())) => ctx.metrics.wrote(bytes as u64),
@@ -492,10 +493,22 @@ async fn close(out: &mut dyn Outbound, ctx: &Context, code: CloseCode, reason: &
 /// not read yet — the frames queued before the close and the close frame itself (the
 /// peer sees 1006). Reading on until the peer is done lets them arrive. Everything is
 /// discarded: the engine already forgot the connection.
-async fn linger(inbound: &mut dyn Inbound, cfg: &RuntimeConfig) {
+async fn linger(inbound: &mut dyn Inbound, ctx: &Context) {
+    let cfg = &ctx.config;
     if cfg.close_linger.is_zero() {
         return;
     }
+    ctx.metrics.lingering(true);
+    let drained = drain_until_close(inbound, cfg).await;
+    ctx.metrics.lingering(false);
+    if !drained {
+        tracing::debug!("peer did not finish closing within the linger budget");
+    }
+}
+
+/// Reads and discards until the peer's close or the end of its stream (true), or until
+/// the linger's time or byte budget is spent (false).
+async fn drain_until_close(inbound: &mut dyn Inbound, cfg: &RuntimeConfig) -> bool {
     let mut budget = cfg.close_linger_bytes;
     let drained = timeout(cfg.close_linger, async {
         loop {
@@ -517,7 +530,5 @@ async fn linger(inbound: &mut dyn Inbound, cfg: &RuntimeConfig) {
         }
     })
     .await;
-    if drained != Ok(true) {
-        tracing::debug!("peer did not finish closing within the linger budget");
-    }
+    drained == Ok(true)
 }

@@ -174,6 +174,42 @@ pub(crate) struct Hub {
     shutdown_deadline: Option<Instant>,
     /// Told about every turn and store outcome, for `/healthz`.
     health: Health,
+    /// Spares the shedding scan while nothing could be shed (see [`ShedGate`]).
+    shed_gate: ShedGate,
+}
+
+/// When over the global outbound budget with no connection holding
+/// [`SHED_MIN_BYTES`], scanning (locking) every queue on every hub turn would find
+/// nothing again: the gate remembers the lowest usage since a scan found nothing and
+/// allows the next scan only once usage has grown by [`SHED_MIN_BYTES`] from it (no
+/// connection can reach the minimum sooner without the total growing, unless others
+/// drain meanwhile). Falling back under the budget forgets it.
+#[derive(Debug, Default)]
+struct ShedGate {
+    nothing_at: Option<usize>,
+}
+
+impl ShedGate {
+    /// Whether a shedding scan may find something at usage `used` over `max`.
+    fn scan(&mut self, used: usize, max: usize) -> bool {
+        if used <= max {
+            self.nothing_at = None;
+            return false;
+        }
+        match self.nothing_at {
+            Some(at) if used < at => {
+                self.nothing_at = Some(used);
+                false
+            }
+            Some(at) => used >= at.saturating_add(SHED_MIN_BYTES),
+            None => true,
+        }
+    }
+
+    /// A scan at usage `used` found no connection to shed.
+    fn found_nothing(&mut self, used: usize) {
+        self.nothing_at = Some(used);
+    }
 }
 
 impl Hub {
@@ -198,6 +234,7 @@ impl Hub {
             grace,
             shutdown_deadline: None,
             health: Health::default(),
+            shed_gate: ShedGate::default(),
         }
     }
 
@@ -415,9 +452,15 @@ impl Hub {
     /// it, closes the open connection holding the most bytes (queued plus in flight),
     /// at once and with its queue freed (1013 "server busy"), as long as one holds at
     /// least [`SHED_MIN_BYTES`]. Connections with little queued (a healthy reader) are
-    /// never closed for it. One scan per shed connection, and only when over budget.
+    /// never closed for it, so the total may stay over the budget while every holder is
+    /// under that minimum. One scan per shed connection, only when over budget, and not
+    /// again after a scan found nothing until usage grew (see [`ShedGate`]).
     fn shed_outbound(&mut self) {
-        while self.outbound_budget.over() {
+        loop {
+            let used = self.outbound_budget.used();
+            if !self.shed_gate.scan(used, self.outbound_budget.max) {
+                return;
+            }
             let largest = self
                 .conns
                 .iter()
@@ -425,6 +468,7 @@ impl Hub {
                 .map(|(_, c)| (c.queue.held(), c.id))
                 .max_by_key(|(held, _)| *held);
             let Some((held, conn)) = largest.filter(|(held, _)| *held >= SHED_MIN_BYTES) else {
+                self.shed_gate.found_nothing(used);
                 return;
             };
             tracing::warn!(%conn, held, "outbound budget full: closing the largest holder with 1013");
@@ -432,6 +476,7 @@ impl Hub {
                 c.closing = true;
                 if c.queue.close_now(CloseCode::TRY_AGAIN_LATER, SERVER_BUSY) {
                     self.metrics.closed(CloseCode::TRY_AGAIN_LATER);
+                    self.metrics.outbound_shed();
                 }
             }
             self.engine
@@ -450,6 +495,15 @@ impl Hub {
         let bytes = protocol::encode(event);
         let droppable = event.is_droppable();
         let (mut queued, mut dropped) = (0u64, 0u64);
+        // Counted once for every possible recipient before pushing, the unqueued part
+        // given back after: one atomic add on the shared budget per event.
+        let len = bytes.len();
+        let most = match to {
+            Recipients::One(_) => 1,
+            Recipients::List(l) => l.len(),
+            Recipients::Room { members, .. } => members.len(),
+        };
+        self.outbound_budget.add(len.saturating_mul(most));
         // Slow readers found on this delivery (rare; no allocation unless one is).
         let mut overflowed: SmallVec<[ConnId; 2]> = SmallVec::new();
         for conn in to.iter() {
@@ -471,6 +525,8 @@ impl Hub {
                 Pushed::Closed => {}
             }
         }
+        let unqueued = most.saturating_sub(usize::try_from(queued).unwrap_or(usize::MAX));
+        self.outbound_budget.sub(len.saturating_mul(unqueued));
         self.metrics.frames_queued(queued);
         self.metrics.slow_reader_dropped(dropped);
         for conn in overflowed {
@@ -519,5 +575,26 @@ mod tests {
         assert_ne!(a, b, "a reused slot gets a new id");
         assert_eq!(a.0 & u64::from(u32::MAX), key as u64);
         assert!(conn_id(1, usize::MAX).is_none() || usize::BITS == 32);
+    }
+
+    #[test]
+    fn shedding_scans_again_only_once_usage_grew_by_the_minimum() {
+        let mut gate = ShedGate::default();
+        let max = 1_000_000;
+        assert!(!gate.scan(max, max), "not over: no scan");
+        assert!(gate.scan(max + 1, max));
+        gate.found_nothing(max + 1);
+        // Every later turn at the same or slightly higher usage is spared the scan.
+        assert!(!gate.scan(max + 1, max));
+        assert!(!gate.scan(max + SHED_MIN_BYTES, max));
+        assert!(gate.scan(max + 1 + SHED_MIN_BYTES, max));
+        // Growth counts from the lowest usage seen since.
+        gate.found_nothing(max + 1 + SHED_MIN_BYTES);
+        assert!(!gate.scan(max + 10, max));
+        assert!(gate.scan(max + 10 + SHED_MIN_BYTES, max));
+        // Back under the budget forgets it.
+        gate.found_nothing(max + 10 + SHED_MIN_BYTES);
+        assert!(!gate.scan(max, max));
+        assert!(gate.scan(max + 1, max));
     }
 }

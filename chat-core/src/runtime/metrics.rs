@@ -22,6 +22,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use super::health::Health;
+use super::outbound::GlobalBudget;
 use super::process::ProcessCollector;
 use crate::transport::CloseCode;
 
@@ -50,6 +51,8 @@ struct Inner {
     errors_sent: Family<Labels1<&'static str>, Counter>,
     rate_limited: Counter,
     slow_reader_drops: Counter,
+    outbound_shed: Counter,
+    lingering: Gauge,
     closes: Family<Labels1<u16>, Counter>,
     store_latency: Family<Labels1<&'static str>, Histogram, fn() -> Histogram>,
     store_failures: Family<Labels1<&'static str>, Counter>,
@@ -58,6 +61,9 @@ struct Inner {
     hub_turn: Histogram,
     /// Where the hub queue's depth is read at scrape time (set once the server runs).
     health: OnceLock<Health>,
+    outbound_bytes: Gauge,
+    /// Where `chat_outbound_bytes` is read at scrape time (set once the server runs).
+    outbound_budget: OnceLock<Arc<GlobalBudget>>,
 }
 
 /// A handle to one server's metrics. Cheap to clone; all clones see the same numbers.
@@ -75,6 +81,9 @@ struct Inner {
 /// | `chat_errors_sent_total{code}` | counter | `error` events sent, by code |
 /// | `chat_rate_limited_total` | counter | `error {code: rate_limited}` sent: rate-limit hits |
 /// | `chat_slow_reader_drops_total` | counter | droppable frames (typing) dropped from full queues |
+/// | `chat_outbound_shed_total` | counter | connections closed (1013 "server busy") to keep the global outbound budget, as opposed to slow readers overflowing their own queue |
+/// | `chat_outbound_bytes` | gauge | outbound bytes held server-wide (queued plus writers' batches in flight), read at scrape time (its bound is `RuntimeConfig::outbound_global_bytes`) |
+/// | `chat_connections_lingering` | gauge | closed connections waiting for the peer's close (see `RuntimeConfig::close_linger`) |
 /// | `chat_closes_total{code}` | counter | connections the server decided to close, by close code (counted at the decision; the close frame follows once the writer is free) |
 /// | `chat_store_seconds{op}` | histogram | store latency by operation |
 /// | `chat_store_failures_total{op}` | counter | store operations that returned an error or timed out |
@@ -166,6 +175,24 @@ impl Metrics {
             "Droppable frames (typing indicators) dropped from full outbound queues",
             slow_reader_drops.clone(),
         );
+        let outbound_shed = Counter::default();
+        registry.register(
+            "outbound_shed",
+            "Connections closed to keep the global outbound budget (not slow readers)",
+            outbound_shed.clone(),
+        );
+        let outbound_bytes = Gauge::default();
+        registry.register(
+            "outbound_bytes",
+            "Outbound bytes held server-wide: queued plus writers' batches in flight",
+            outbound_bytes.clone(),
+        );
+        let lingering = Gauge::default();
+        registry.register(
+            "connections_lingering",
+            "Closed connections waiting for the peer's close",
+            lingering.clone(),
+        );
         let closes = Family::default();
         registry.register(
             "closes",
@@ -217,6 +244,8 @@ impl Metrics {
                 errors_sent,
                 rate_limited,
                 slow_reader_drops,
+                outbound_shed,
+                lingering,
                 closes,
                 store_latency,
                 store_failures,
@@ -224,6 +253,8 @@ impl Metrics {
                 hub_queue,
                 hub_turn,
                 health: OnceLock::new(),
+                outbound_bytes,
+                outbound_budget: OnceLock::new(),
             }),
         }
     }
@@ -235,6 +266,11 @@ impl Metrics {
             self.inner
                 .hub_queue
                 .set(i64::try_from(depth).unwrap_or(i64::MAX));
+        }
+        if let Some(budget) = self.inner.outbound_budget.get() {
+            self.inner
+                .outbound_bytes
+                .set(i64::try_from(budget.used()).unwrap_or(i64::MAX));
         }
         let mut out = String::new();
         // Writing into a String cannot fail; an error could only come from the writer.
@@ -271,6 +307,25 @@ impl Metrics {
     /// Reads the hub's queue depth through `health` at scrape time.
     pub(crate) fn watch_hub(&self, health: &Health) {
         let _ = self.inner.health.set(health.clone());
+    }
+
+    /// Reads `chat_outbound_bytes` from `budget` at scrape time.
+    pub(crate) fn watch_outbound(&self, budget: &Arc<GlobalBudget>) {
+        let _ = self.inner.outbound_budget.set(Arc::clone(budget));
+    }
+
+    /// A connection was shed for the global outbound budget.
+    pub(crate) fn outbound_shed(&self) {
+        self.inner.outbound_shed.inc();
+    }
+
+    /// A closed connection starts (`true`) or ends (`false`) waiting for its peer's close.
+    pub(crate) fn lingering(&self, started: bool) {
+        if started {
+            self.inner.lingering.inc();
+        } else {
+            self.inner.lingering.dec();
+        }
     }
 
     pub(crate) fn wrote(&self, bytes: u64) {
@@ -377,6 +432,20 @@ mod tests {
         m.handshake_rejected(400);
         m.wrote(1234);
         m.hub_turn(Duration::from_micros(15));
+        m.outbound_shed();
+        m.lingering(true);
+        m.lingering(true);
+        m.lingering(false);
+        let budget = Arc::new(GlobalBudget::new(10));
+        m.watch_outbound(&budget);
+        let q = super::super::outbound::OutboundQueue::new(
+            super::super::outbound::QueueLimits {
+                max_frames: 4,
+                max_bytes: 100,
+            },
+            Arc::clone(&budget),
+        );
+        q.push_counted(bytes::Bytes::from_static(b"12345"), false);
         let text = m.encode_text();
         for needle in [
             "chat_connections 1",
@@ -392,6 +461,9 @@ mod tests {
             "chat_hub_queue_depth 0",
             "chat_hub_turn_seconds_count 1",
             "chat_hub_turn_seconds_bucket{le=\"0.00002\"} 1",
+            "chat_outbound_shed_total 1",
+            "chat_connections_lingering 1",
+            "chat_outbound_bytes 5",
             "# EOF",
         ] {
             assert!(text.contains(needle), "missing {needle:?} in\n{text}");

@@ -217,6 +217,7 @@ impl Server {
         health.hub_started(tx.downgrade());
         let (lost_tx, lost_rx) = mpsc::unbounded_channel();
         let outbound_budget = Arc::new(outbound::GlobalBudget::new(config.outbound_global_bytes));
+        metrics.watch_outbound(&outbound_budget);
         let hub = Hub::new(
             Engine::new(engine, ids),
             store,

@@ -66,16 +66,21 @@ impl GlobalBudget {
         self.used.load(Ordering::Relaxed)
     }
 
-    pub(crate) fn over(&self) -> bool {
-        self.used() > self.max
+    /// Counts `n` bytes about to be queued. The hub adds once per event, for every
+    /// recipient it may push to, before pushing, and gives back what was not queued
+    /// (see `Hub::deliver`): one atomic on this shared cache line per event rather than
+    /// per recipient, and the count never dips below what is held.
+    pub(crate) fn add(&self, n: usize) {
+        if n > 0 {
+            self.used.fetch_add(n, Ordering::Relaxed);
+        }
     }
 
-    fn add(&self, n: usize) {
-        self.used.fetch_add(n, Ordering::Relaxed);
-    }
-
-    fn sub(&self, n: usize) {
-        self.used.fetch_sub(n, Ordering::Relaxed);
+    /// Gives back `n` bytes counted by [`GlobalBudget::add`] but not queued.
+    pub(crate) fn sub(&self, n: usize) {
+        if n > 0 {
+            self.used.fetch_sub(n, Ordering::Relaxed);
+        }
     }
 }
 
@@ -210,6 +215,10 @@ impl OutboundQueue {
 
     /// Queues one frame, applying the slow-reader policy (see the module docs). Never
     /// waits and never allocates beyond the queue's bounded ring buffer.
+    ///
+    /// The caller has already counted the frame in the global budget
+    /// ([`GlobalBudget::add`]) and gives it back unless the answer is
+    /// [`Pushed::Queued`]; the queue gives back whatever it discards later.
     pub(crate) fn push(&self, bytes: Bytes, droppable: bool) -> Pushed {
         let mut s = self.lock();
         if s.phase != Phase::Open {
@@ -244,7 +253,6 @@ impl OutboundQueue {
         }
         let was_empty = s.frames.is_empty();
         s.bytes += len;
-        self.global.add(len);
         s.droppable += usize::from(droppable);
         s.frames.push_back(Frame { bytes, droppable });
         drop(s);
@@ -323,10 +331,15 @@ impl OutboundQueue {
     /// (which the caller empties after writing), or says to close or stop.
     ///
     /// Cancel-safe: frames move into `batch` only in the poll that returns them.
+    ///
+    /// Calling it says the previous batch is finished (written, failed or cancelled):
+    /// its bytes leave the global budget here, in the lock taken anyway, rather than in
+    /// a lock of their own per batch.
     pub(crate) async fn next(&self, batch: &mut Vec<Bytes>, max: usize) -> Next {
         loop {
             {
                 let mut s = self.lock();
+                self.global.sub(std::mem::take(&mut s.in_flight));
                 match s.phase {
                     Phase::Open | Phase::CloseAfterFlush(..) if !s.frames.is_empty() => {
                         let max = max.max(1);
@@ -370,13 +383,6 @@ impl OutboundQueue {
         }
     }
 
-    /// The writer finished with its batch (written, failed or cancelled): its bytes no
-    /// longer count against the global budget.
-    pub(crate) fn written(&self) {
-        let mut s = self.lock();
-        self.global.sub(std::mem::take(&mut s.in_flight));
-    }
-
     /// Bytes this connection holds: queued plus the writer's batch in flight.
     pub(crate) fn held(&self) -> usize {
         let s = self.lock();
@@ -394,6 +400,18 @@ impl OutboundQueue {
             }
             notified.await;
         }
+    }
+
+    /// Counts the frame in the global budget as `Hub::deliver` does, then pushes it.
+    #[cfg(test)]
+    pub(crate) fn push_counted(&self, bytes: Bytes, droppable: bool) -> Pushed {
+        let len = bytes.len();
+        self.global.add(len);
+        let pushed = self.push(bytes, droppable);
+        if !matches!(pushed, Pushed::Queued { .. }) {
+            self.global.sub(len);
+        }
+        pushed
     }
 
     /// Frames and bytes currently queued (for tests and diagnostics).
@@ -565,10 +583,10 @@ mod tests {
             .collect();
         let (in_flight, queued) = (vec![b'x'; BATCH_MAX_BYTES], vec![b'y'; 100 * 1024]);
         for q in &queues {
-            q.push(Bytes::from(in_flight.clone()), false);
+            q.push_counted(Bytes::from(in_flight.clone()), false);
             let mut batch = Vec::new();
             assert_eq!(q.next(&mut batch, 8).await, Next::Frames);
-            q.push(Bytes::from(queued.clone()), false);
+            q.push_counted(Bytes::from(queued.clone()), false);
         }
         let per_conn = BATCH_MAX_BYTES + 100 * 1024;
         assert_eq!(global.used(), 10 * per_conn);
@@ -589,13 +607,29 @@ mod tests {
         }
         assert_eq!(closed.len(), 1, "one close met the budget");
         assert_eq!(global.used(), 9 * per_conn);
-        // The cancelled writer reports its batch done: nothing more is given back.
-        queues[closed[0]].written();
+        // The cancelled writer asks for more and gets the close: nothing more is given
+        // back.
+        let mut batch = Vec::new();
+        assert!(matches!(
+            queues[closed[0]].next(&mut batch, 8).await,
+            Next::Close(..)
+        ));
         assert_eq!(global.used(), 9 * per_conn);
         // Abandonment gives back the batch in flight the same way.
         let other = usize::from(closed[0] == 0);
         queues[other].abandon();
         assert_eq!(global.used(), 8 * per_conn);
+        // A writer done with its batch gives it back when it asks for the next one.
+        let mut batch = Vec::new();
+        let Some(busy) = (0..queues.len())
+            .find(|i| *i != closed[0] && *i != other)
+            .map(|i| &queues[i])
+        else {
+            panic!("ten queues");
+        };
+        assert_eq!(busy.next(&mut batch, 8).await, Next::Frames);
+        assert_eq!(global.used(), 8 * per_conn - BATCH_MAX_BYTES);
+        assert_eq!(busy.held(), 100 * 1024);
     }
 
     #[tokio::test]
