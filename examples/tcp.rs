@@ -76,7 +76,10 @@ impl Handshake for TcpHandshake {
                 read,
                 LinesCodec::new_with_max_length(MAX_LINE_BYTES),
             ))),
-            outbound: Box::new(LinesOut(BufWriter::new(write))),
+            outbound: Box::new(LinesOut {
+                out: BufWriter::new(write),
+                dirty: false,
+            }),
         })
     }
 
@@ -107,8 +110,11 @@ impl Inbound for LinesIn {
     async fn recv(&mut self) -> Option<Result<Incoming, TransportError>> {
         loop {
             return match self.0.next().await? {
-                // `nc` users press Enter on empty lines; they are not commands.
-                Ok(line) if line.trim().is_empty() => continue,
+                // `nc` users press Enter on empty lines; they are not commands, only a
+                // sign of life. Returned as such (not skipped here) so that the runtime
+                // sees them: during the close linger each one spends at least a byte of
+                // `close_linger_bytes`, like any frame.
+                Ok(line) if line.trim().is_empty() => Some(Ok(Incoming::Pong)),
                 Ok(line) => Some(Ok(Incoming::Text(Bytes::from(line)))),
                 Err(LinesCodecError::MaxLineLengthExceeded) => {
                     Some(Err(TransportError::MessageTooBig))
@@ -123,30 +129,113 @@ impl Inbound for LinesIn {
     }
 }
 
-struct LinesOut(BufWriter<OwnedWriteHalf>);
+struct LinesOut {
+    out: BufWriter<OwnedWriteHalf>,
+    /// A send began and has not flushed: a send cancelled mid-line (the runtime gives up
+    /// a send when the queue is closed without flushing) may have left half a line,
+    /// which `close` ends before its own line so that the `closed` line stays whole.
+    dirty: bool,
+}
 
 #[async_trait]
 impl Outbound for LinesOut {
     async fn send(&mut self, frames: &[Bytes]) -> Result<(), TransportError> {
         let io = |e: std::io::Error| TransportError::Io(e.to_string());
+        self.dirty = true;
         for frame in frames {
-            self.0.write_all(frame).await.map_err(io)?;
-            self.0.write_all(b"\n").await.map_err(io)?;
+            self.out.write_all(frame).await.map_err(io)?;
+            self.out.write_all(b"\n").await.map_err(io)?;
         }
         // One flush per batch: a busy room costs one syscall per batch, not per line.
-        self.0.flush().await.map_err(io)
+        self.out.flush().await.map_err(io)?;
+        self.dirty = false;
+        Ok(())
     }
 
     /// The `closed` line, then a half-close (FIN): the client reads the line and EOF,
     /// while the runtime drains the read half until the client's own EOF.
     async fn close(&mut self, code: CloseCode, reason: &str) -> Result<(), TransportError> {
         let io = |e: std::io::Error| TransportError::Io(e.to_string());
-        self.0
+        if self.dirty {
+            // End whatever line a cancelled send left unfinished (the client sees one
+            // line it cannot parse, then the `closed` line whole).
+            self.out.write_all(b"\n").await.map_err(io)?;
+        }
+        self.out
             .write_all(&closed_frame(code, reason))
             .await
             .map_err(io)?;
-        self.0.write_all(b"\n").await.map_err(io)?;
-        self.0.flush().await.map_err(io)?;
-        self.0.shutdown().await.map_err(io)
+        self.out.write_all(b"\n").await.map_err(io)?;
+        self.out.flush().await.map_err(io)?;
+        self.out.shutdown().await.map_err(io)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+    use std::time::Duration;
+
+    use tokio::io::AsyncReadExt;
+    use tokio::net::{TcpListener, TcpStream};
+
+    use super::*;
+
+    /// A connected pair: the server side's halves and the client's stream.
+    async fn pair() -> (OwnedReadHalf, OwnedWriteHalf, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let (read, write) = server.into_split();
+        (read, write, client)
+    }
+
+    #[tokio::test]
+    async fn a_send_cancelled_mid_line_leaves_the_closed_line_whole() {
+        let (_read, write, mut client) = pair().await;
+        let mut out = LinesOut {
+            out: BufWriter::new(write),
+            dirty: false,
+        };
+        // A line far larger than the socket buffers, to a client not reading yet: the
+        // send blocks mid-line and is given up, as the runtime does on a close without
+        // flushing.
+        let big = Bytes::from(vec![b'x'; 32 << 20]);
+        let cancelled = tokio::time::timeout(Duration::from_millis(200), out.send(&[big])).await;
+        assert!(cancelled.is_err(), "the send was still under way");
+        let reader = tokio::spawn(async move {
+            let mut all = Vec::new();
+            client.read_to_end(&mut all).await.unwrap();
+            all
+        });
+        out.close(CloseCode::TRY_AGAIN_LATER, "slow reader")
+            .await
+            .unwrap();
+        let all = reader.await.unwrap();
+        let last = all[..all.len() - 1].rsplit(|b| *b == b'\n').next().unwrap();
+        assert_eq!(
+            last,
+            &closed_frame(CloseCode::TRY_AGAIN_LATER, "slow reader")[..]
+        );
+        assert!(all.len() < (32 << 20), "the big line was cut short");
+    }
+
+    #[tokio::test]
+    async fn blank_lines_come_out_as_signs_of_life() {
+        let (read, _write, mut client) = pair().await;
+        let mut lines = LinesIn(FramedRead::new(
+            read,
+            LinesCodec::new_with_max_length(MAX_LINE_BYTES),
+        ));
+        client.write_all(b"\n  \n{}\n").await.unwrap();
+        assert_eq!(lines.recv().await.unwrap().unwrap(), Incoming::Pong);
+        assert_eq!(lines.recv().await.unwrap().unwrap(), Incoming::Pong);
+        assert_eq!(
+            lines.recv().await.unwrap().unwrap(),
+            Incoming::Text(Bytes::from_static(b"{}"))
+        );
     }
 }
