@@ -44,13 +44,18 @@ struct Outcome {
 /// of them are still in the server's send queue when it closes, as they are in flight
 /// on a real network — and a reset discards exactly those.
 async fn connect(addr: std::net::SocketAddr) -> Ws {
+    connect_to(addr, "").await
+}
+
+/// [`connect`] with `query` (`?token=…`) on the URL.
+async fn connect_to(addr: std::net::SocketAddr, query: &str) -> Ws {
     let socket = tokio::net::TcpSocket::new_v4().expect("socket");
     socket.set_recv_buffer_size(1).expect("SO_RCVBUF");
     let tcp = timeout(PROMPT, socket.connect(addr))
         .await
         .expect("connect in time")
         .expect("connect");
-    let url = format!("ws://{addr}/ws");
+    let url = format!("ws://{addr}/ws{query}");
     let (mut ws, _response) = timeout(
         PROMPT,
         tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(tcp)),
@@ -296,6 +301,73 @@ async fn twenty_clients_flooding_after_invalid_utf8_all_get_1007() {
     eprintln!(
         "1007 over WebSocket: {whole} of {CLIENTS} clients got the close; codes {:?}",
         outcomes.iter().map(|o| o.code).collect::<Vec<_>>()
+    );
+    assert_eq!(whole, CLIENTS, "{outcomes:#?}");
+}
+
+/// The secret of the 4001 case's server (HS256 needs at least 32 bytes).
+const SECRET: &str = "closing suite secret, 32 bytes or more";
+
+/// Issue 11 point 1 lists 4001 among the closes a client still sending must receive: a
+/// signed-in client whose token expires while it keeps sending gets every error frame
+/// queued before the expiry, then 4001. 20 clients, each sending one refused command
+/// every 150 ms (under the refusal budget, so 1008 never comes first) until 1 s past
+/// the expiry, and reading only then (within the 2 s close linger: a client that
+/// reads nothing for longer cannot be helped).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_sending_clients_all_get_their_frames_and_4001_when_their_token_expires() {
+    let server = ServerProcess::start(&[
+        "--max-connections-per-ip",
+        "1000",
+        "--connections-per-ip-rate",
+        "1000/1",
+        "--jwt-hs256-secret",
+        SECRET,
+        "--jwt-leeway",
+        "0s",
+    ]);
+    let addr = server.addr();
+    // Whole seconds: the token expires 2 to 3 s from now, the same instant for all.
+    let exp = support::suite::unix_now() + 3;
+    let expires_at = std::time::UNIX_EPOCH + Duration::from_secs(exp);
+    let clients = (0..CLIENTS).map(|i| async move {
+        let token = support::suite::hs256(
+            SECRET.as_bytes(),
+            &json!({"sub": format!("user-{i}"), "name": format!("user{i}"), "exp": exp}),
+        );
+        let mut ws = connect_to(addr, &format!("?token={token}")).await;
+        // Sent well before the expiry: each must have been answered before the close.
+        let mut surely_read = 0;
+        for n in 0.. {
+            let now = std::time::SystemTime::now();
+            if now > expires_at + Duration::from_secs(1) {
+                break;
+            }
+            let left = expires_at.duration_since(now).unwrap_or_default();
+            if ws.send(Message::text(unjoined_chat(n))).await.is_err() {
+                break;
+            }
+            if left > Duration::from_millis(500) {
+                surely_read += 1;
+            }
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+        (surely_read, outcome(&mut ws).await)
+    });
+    let outcomes = futures_util::future::join_all(clients).await;
+    let whole = outcomes
+        .iter()
+        .filter(|(surely, o)| o.code == 4001 && o.errors.len() >= *surely && *surely > 0)
+        .count();
+    eprintln!(
+        "4001 over WebSocket: {whole} of {CLIENTS} clients got their error frames and the close; \
+         codes {:?}, error counts {:?} (at least {:?})",
+        outcomes.iter().map(|(_, o)| o.code).collect::<Vec<_>>(),
+        outcomes
+            .iter()
+            .map(|(_, o)| o.errors.len())
+            .collect::<Vec<_>>(),
+        outcomes.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
     );
     assert_eq!(whole, CLIENTS, "{outcomes:#?}");
 }
