@@ -108,24 +108,21 @@ struct LinesIn(FramedRead<OwnedReadHalf, LinesCodec>);
 #[async_trait]
 impl Inbound for LinesIn {
     async fn recv(&mut self) -> Option<Result<Incoming, TransportError>> {
-        loop {
-            return match self.0.next().await? {
-                // `nc` users press Enter on empty lines; they are not commands, only a
-                // sign of life. Returned as such (not skipped here) so that the runtime
-                // sees them: during the close linger each one spends at least a byte of
-                // `close_linger_bytes`, like any frame.
-                Ok(line) if line.trim().is_empty() => Some(Ok(Incoming::Pong)),
-                Ok(line) => Some(Ok(Incoming::Text(Bytes::from(line)))),
-                Err(LinesCodecError::MaxLineLengthExceeded) => {
-                    Some(Err(TransportError::MessageTooBig))
-                }
-                // The codec checks UTF-8 (and has consumed the line, so reading can go on).
-                Err(LinesCodecError::Io(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
-                    Some(Err(TransportError::InvalidPayload))
-                }
-                Err(LinesCodecError::Io(e)) => Some(Err(TransportError::Io(e.to_string()))),
-            };
-        }
+        let line = self.0.next().await?;
+        Some(match line {
+            // `nc` users press Enter on empty lines; they are not commands, only a sign
+            // of life. Returned as such (not skipped here) so that the runtime sees
+            // them: during the close linger each one spends at least a byte of
+            // `close_linger_bytes`, like any frame.
+            Ok(line) if line.trim().is_empty() => Ok(Incoming::Pong),
+            Ok(line) => Ok(Incoming::Text(Bytes::from(line))),
+            Err(LinesCodecError::MaxLineLengthExceeded) => Err(TransportError::MessageTooBig),
+            // The codec checks UTF-8 (and has consumed the line, so reading can go on).
+            Err(LinesCodecError::Io(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
+                Err(TransportError::InvalidPayload)
+            }
+            Err(LinesCodecError::Io(e)) => Err(TransportError::Io(e.to_string())),
+        })
     }
 }
 
