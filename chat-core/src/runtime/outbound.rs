@@ -28,7 +28,10 @@
 //! [`GlobalBudget`]. The queue never refuses a frame for it; the hub, after each turn,
 //! closes the connections holding the most while the total is over the budget (see
 //! `Hub::shed_outbound` and ARCHITECTURE.md decision 11), and a writer abandons a send in
-//! progress as soon as its queue is closed without flushing.
+//! progress as soon as its queue is closed without flushing. Such a close gives back the
+//! queued bytes and the batch in flight at once, so shedding stops as soon as the total
+//! is under the budget; a writer's finished batch is given back when it asks for the
+//! next one. The hub counts each event once in the budget for all its recipients.
 //!
 //! The queue also carries the end of the connection: a close that waits for the queued
 //! frames to be written (an engine close, server shutdown), a close that discards them
@@ -314,7 +317,7 @@ impl OutboundQueue {
             // The writer's batch in flight is cancelled (see `cancelled`) and dropped, so
             // it leaves the budget now: `Hub::shed_outbound` runs its loop before any
             // writer can, and would otherwise close more connections than needed.
-            // `written` then gives back nothing.
+            // The writer's next `next` then gives back nothing.
             self.global.sub(s.bytes + std::mem::take(&mut s.in_flight));
             s.bytes = 0;
             s.droppable = 0;
