@@ -9,6 +9,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::room::EpochSeen;
 use super::{Engine, GAP_RETRY, Pending, Timer};
 use crate::engine::StoreOp;
 use crate::ids::{ClientMsgId, ConnId, Content, RoomName, Seq};
@@ -177,7 +178,12 @@ impl Engine {
             }
         };
         room.stream.gap_fill = false;
-        room.observe_epoch(name, &page.epoch, &mut self.out);
+        if room.observe_epoch(name, &page.epoch, &mut self.out) == EpochSeen::Stale {
+            // Read before the stream restarted: nothing in it belongs to the new stream.
+            self.check_gap(name);
+            self.forget_if_idle(name);
+            return;
+        }
         let before = room.stream.cursor;
         for message in page.messages {
             room.accept(message);
