@@ -368,12 +368,18 @@ impl Engine {
         };
         let last = chunks.pop().unwrap_or_default();
         for messages in chunks {
+            // Each frame's `lastSeq` is its own last message: a client that keeps the
+            // cursor of the last frame it got resumes from there, not past the rest.
+            let last_seq = messages.last().map_or(cursor.last_seq, |m| m.seq);
             self.out.send(
                 conn,
                 ServerEvent::MessageHistory(History {
                     room: task.room.clone(),
                     messages,
-                    join: Some(cursor.clone()),
+                    join: Some(JoinCursor {
+                        last_seq,
+                        ..cursor.clone()
+                    }),
                     has_more: false,
                     continued: true,
                 }),
