@@ -298,7 +298,7 @@ impl Engine {
 }
 
 /// Bytes `message` takes in a `messages` array: its JSON and a comma.
-pub(super) fn encoded_len(message: &StoredMessage) -> usize {
+pub(super) fn encoded_len<M: serde::Serialize>(message: &M) -> usize {
     /// Counts bytes without storing them.
     struct Count(usize);
     impl std::io::Write for Count {
@@ -340,11 +340,11 @@ pub(super) fn split_by_bytes(
 }
 
 /// How many of the newest `messages` fit in `budget` encoded bytes (at least one).
-fn newest_within(messages: &[Arc<StoredMessage>], budget: usize) -> usize {
+pub(super) fn newest_within<M: serde::Serialize>(messages: &[Arc<M>], budget: usize) -> usize {
     let mut used = 0;
     let mut keep = 0;
     for message in messages.iter().rev() {
-        used += encoded_len(message);
+        used += encoded_len(message.as_ref());
         if keep > 0 && used > budget {
             break;
         }
