@@ -254,6 +254,16 @@ impl Room {
         if !changed {
             return EpochSeen::Current;
         }
+        let nothing_delivered = self.stream.cursor == Some(Seq(0))
+            && self.stream.reorder.is_empty()
+            && self.stream.ahead.is_empty();
+        if nothing_delivered {
+            // No member has anything of the old stream (an empty page's epoch, which a
+            // store may give for a stream it does not hold): nothing to reset. The old
+            // epoch is still retired, so a late reply under it cannot come back.
+            self.retire_and_adopt(epoch);
+            return EpochSeen::Current;
+        }
         while let Some(seq) = self.stream.reorder.first_key_value().map(|(s, _)| *s) {
             if let Some(cursor) = self.stream.cursor
                 && seq > cursor.next()
@@ -262,12 +272,7 @@ impl Room {
             }
             self.deliver_ready(out);
         }
-        if let Some(old) = self.stream.epoch.replace(epoch.clone()) {
-            if self.stream.retired.len() == RETIRED_EPOCHS {
-                self.stream.retired.remove(0);
-            }
-            self.stream.retired.push(old);
-        }
+        self.retire_and_adopt(epoch);
         self.stream.cursor = Some(Seq(0));
         self.stream.ahead.clear();
         for member in self.members.values_mut() {
@@ -281,6 +286,16 @@ impl Room {
         };
         self.broadcast(out, event, SmallVec::new());
         EpochSeen::Reset
+    }
+
+    /// Makes `epoch` the stream's, remembering the one it replaces as retired.
+    fn retire_and_adopt(&mut self, epoch: &Epoch) {
+        if let Some(old) = self.stream.epoch.replace(epoch.clone()) {
+            if self.stream.retired.len() == RETIRED_EPOCHS {
+                self.stream.retired.remove(0);
+            }
+            self.stream.retired.push(old);
+        }
     }
 
     /// Delivers every buffered message that continues the stream, in order.

@@ -408,6 +408,31 @@ fn a_gap_fill_read_before_an_eviction_and_answered_after_it_is_ignored() {
     assert_eq!(seqs(&frames), [2]);
 }
 
+/// A room whose stream never delivered anything takes a new epoch silently: an empty
+/// page's epoch may change with any eviction in the store, and a `stream_reset` would
+/// tell the members about a history they never had.
+#[test]
+fn an_epoch_change_before_any_message_is_adopted_without_a_stream_reset() {
+    let mut s = sim();
+    let lobby = RoomName::parse("lobby").unwrap();
+    let a = member(&mut s, "alice", "lobby");
+    let b = member(&mut s, "bob", "lobby");
+    s.take(a);
+    s.store.evict_room(&lobby);
+    chat(&mut s, a, "first");
+    let frames = s.take(b);
+    assert_eq!(frames.len(), 1, "{frames:?}");
+    assert_eq!(frames[0]["type"], "message_received");
+    assert_eq!(frames[0]["seq"], 1);
+    // The old epoch is retired all the same: the stream has moved on.
+    s.store.evict_room(&lobby);
+    chat(&mut s, a, "second");
+    assert_eq!(
+        s.take(b)[0],
+        json!({"type":"stream_reset","room":"lobby","epoch":"sim-epoch-evicted-2"})
+    );
+}
+
 /// A resume replay larger than `history_frame_bytes` leaves in several consecutive
 /// `message_history` frames, in order, all but the last `continued: true`, before
 /// `room_users`; a plain join's page stays one frame whatever its size.
