@@ -80,7 +80,8 @@
 //! lack of room.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Mutex, TryLockError};
 use std::time::SystemTime;
 
 use async_trait::async_trait;
@@ -142,6 +143,14 @@ pub struct MemoryStore {
     dms: Streams<(UserId, UserId), StoredDm>,
     /// Operations still to fail (see [`MemoryStore::fail_next`]).
     failures: AtomicUsize,
+    /// Held by the one append running an eviction round: the others go on without one
+    /// (what they add, the running round or the next one sees).
+    evicting: Mutex<()>,
+    /// The last round freed nothing (only the stream being appended to, or nothing, was
+    /// left to evict): the next round is skipped rather than sorting every stream again.
+    fruitless: AtomicBool,
+    /// Eviction rounds run so far (each sorts every stream); read by the tests.
+    rounds: AtomicUsize,
 }
 
 impl Default for MemoryStore {
@@ -176,6 +185,9 @@ impl MemoryStore {
                 |(a, b): &(UserId, UserId)| a.as_str().len() + b.as_str().len(),
             ),
             failures: AtomicUsize::new(0),
+            evicting: Mutex::new(()),
+            fruitless: AtomicBool::new(false),
+            rounds: AtomicUsize::new(0),
         }
     }
 
@@ -234,11 +246,24 @@ impl MemoryStore {
     /// Forgets least recently used streams, other than `keep`, until the store is back
     /// to 90 % of its budget. One sort of every stream's recency per round: a round runs
     /// only after the store grew by a tenth of its budget, so its cost is spread over
-    /// many appends.
+    /// many appends. One append at a time runs a round (the others skip it), and a round
+    /// that freed nothing makes the next one skip, so a store stuck over its budget does
+    /// not sort every stream on every append.
     fn enforce_budget(&self, keep: &Victim) {
         if !self.shared.over_budget() {
             return;
         }
+        let _round = match self.evicting.try_lock() {
+            Ok(guard) => guard,
+            // The lock guards no data: a round that panicked left nothing inconsistent.
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(TryLockError::WouldBlock) => return,
+        };
+        if self.fruitless.swap(false, Ordering::SeqCst) {
+            return;
+        }
+        self.rounds.fetch_add(1, Ordering::Relaxed);
+        let mut freed = false;
         let mut candidates: Vec<(u64, Victim)> = self
             .rooms
             .recency()
@@ -260,9 +285,12 @@ impl MemoryStore {
             match (&victim, keep) {
                 (Victim::Room(a), Victim::Room(b)) if a == b => continue,
                 (Victim::Dm(a), Victim::Dm(b)) if a == b => continue,
-                (Victim::Room(r), _) => self.rooms.evict(r, &self.shared),
-                (Victim::Dm(k), _) => self.dms.evict(k, &self.shared),
+                (Victim::Room(r), _) => freed |= self.rooms.evict(r, &self.shared),
+                (Victim::Dm(k), _) => freed |= self.dms.evict(k, &self.shared),
             };
+        }
+        if !freed {
+            self.fruitless.store(true, Ordering::SeqCst);
         }
     }
 

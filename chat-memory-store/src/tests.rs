@@ -2,6 +2,7 @@
 //! `tests/conformance.rs`.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use chat_core::{
     ClientMsgId, Content, NewDm, NewRoomMessage, PageRange, RoomName, Seq, Store, StoreError,
@@ -397,4 +398,26 @@ fn timestamps_never_go_back_when_the_clock_does() {
     assert_eq!(first.message.timestamp, Timestamp(1_000));
     assert_eq!(stepped_back.message.timestamp, Timestamp(1_000));
     assert_eq!(later.message.timestamp, Timestamp(2_000));
+}
+
+/// A round that could evict nothing (the only stream is the one appended to) is not
+/// repeated on the very next append: every other append skips the sort.
+#[tokio::test]
+async fn a_round_that_freed_nothing_skips_the_next() {
+    let store = budget(10);
+    for _ in 0..4 {
+        store.append_room(msg("r", "alice", None)).await.unwrap();
+    }
+    assert_eq!(
+        store.rounds.load(Ordering::Relaxed),
+        2,
+        "rounds 1 and 3 run"
+    );
+    // The next stream evicts the first as before.
+    store.append_room(msg("s", "alice", None)).await.unwrap();
+    let page = store
+        .room_page(&room("r"), PageRange::Latest { limit: 5 })
+        .await
+        .unwrap();
+    assert!(page.messages.is_empty(), "r was evicted");
 }

@@ -179,6 +179,22 @@ function flushPending(conv) {
 // Server frames
 
 /** Adds a confirmed room message; resolves the optimistic copy it confirms. */
+let restarts = 0;
+
+/**
+ * The room's history starts again (seq from 1): with `keep` (a `stream_reset`) what is
+ * shown stays above a "History restarted" separator; without (a reload) it goes.
+ */
+function restartRoomLog(room, keep) {
+  if (keep && room.log.items.length) {
+    room.log.restart({ id: `restart-${++restarts}`, separator: true });
+  } else {
+    room.log.reset([]);
+    room.els.clear();
+  }
+  room.lastSeq = 0;
+}
+
 function addRoomMessage(room, m) {
   if (m.clientMsgId && isOwn(m.userId)) {
     resolvePending(room, m.clientMsgId);
@@ -247,7 +263,8 @@ const HANDLERS = {
   },
 
   room_joined(f) {
-    const entry = S.inflight.settle('join_room');
+    // The reply to the join of this room (several joins may be in flight).
+    const entry = S.inflight.settle('join_room', (e) => e.room === f.room) ?? S.inflight.settle('join_room');
     let room = S.rooms.get(f.room);
     if (!room && !entry?.user) {
       // A rejoin of a room the user left meanwhile.
@@ -273,7 +290,7 @@ const HANDLERS = {
     const room = S.rooms.get(f.room);
     if (!room) return;
     const messages = Array.isArray(f.messages) ? f.messages : [];
-    if (f.continued === true && f.recovered === true && room.resuming) {
+    if (f.continued === true) {
       // One of several frames of a large resume replay (PROTOCOL.md): add its messages
       // and keep waiting for the last frame, which completes the join as below.
       for (const m of messages) {
@@ -291,9 +308,7 @@ const HANDLERS = {
           if (addRoomMessage(room, m) && !isOwn(m.userId) && !isActive(room)) room.unread++;
         }
       } else {
-        room.log.reset([]);
-        room.els.clear();
-        room.lastSeq = 0;
+        restartRoomLog(room, false);
         for (const m of messages) addRoomMessage(room, m);
         room.hasMore = Boolean(f.hasMore);
         if (resumed) room.reloaded = true;
@@ -318,12 +333,10 @@ const HANDLERS = {
 
   stream_reset(f) {
     // The server's store forgot this room's idle history and started it again under a
-    // new epoch: seq counts from 1 again, so the old messages (and their seqs) go.
+    // new epoch: seq counts from 1 again. What is shown stays, above a separator.
     const room = S.rooms.get(f.room);
     if (!room) return;
-    room.log.reset([]);
-    room.els.clear();
-    room.lastSeq = 0;
+    restartRoomLog(room, true);
     room.hasMore = false;
     if (f.epoch != null) room.epoch = f.epoch;
     room.reloaded = true;
@@ -831,7 +844,9 @@ function renderMessages(conv) {
   const nodes = conv.log.items.map((m) => {
     let n = conv.els.get(m.id);
     if (!n) {
-      n = messageEl(conv, m);
+      n = m.separator
+        ? h('li', { class: 'separator', role: 'separator', 'data-testid': 'history-restarted', text: 'History restarted' })
+        : messageEl(conv, m);
       conv.els.set(m.id, n);
     }
     return n;

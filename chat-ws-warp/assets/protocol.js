@@ -15,7 +15,6 @@ export const BACKOFF_CAP_MS = 15000;
 /** Close codes after which reconnecting cannot help: the user must act first. */
 export const FATAL_CLOSES = new Map([
   [4001, 'Your session expired. Reload the page to sign in again.'],
-  [4009, 'Your username is held by another online user.'],
 ]);
 
 /** Human text for the close codes of docs/PROTOCOL.md. */
@@ -24,7 +23,10 @@ export const CLOSE_REASONS = new Map([
   [1008, 'The server refused too many requests from this connection.'],
   [1009, 'A message was too large for the server.'],
   [1011, 'The server had an internal error.'],
-  [1013, 'The connection fell behind and was dropped by the server.'],
+  [1013, 'The server is busy, or the connection fell behind: reconnecting.'],
+  // No longer sent (a taken username is an error frame); if an old server sends it,
+  // reconnecting is harmless.
+  [4009, 'Your username is held by another online user.'],
   ...FATAL_CLOSES,
 ]);
 
@@ -105,8 +107,21 @@ export class MessageLog {
     for (const m of messages) this.add(m);
   }
 
+  /**
+   * The stream restarted (`stream_reset`): what is shown stays, moved before `separator`
+   * (an item with an `id`), and the new stream's seqs (from 1) go after it.
+   */
+  restart(separator) {
+    const shift = (this.newestSeq ?? 0) + 1;
+    const old = this.items.map((m) => (m.seq != null ? { ...m, seq: m.seq - shift } : m));
+    this.reset(old);
+    this.add({ ...separator, seq: 0 });
+  }
+
+  /** The oldest seq of the current stream (messages from before a restart are not). */
   get oldestSeq() {
-    return this.items.length ? this.items[0].seq : null;
+    const m = this.items.find((x) => x.seq != null && x.seq > 0);
+    return m ? m.seq : null;
   }
 
   get newestSeq() {

@@ -209,3 +209,30 @@ test('5b. a server restart: clients reconnect, rejoin, reload; nothing after it 
     assert.equal(await a.page.locator('[data-testid="message"][data-pending="true"]').count(), 0);
   });
 });
+
+test('5d. a stream_reset keeps what is shown, above a "History restarted" separator', TEST, async () => {
+  // A tiny store budget: filling another room evicts the idle one's stream.
+  const server = await start('reset', 0, ['--store-max-bytes', '3000', '--message-rate', 'off']);
+  await scenario('05d-stream-reset', browser, server.url, async (user) => {
+    const a = await user('anna');
+    const b = await user('ben');
+    await login(a, 'Anna');
+    await login(b, 'Ben');
+    await joinRoom(a, 'keep');
+    await joinRoom(b, 'keep');
+    await waitForMembers(b, 2);
+    await send(a, 'old one');
+    await waitForMessage(b, 'old one');
+    await joinRoom(a, 'fill');
+    for (let i = 0; i < 15; i++) {
+      await send(a, `fill ${i} ${'x'.repeat(200)}`);
+    }
+    await waitForMessage(a, `fill 14 ${'x'.repeat(200)}`);
+    await send(b, 'new one');
+    await waitForMessage(b, 'new one');
+    await eventually(async () => assert.ok(b.frames.some((f) => f.type === 'stream_reset' && f.room === 'keep')));
+    assert.deepEqual(await contents(b), ['old one', 'new one'], 'the old message stays');
+    assert.equal(await byTestId(b.page, 'history-restarted').isVisible(), true);
+    await shoot(b, '05d-stream-reset-separator');
+  });
+});

@@ -164,14 +164,23 @@ impl Engine {
             return;
         }
         match page {
-            Ok(page) => self.out.send(
-                conn,
-                ServerEvent::DmHistory {
-                    user_id: other,
-                    messages: page.messages,
-                    has_more: page.has_more,
-                },
-            ),
+            Ok(page) => {
+                // Cut at the frame budget like a room `history` page, keeping the newest
+                // (the client pages on from the oldest it got).
+                let mut messages = page.messages;
+                let keep =
+                    super::messages::newest_within(&messages, self.config.history_frame_bytes);
+                let cut = messages.len() - keep;
+                messages.drain(..cut);
+                self.out.send(
+                    conn,
+                    ServerEvent::DmHistory {
+                        user_id: other,
+                        messages,
+                        has_more: page.has_more || cut > 0,
+                    },
+                )
+            }
             Err(e) => {
                 let error = WireError::new(
                     ErrorCode::StoreUnavailable,

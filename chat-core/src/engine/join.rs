@@ -221,6 +221,11 @@ impl Engine {
                 None => self.latest_partial(page),
             },
             Phase::Latest => self.latest_partial(page),
+            Phase::CatchUp(partial) if partial.epoch != page.epoch => {
+                // The stream restarted between the two reads: the pages belong to
+                // different streams and cannot be joined. Start again from the latest.
+                return self.restart_join(task);
+            }
             Phase::CatchUp(mut partial) => {
                 if !is_run(&page.messages, Some(partial.last), page.last_seq) {
                     let error = WireError::new(
@@ -242,6 +247,15 @@ impl Engine {
                 "Could not join: history has a gap",
             );
             return self.abort_join(&task, Some(error));
+        }
+        if self
+            .rooms
+            .get(&task.room)
+            .is_some_and(|r| r.is_retired(&partial.epoch))
+        {
+            // Read before the stream restarted, answered after: activating it would take
+            // the room back to the old stream.
+            return self.restart_join(task);
         }
         // A cursor under another epoch says nothing about this read: the stream was
         // forgotten and started again, which `activate` handles.
@@ -266,6 +280,21 @@ impl Engine {
             }
             _ => self.activate(now, &task, partial),
         }
+    }
+
+    /// Reads the latest page again (bounded like the catch-up reads): the history read
+    /// so far belongs to a stream the room already left.
+    fn restart_join(&mut self, mut task: JoinTask) {
+        task.catch_up_reads += 1;
+        if task.catch_up_reads > MAX_CATCH_UP_READS {
+            let error = WireError::new(
+                ErrorCode::StoreUnavailable,
+                "Could not join: the room's history keeps restarting",
+            );
+            return self.abort_join(&task, Some(error));
+        }
+        task.phase = Phase::Latest;
+        self.request_join_page(task);
     }
 
     fn latest_partial(&self, page: Page<StoredMessage>) -> Partial {
@@ -339,12 +368,18 @@ impl Engine {
         };
         let last = chunks.pop().unwrap_or_default();
         for messages in chunks {
+            // Each frame's `lastSeq` is its own last message: a client that keeps the
+            // cursor of the last frame it got resumes from there, not past the rest.
+            let last_seq = messages.last().map_or(cursor.last_seq, |m| m.seq);
             self.out.send(
                 conn,
                 ServerEvent::MessageHistory(History {
                     room: task.room.clone(),
                     messages,
-                    join: Some(cursor.clone()),
+                    join: Some(JoinCursor {
+                        last_seq,
+                        ..cursor.clone()
+                    }),
                     has_more: false,
                     continued: true,
                 }),

@@ -9,6 +9,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::room::EpochSeen;
 use super::{Engine, GAP_RETRY, Pending, Timer};
 use crate::engine::StoreOp;
 use crate::ids::{ClientMsgId, ConnId, Content, RoomName, Seq};
@@ -177,7 +178,12 @@ impl Engine {
             }
         };
         room.stream.gap_fill = false;
-        room.observe_epoch(name, &page.epoch, &mut self.out);
+        if room.observe_epoch(name, &page.epoch, &mut self.out) == EpochSeen::Stale {
+            // Read before the stream restarted: nothing in it belongs to the new stream.
+            self.check_gap(name);
+            self.forget_if_idle(name);
+            return;
+        }
         let before = room.stream.cursor;
         for message in page.messages {
             room.accept(message);
@@ -292,7 +298,7 @@ impl Engine {
 }
 
 /// Bytes `message` takes in a `messages` array: its JSON and a comma.
-pub(super) fn encoded_len(message: &StoredMessage) -> usize {
+pub(super) fn encoded_len<M: serde::Serialize>(message: &M) -> usize {
     /// Counts bytes without storing them.
     struct Count(usize);
     impl std::io::Write for Count {
@@ -334,11 +340,11 @@ pub(super) fn split_by_bytes(
 }
 
 /// How many of the newest `messages` fit in `budget` encoded bytes (at least one).
-fn newest_within(messages: &[Arc<StoredMessage>], budget: usize) -> usize {
+pub(super) fn newest_within<M: serde::Serialize>(messages: &[Arc<M>], budget: usize) -> usize {
     let mut used = 0;
     let mut keep = 0;
     for message in messages.iter().rev() {
-        used += encoded_len(message);
+        used += encoded_len(message.as_ref());
         if keep > 0 && used > budget {
             break;
         }

@@ -38,6 +38,17 @@ use crate::protocol::{ServerEvent, UserEntry};
 /// Retired epochs a room remembers: enough for append replies that race one reset.
 const RETIRED_EPOCHS: usize = 2;
 
+/// What a store reply's epoch means for the room's stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EpochSeen {
+    /// The stream's epoch (or the first one seen): nothing changes.
+    Current,
+    /// A new epoch: the stream restarted and the members were told `stream_reset`.
+    Reset,
+    /// An epoch the stream already left: the reply predates the reset and is ignored.
+    Stale,
+}
+
 /// A connection's membership.
 #[derive(Debug, Clone)]
 pub(crate) struct Member {
@@ -211,23 +222,29 @@ impl Room {
         }
     }
 
+    /// Whether `epoch` is one this room's stream already left behind.
+    pub(crate) fn is_retired(&self, epoch: &Epoch) -> bool {
+        self.stream.retired.contains(epoch)
+    }
+
     /// Notes the epoch of a store reply for this room. When the room's stream has a cursor
     /// under another epoch, the store forgot the stream and started it again (an idle
     /// stream evicted to stay within a memory budget): the messages of the old stream
     /// still buffered are delivered in order (gaps skipped — the old stream is gone), the
     /// members are told `stream_reset {room, epoch}`, and the cursor restarts at 0
     /// under the new epoch, so the new stream's `seq` 1, 2… flow to the members as
-    /// before. Returns whether the stream was reset.
-    pub(crate) fn is_retired(&self, epoch: &Epoch) -> bool {
-        self.stream.retired.contains(epoch)
-    }
-
+    /// before. A retired epoch (a reply read before the reset, answered after it) is
+    /// [`EpochSeen::Stale`] and changes nothing: going back to it would deliver the new
+    /// stream's messages twice.
     pub(crate) fn observe_epoch(
         &mut self,
         name: &RoomName,
         epoch: &Epoch,
         out: &mut Outbox,
-    ) -> bool {
+    ) -> EpochSeen {
+        if self.is_retired(epoch) {
+            return EpochSeen::Stale;
+        }
         let changed = self.stream.cursor.is_some()
             && self
                 .stream
@@ -235,7 +252,17 @@ impl Room {
                 .as_ref()
                 .is_some_and(|known| known != epoch);
         if !changed {
-            return false;
+            return EpochSeen::Current;
+        }
+        let nothing_delivered = self.stream.cursor == Some(Seq(0))
+            && self.stream.reorder.is_empty()
+            && self.stream.ahead.is_empty();
+        if nothing_delivered {
+            // No member has anything of the old stream (an empty page's epoch, which a
+            // store may give for a stream it does not hold): nothing to reset. The old
+            // epoch is still retired, so a late reply under it cannot come back.
+            self.retire_and_adopt(epoch);
+            return EpochSeen::Current;
         }
         while let Some(seq) = self.stream.reorder.first_key_value().map(|(s, _)| *s) {
             if let Some(cursor) = self.stream.cursor
@@ -245,13 +272,7 @@ impl Room {
             }
             self.deliver_ready(out);
         }
-        if let Some(old) = self.stream.epoch.replace(epoch.clone()) {
-            if self.stream.retired.len() == RETIRED_EPOCHS {
-                self.stream.retired.remove(0);
-            }
-            self.stream.retired.push(old);
-        }
-        self.stream.retired.retain(|e| e != epoch);
+        self.retire_and_adopt(epoch);
         self.stream.cursor = Some(Seq(0));
         self.stream.ahead.clear();
         for member in self.members.values_mut() {
@@ -264,7 +285,17 @@ impl Room {
             epoch: epoch.clone(),
         };
         self.broadcast(out, event, SmallVec::new());
-        true
+        EpochSeen::Reset
+    }
+
+    /// Makes `epoch` the stream's, remembering the one it replaces as retired.
+    fn retire_and_adopt(&mut self, epoch: &Epoch) {
+        if let Some(old) = self.stream.epoch.replace(epoch.clone()) {
+            if self.stream.retired.len() == RETIRED_EPOCHS {
+                self.stream.retired.remove(0);
+            }
+            self.stream.retired.push(old);
+        }
     }
 
     /// Delivers every buffered message that continues the stream, in order.

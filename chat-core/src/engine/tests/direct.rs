@@ -68,3 +68,32 @@ fn dm_history_pages_the_conversation() {
     assert_eq!(page["hasMore"], true);
     assert_eq!(page["messages"][0]["type"], "private_message");
 }
+
+/// A `dm_history` page is cut at `history_frame_bytes` like a room `history` page: the
+/// newest stay and `hasMore` says the client can page on from the oldest it got.
+#[test]
+fn a_dm_history_page_is_cut_at_the_byte_budget() {
+    let config = Config {
+        history_frame_bytes: 2_000,
+        ..Config::unlimited()
+    };
+    let mut s = Sim::new(config);
+    let a = named(&mut s, "alice");
+    let b = named(&mut s, "bob");
+    let idb = client_id(&mut s, b);
+    for i in 1..=20 {
+        s.send(
+            a,
+            json!({"type":"private_message","targetId":idb,"content":format!("{i:03}{}", "x".repeat(300))}),
+        );
+    }
+    s.take(a);
+    s.send(a, json!({"type":"dm_history","userId":idb,"limit":20}));
+    let page = &s.take(a)[0];
+    assert_eq!(page["type"], "dm_history");
+    let got = history_seqs(page);
+    assert!(got.len() < 20 && !got.is_empty(), "{got:?}");
+    assert_eq!(got.last(), Some(&20), "the newest are kept");
+    assert_eq!(page["hasMore"], true);
+    assert!(serde_json::to_vec(&page["messages"]).unwrap().len() <= 2_002);
+}

@@ -317,6 +317,122 @@ fn old_stream_messages_buffered_at_an_epoch_change_are_delivered_first() {
     assert_eq!(seqs(&s.take(b)), [2]);
 }
 
+/// A join read under the old epoch and answered after the members saw the new one
+/// never takes the room back to the old stream: no second `stream_reset`, nothing
+/// delivered twice; the join reads the latest page again.
+#[test]
+fn a_join_read_before_an_eviction_and_answered_after_it_restarts_from_the_latest() {
+    let mut s = sim();
+    let lobby = RoomName::parse("lobby").unwrap();
+    let a = member(&mut s, "alice", "lobby");
+    chat(&mut s, a, "one");
+    chat(&mut s, a, "two");
+    s.take(a);
+    let c = named(&mut s, "carol");
+    s.set_store_mode(StoreMode::Held);
+    s.send(c, json!({"type":"join_room","room":"lobby"}));
+    let join_req = s.take_held(0).unwrap();
+    let stale = s.store.perform(join_req.op.clone());
+    s.store.evict_room(&lobby);
+    s.set_store_mode(StoreMode::Immediate);
+    chat(&mut s, a, "three");
+    let frames = s.take(a);
+    assert_eq!(
+        frames[0],
+        json!({"type":"stream_reset","room":"lobby","epoch":"sim-epoch-evicted-1"})
+    );
+    assert_eq!(seqs(&frames), [1]);
+    s.input(Input::StoreReply {
+        ticket: join_req.ticket,
+        reply: stale,
+    });
+    assert_eq!(s.take_types(a), ["user_joined"], "no second reset");
+    let frames = s.take(c);
+    assert_eq!(frames[1]["type"], "message_history");
+    assert_eq!(frames[1]["epoch"], "sim-epoch-evicted-1");
+    assert_eq!(history_seqs(&frames[1]), [1]);
+    chat(&mut s, a, "four");
+    let frames = s.take(a);
+    assert_eq!(frames.len(), 1, "{frames:?}");
+    assert_eq!(seqs(&frames), [2]);
+    assert_eq!(seqs(&s.take(c)), [2]);
+}
+
+/// A gap-fill read under the old epoch answered after the reset is ignored: the new
+/// stream's messages are not sent again and the room stays on the new epoch.
+#[test]
+fn a_gap_fill_read_before_an_eviction_and_answered_after_it_is_ignored() {
+    let mut s = sim();
+    let lobby = RoomName::parse("lobby").unwrap();
+    let a = member(&mut s, "alice", "lobby");
+    let b = member(&mut s, "bob", "lobby");
+    chat(&mut s, a, "one");
+    s.take(a);
+    s.take(b);
+    // Another server appends seq 2 directly: a's next message (seq 3) leaves a gap.
+    let uid = s.engine.user_of(a).unwrap().clone();
+    s.store.perform(crate::engine::StoreOp::AppendRoom(
+        crate::message::NewRoomMessage {
+            room: lobby.clone(),
+            user_id: uid,
+            username: "alice".into(),
+            content: crate::ids::Content::parse("elsewhere").unwrap(),
+            client_msg_id: None,
+        },
+    ));
+    s.set_store_mode(StoreMode::Held);
+    chat(&mut s, a, "three");
+    s.complete(0);
+    let fill = s.take_held(0).unwrap();
+    let stale = s.store.perform(fill.op.clone());
+    s.store.evict_room(&lobby);
+    s.set_store_mode(StoreMode::Immediate);
+    chat(&mut s, b, "new one");
+    let frames = s.take(a);
+    let types: Vec<_> = frames.iter().map(|f| f["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        types,
+        ["message_received", "stream_reset", "message_received"]
+    );
+    s.take(b);
+    s.input(Input::StoreReply {
+        ticket: fill.ticket,
+        reply: stale,
+    });
+    assert!(s.take(a).is_empty(), "the stale fill delivers nothing");
+    assert!(s.take(b).is_empty());
+    assert!(s.held().is_empty());
+    chat(&mut s, b, "new two");
+    let frames = s.take(a);
+    assert_eq!(frames.len(), 1, "{frames:?}");
+    assert_eq!(seqs(&frames), [2]);
+}
+
+/// A room whose stream never delivered anything takes a new epoch silently: an empty
+/// page's epoch may change with any eviction in the store, and a `stream_reset` would
+/// tell the members about a history they never had.
+#[test]
+fn an_epoch_change_before_any_message_is_adopted_without_a_stream_reset() {
+    let mut s = sim();
+    let lobby = RoomName::parse("lobby").unwrap();
+    let a = member(&mut s, "alice", "lobby");
+    let b = member(&mut s, "bob", "lobby");
+    s.take(a);
+    s.store.evict_room(&lobby);
+    chat(&mut s, a, "first");
+    let frames = s.take(b);
+    assert_eq!(frames.len(), 1, "{frames:?}");
+    assert_eq!(frames[0]["type"], "message_received");
+    assert_eq!(frames[0]["seq"], 1);
+    // The old epoch is retired all the same: the stream has moved on.
+    s.store.evict_room(&lobby);
+    chat(&mut s, a, "second");
+    assert_eq!(
+        s.take(b)[0],
+        json!({"type":"stream_reset","room":"lobby","epoch":"sim-epoch-evicted-2"})
+    );
+}
+
 /// A resume replay larger than `history_frame_bytes` leaves in several consecutive
 /// `message_history` frames, in order, all but the last `continued: true`, before
 /// `room_users`; a plain join's page stays one frame whatever its size.
@@ -347,8 +463,14 @@ fn a_large_resume_is_sent_in_frames_within_the_byte_budget() {
         assert_eq!(page["type"], "message_history");
         assert_eq!(page["recovered"], true);
         assert_eq!(page["epoch"], "sim-epoch");
-        assert_eq!(page["lastSeq"], 20);
         let last = i + 1 == pages.len();
+        // Each frame's cursor is its own last message (the last frame's is the head):
+        // resuming from the cursor of any frame received misses nothing.
+        let own_last = history_seqs(page).last().copied();
+        assert_eq!(page["lastSeq"].as_u64(), own_last, "frame {i}");
+        if last {
+            assert_eq!(page["lastSeq"], 20);
+        }
         assert_eq!(page.get("continued").is_some(), !last, "{page}");
         if !last {
             assert_eq!(page["continued"], true);
