@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 
 use super::hub::HubMsg;
@@ -51,6 +51,8 @@ struct State {
     queue: OnceLock<mpsc::WeakSender<HubMsg>>,
     hub_started: AtomicBool,
     hub_finished: AtomicBool,
+    /// Woken when the hub starts or finishes, for [`Health::started`].
+    hub_changed: Notify,
     /// Turns of the hub loop so far.
     turns: AtomicU64,
     /// What a check saw while inputs were waiting: the turn count and when it first saw
@@ -216,6 +218,23 @@ impl Health {
         }
     }
 
+    /// Waits until the hub has started (or already finished: a server that failed to run
+    /// never starts). A readiness signal, e.g. to announce an address only once
+    /// `/healthz` can answer 200.
+    pub async fn started(&self) {
+        let s = &self.state;
+        loop {
+            let changed = s.hub_changed.notified();
+            let mut changed = std::pin::pin!(changed);
+            // Registered before the check, so a start in between is not missed.
+            changed.as_mut().enable();
+            if s.hub_started.load(Ordering::Acquire) || s.hub_finished.load(Ordering::Acquire) {
+                return;
+            }
+            changed.await;
+        }
+    }
+
     /// Inputs waiting in the hub's queue, once the server runs and while the hub lives.
     pub(crate) fn queue_depth(&self) -> Option<usize> {
         let tx = self.state.queue.get()?.upgrade()?;
@@ -226,6 +245,7 @@ impl Health {
     pub(crate) fn hub_started(&self, queue: mpsc::WeakSender<HubMsg>) {
         let _ = self.state.queue.set(queue);
         self.state.hub_started.store(true, Ordering::Release);
+        self.state.hub_changed.notify_waiters();
     }
 
     /// Held by the hub while it runs; dropping it (the hub returned or panicked) marks
@@ -264,6 +284,7 @@ pub(crate) struct HubGuard(Health);
 impl Drop for HubGuard {
     fn drop(&mut self) {
         self.0.state.hub_finished.store(true, Ordering::Release);
+        self.0.state.hub_changed.notify_waiters();
     }
 }
 
@@ -302,6 +323,29 @@ mod tests {
         );
         h.store_result(true);
         assert!(h.check().is_healthy());
+    }
+
+    #[tokio::test]
+    async fn started_waits_for_the_hub_to_start() {
+        let h = Health::default();
+        let mut waiting = tokio::spawn({
+            let h = h.clone();
+            async move { h.started().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(
+            tokio::time::timeout(Duration::from_millis(20), &mut waiting)
+                .await
+                .is_err(),
+            "not started yet"
+        );
+        let (tx, _rx) = mpsc::channel::<HubMsg>(4);
+        h.hub_started(tx.downgrade());
+        tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("woken by the start")
+            .expect("no panic");
+        h.started().await; // and at once once started
     }
 
     #[tokio::test(start_paused = true)]
