@@ -4,7 +4,7 @@
 //! by default), describes it as a
 //! [`ConnectionInfo`], and queues a [`WarpHandshake`] for
 //! [`WarpTransport::accept`](crate::WarpTransport). The request then waits (bounded by
-//! `handshake_timeout`) for the runtime's [`Decision`]:
+//! `handshake_timeout` + [`DECISION_MARGIN`]) for the runtime's [`Decision`]:
 //!
 //! * rejected → an ordinary HTTP response with the rejection's status and reason, so
 //!   nothing is upgraded and the client sees e.g. `401` or `403`;
@@ -192,6 +192,25 @@ fn socket_path(
         .untuple_one()
 }
 
+/// How much longer than `handshake_timeout` a request waits for the runtime's decision:
+/// 1 s. The runtime bounds its admission by its own `handshake_timeout` (the same 10 s by
+/// default) and counts the refusal it decides; waiting a little longer lets it decide
+/// first, so a refusal is not counted twice (our 503 "did not answer in time", then the
+/// runtime's own refusal that no client sees).
+pub(crate) const DECISION_MARGIN: Duration = Duration::from_secs(1);
+
+impl WarpHandshake {
+    /// Whether the request stopped waiting for the decision (it answered by itself).
+    pub(crate) fn abandoned(&self) -> bool {
+        self.decision.is_closed()
+    }
+}
+
+/// How long a queued request waits for the runtime's decision.
+fn decision_wait(config: &WarpConfig) -> Duration {
+    config.handshake_timeout.saturating_add(DECISION_MARGIN)
+}
+
 /// Queues the handshake and turns the runtime's decision into the HTTP response.
 async fn decide(
     on_upgrade: OnUpgrade,
@@ -222,7 +241,7 @@ async fn decide(
         };
         return refused_here(&Rejection::Unavailable(reason.into()), config);
     }
-    match tokio::time::timeout(config.handshake_timeout, decision_rx).await {
+    match tokio::time::timeout(decision_wait(config), decision_rx).await {
         Ok(Ok(Decision::Accept(upgrade_tx))) => {
             if upgrade_tx.send(on_upgrade).is_err() {
                 // `accept` gave up meanwhile: nobody would drive the socket.
@@ -359,7 +378,18 @@ fn header_list(headers: &HeaderMap) -> Vec<(String, String)> {
 
 #[cfg(test)]
 mod tests {
-    use super::valid_key;
+    use super::{DECISION_MARGIN, WarpConfig, decision_wait, valid_key};
+
+    #[test]
+    fn the_runtime_decides_before_the_request_gives_up() {
+        let warp = WarpConfig::default();
+        let runtime = chat_core::RuntimeConfig::default();
+        assert!(decision_wait(&warp) > runtime.handshake_timeout);
+        assert_eq!(
+            decision_wait(&warp) - warp.handshake_timeout,
+            DECISION_MARGIN
+        );
+    }
 
     #[test]
     fn only_base64_of_16_bytes_is_a_valid_key() {
