@@ -19,7 +19,7 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::io;
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::pin::pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -176,18 +176,12 @@ impl PerPeer {
         let Some(max) = self.max else {
             return Ok(None);
         };
-        let ip = match peer {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(peer, IpAddr::V4),
-            IpAddr::V4(_) => peer,
-        };
+        let ip = chat_core::proxies::canonical(peer);
         if self.trusted.contains(ip) || (self.exempt_loopback && ip.is_loopback()) {
             return Ok(None);
         }
         // One IPv6 /64 is usually one customer, as for the per-IP admission limits.
-        let key = match ip {
-            IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & (u128::MAX << 64))),
-            IpAddr::V4(_) => ip,
-        };
+        let key = chat_core::proxies::address_group(ip, 64);
         let mut held = self.lock();
         let n = held.entry(key).or_insert(0);
         if *n >= max {
