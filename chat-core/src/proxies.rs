@@ -378,6 +378,22 @@ mod tests {
         s.parse().expect("an address")
     }
 
+    #[test]
+    fn address_groups_are_the_ipv4_address_or_the_ipv6_prefix() {
+        assert_eq!(address_group(ip("::ffff:192.0.2.1"), 64), ip("192.0.2.1"));
+        assert_eq!(address_group(ip("192.0.2.1"), 64), ip("192.0.2.1"));
+        assert_eq!(
+            address_group(ip("2001:db8:1:2:3:4:5:6"), 64),
+            ip("2001:db8:1:2::")
+        );
+        assert_eq!(
+            address_group(ip("2001:db8:1:2:3:4:5:6"), 48),
+            ip("2001:db8:1::")
+        );
+        assert_eq!(address_group(ip("2001:db8::1"), 0), ip("::"));
+        assert_eq!(address_group(ip("2001:db8::1"), 200), ip("2001:db8::1"));
+    }
+
     fn headers(list: &[(&str, &str)]) -> Vec<(String, String)> {
         list.iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
