@@ -43,7 +43,7 @@
 //! memory.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -216,17 +216,7 @@ impl PerIpLimits {
 
     /// The address an IP counts as.
     fn key(&self, ip: IpAddr) -> IpAddr {
-        match ip {
-            IpAddr::V4(_) => ip,
-            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                Some(v4) => IpAddr::V4(v4),
-                None => {
-                    let prefix = u32::from(self.config.ipv6_prefix_len.min(128));
-                    let mask = u128::MAX.checked_shl(128 - prefix).unwrap_or(0);
-                    IpAddr::V6(Ipv6Addr::from(u128::from(v6) & mask))
-                }
-            },
-        }
+        chat_core::proxies::address_group(ip, self.config.ipv6_prefix_len)
     }
 
     fn lock(&self) -> MutexGuard<'_, Table> {
@@ -284,7 +274,7 @@ impl Admission for PerIpLimits {
 
 #[cfg(test)]
 mod tests {
-    use std::net::{Ipv4Addr, SocketAddr};
+    use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 
     use super::*;
 

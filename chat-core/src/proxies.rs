@@ -229,10 +229,25 @@ impl fmt::Display for TrustedProxies {
 
 /// IPv4-mapped IPv6 addresses (`::ffff:192.0.2.1`, what a dual-stack socket reports) as
 /// the IPv4 address.
-pub(crate) fn canonical(ip: IpAddr) -> IpAddr {
+pub fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
         IpAddr::V4(_) => ip,
+    }
+}
+
+/// The address a client counts as for per-address limits: its [canonical](canonical)
+/// address, and for IPv6 its first `ipv6_prefix_len` bits (one /64 is usually one
+/// customer). Shared by the per-IP admission limits and the transport's per-address
+/// HTTP cap, so both group clients alike.
+pub fn address_group(ip: IpAddr, ipv6_prefix_len: u8) -> IpAddr {
+    match canonical(ip) {
+        IpAddr::V6(v6) => {
+            let prefix = u32::from(ipv6_prefix_len.min(128));
+            let mask = u128::MAX.checked_shl(128 - prefix).unwrap_or(0);
+            IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & mask))
+        }
+        v4 @ IpAddr::V4(_) => v4,
     }
 }
 
@@ -361,6 +376,22 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().expect("an address")
+    }
+
+    #[test]
+    fn address_groups_are_the_ipv4_address_or_the_ipv6_prefix() {
+        assert_eq!(address_group(ip("::ffff:192.0.2.1"), 64), ip("192.0.2.1"));
+        assert_eq!(address_group(ip("192.0.2.1"), 64), ip("192.0.2.1"));
+        assert_eq!(
+            address_group(ip("2001:db8:1:2:3:4:5:6"), 64),
+            ip("2001:db8:1:2::")
+        );
+        assert_eq!(
+            address_group(ip("2001:db8:1:2:3:4:5:6"), 48),
+            ip("2001:db8:1::")
+        );
+        assert_eq!(address_group(ip("2001:db8::1"), 0), ip("::"));
+        assert_eq!(address_group(ip("2001:db8::1"), 200), ip("2001:db8::1"));
     }
 
     fn headers(list: &[(&str, &str)]) -> Vec<(String, String)> {

@@ -58,7 +58,11 @@ pub struct WarpConfig {
     /// How long a WebSocket handshake may wait for the runtime's decision, and then for
     /// the upgrade to complete after it was accepted. Default 10 s.
     ///
-    /// No decision in time → the client gets `503`; no upgrade in time →
+    /// The request waits for the decision 1 s longer than this, so that the runtime,
+    /// whose admission is bounded by its own `RuntimeConfig::handshake_timeout`, decides
+    /// (and counts its refusal) first: keep this at least the runtime's. A request that
+    /// still gets no decision in time → the client gets `503`, counted by the transport,
+    /// and the runtime never sees the handshake if it had not taken it yet; no upgrade in time →
     /// [`Handshake::accept`](chat_core::Handshake::accept) fails with
     /// `TransportError::Handshake`.
     pub handshake_timeout: Duration,
@@ -238,10 +242,12 @@ impl MetricsSource {
     /// Also counts the handshakes the transport refuses by itself, with their HTTP
     /// status: `400` for a malformed upgrade (HTTP/1.0, a bad `Sec-WebSocket-Key`) and
     /// `503` when the accept queue is full, the runtime gives no decision within
-    /// `handshake_timeout`, or it is gone. Refusals the runtime decides (401, 403, 429,
-    /// its own 503s) reach the client through
+    /// `handshake_timeout` + 1 s, or it is gone. Refusals the runtime decides (401, 403,
+    /// 429, its own 503s) reach the client through
     /// [`Handshake::reject`](chat_core::Handshake::reject) and are counted by the
-    /// runtime, not here, so each refusal is counted once.
+    /// runtime, not here, so each refusal is counted once: the request outwaits the
+    /// runtime's own admission bound, and a handshake whose request gave up before the
+    /// runtime took it is never handed to the runtime.
     ///
     /// ```
     /// use std::sync::Arc;

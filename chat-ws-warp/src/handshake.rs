@@ -4,7 +4,7 @@
 //! by default), describes it as a
 //! [`ConnectionInfo`], and queues a [`WarpHandshake`] for
 //! [`WarpTransport::accept`](crate::WarpTransport). The request then waits (bounded by
-//! `handshake_timeout`) for the runtime's [`Decision`]:
+//! `handshake_timeout` + [`DECISION_MARGIN`]) for the runtime's [`Decision`]:
 //!
 //! * rejected → an ordinary HTTP response with the rejection's status and reason, so
 //!   nothing is upgraded and the client sees e.g. `401` or `403`;
@@ -23,8 +23,9 @@
 //! is answered `500` before the runtime is asked: no socket could follow.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chat_core::proxies::Resolution;
@@ -192,6 +193,25 @@ fn socket_path(
         .untuple_one()
 }
 
+/// How much longer than `handshake_timeout` a request waits for the runtime's decision:
+/// 1 s. The runtime bounds its admission by its own `handshake_timeout` (the same 10 s by
+/// default) and counts the refusal it decides; waiting a little longer lets it decide
+/// first, so a refusal is not counted twice (our 503 "did not answer in time", then the
+/// runtime's own refusal that no client sees).
+pub(crate) const DECISION_MARGIN: Duration = Duration::from_secs(1);
+
+impl WarpHandshake {
+    /// Whether the request stopped waiting for the decision (it answered by itself).
+    pub(crate) fn abandoned(&self) -> bool {
+        self.decision.is_closed()
+    }
+}
+
+/// How long a queued request waits for the runtime's decision.
+fn decision_wait(config: &WarpConfig) -> Duration {
+    config.handshake_timeout.saturating_add(DECISION_MARGIN)
+}
+
 /// Queues the handshake and turns the runtime's decision into the HTTP response.
 async fn decide(
     on_upgrade: OnUpgrade,
@@ -222,7 +242,7 @@ async fn decide(
         };
         return refused_here(&Rejection::Unavailable(reason.into()), config);
     }
-    match tokio::time::timeout(config.handshake_timeout, decision_rx).await {
+    match tokio::time::timeout(decision_wait(config), decision_rx).await {
         Ok(Ok(Decision::Accept(upgrade_tx))) => {
             if upgrade_tx.send(on_upgrade).is_err() {
                 // `accept` gave up meanwhile: nobody would drive the socket.
@@ -321,6 +341,9 @@ fn connection_info(
              headers: HeaderMap| {
                 let peer = remote.or(ours.map(|PeerAddr(addr)| addr));
                 let headers = header_list(&headers);
+                if let Some(peer) = peer {
+                    warn_once_if_untrusted_local_proxy(&trusted_proxies, peer.ip(), &headers);
+                }
                 let client_addr = peer.and_then(|peer| {
                     let resolution = trusted_proxies.resolve(peer.ip(), &headers);
                     if matches!(resolution, Resolution::Malformed | Resolution::Unidentified) {
@@ -341,6 +364,40 @@ fn connection_info(
         )
 }
 
+/// Whether a request looks forwarded by a proxy on this host that is not trusted: a
+/// loopback peer, not in `trusted`, with an `X-Forwarded-For` or `Forwarded` header.
+/// Then every client arrives from loopback, which is exempt from the per-IP limits by
+/// default: a reverse proxy on the same host that is missing from the trusted list
+/// silently removes them all.
+fn untrusted_local_proxy(
+    trusted: &TrustedProxies,
+    peer: IpAddr,
+    headers: &[(String, String)],
+) -> bool {
+    chat_core::proxies::canonical(peer).is_loopback()
+        && !trusted.contains(peer)
+        && headers
+            .iter()
+            .any(|(name, _)| name == "x-forwarded-for" || name == "forwarded")
+}
+
+/// Logs (once per process) the mistake [`untrusted_local_proxy`] detects.
+fn warn_once_if_untrusted_local_proxy(
+    trusted: &TrustedProxies,
+    peer: IpAddr,
+    headers: &[(String, String)],
+) {
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    if untrusted_local_proxy(trusted, peer, headers) && !WARNED.swap(true, Ordering::Relaxed) {
+        tracing::warn!(
+            %peer,
+            "a loopback peer sends X-Forwarded-For/Forwarded but is not a trusted proxy: \
+             every client counts as the proxy's loopback address (exempt from per-IP limits \
+             by default); list the proxy in --trusted-proxies (WarpConfig::trusted_proxies)"
+        );
+    }
+}
+
 /// Headers as `(lower-case name, value)` pairs. hyper has already bounded their number
 /// and size (`max_request_headers`, `max_request_header_bytes` under our server). Names
 /// come lower-cased from `http`; values that are not UTF-8 are kept lossily rather than
@@ -359,7 +416,45 @@ fn header_list(headers: &HeaderMap) -> Vec<(String, String)> {
 
 #[cfg(test)]
 mod tests {
-    use super::valid_key;
+    use super::{
+        DECISION_MARGIN, TrustedProxies, WarpConfig, decision_wait, untrusted_local_proxy,
+        valid_key,
+    };
+
+    #[test]
+    fn a_forwarding_loopback_peer_that_is_not_trusted_is_noticed() {
+        let none = TrustedProxies::none();
+        let local = TrustedProxies::new(["127.0.0.0/8".parse().unwrap()]);
+        let xff = vec![("x-forwarded-for".to_owned(), "203.0.113.7".to_owned())];
+        let fwd = vec![("forwarded".to_owned(), "for=203.0.113.7".to_owned())];
+        let plain = vec![("host".to_owned(), "x".to_owned())];
+        let lo = "127.0.0.1".parse().unwrap();
+        assert!(untrusted_local_proxy(&none, lo, &xff));
+        assert!(untrusted_local_proxy(&none, lo, &fwd));
+        assert!(untrusted_local_proxy(
+            &none,
+            "::ffff:127.0.0.1".parse().unwrap(),
+            &xff
+        ));
+        assert!(untrusted_local_proxy(&none, "::1".parse().unwrap(), &fwd));
+        assert!(!untrusted_local_proxy(&local, lo, &xff), "trusted");
+        assert!(!untrusted_local_proxy(&none, lo, &plain), "not forwarded");
+        assert!(
+            !untrusted_local_proxy(&none, "203.0.113.9".parse().unwrap(), &xff),
+            "not on this host"
+        );
+    }
+
+    #[test]
+    fn the_runtime_decides_before_the_request_gives_up() {
+        let warp = WarpConfig::default();
+        let runtime = chat_core::RuntimeConfig::default();
+        assert!(decision_wait(&warp) > runtime.handshake_timeout);
+        assert_eq!(
+            decision_wait(&warp) - warp.handshake_timeout,
+            DECISION_MARGIN
+        );
+    }
 
     #[test]
     fn only_base64_of_16_bytes_is_a_valid_key() {

@@ -19,7 +19,7 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::io;
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::pin::pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -176,18 +176,12 @@ impl PerPeer {
         let Some(max) = self.max else {
             return Ok(None);
         };
-        let ip = match peer {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(peer, IpAddr::V4),
-            IpAddr::V4(_) => peer,
-        };
+        let ip = chat_core::proxies::canonical(peer);
         if self.trusted.contains(ip) || (self.exempt_loopback && ip.is_loopback()) {
             return Ok(None);
         }
         // One IPv6 /64 is usually one customer, as for the per-IP admission limits.
-        let key = match ip {
-            IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & (u128::MAX << 64))),
-            IpAddr::V4(_) => ip,
-        };
+        let key = chat_core::proxies::address_group(ip, 64);
         let mut held = self.lock();
         let n = held.entry(key).or_insert(0);
         if *n >= max {
@@ -276,12 +270,11 @@ async fn accept_loop<F, R>(
             },
         };
         let Ok(peer_slot) = limits.per_peer.take(peer.ip()) else {
-            // Its address is only known now. Answer without reading (one non-blocking
-            // write into an empty socket buffer), then close; the global slot goes back
-            // with `permit`.
+            // Its address is only known now. Answer without parsing (one non-blocking
+            // write into an empty socket buffer), then close gracefully in the
+            // background; the global slot goes back with `permit`.
             tracing::debug!(%peer, "too many HTTP connections from this address");
-            let _ = stream.try_write(TOO_MANY_FROM_ADDRESS);
-            drop(stream);
+            refuse(stream);
             continue;
         };
         if let Err(err) = tune(&stream) {
@@ -304,6 +297,40 @@ async fn accept_loop<F, R>(
     drop(listener);
     // Every connection task holds a slot until it ends: holding them all means they are done.
     let _ = slots.acquire_many(limits.max_connections).await;
+}
+
+/// How long a refused connection is drained before it is closed: 200 ms.
+const REFUSAL_LINGER: Duration = Duration::from_millis(200);
+
+/// How much of a refused connection's request is read (and discarded) at most: 8 KiB.
+const REFUSAL_DRAIN: usize = 8 * 1024;
+
+/// Answers `stream` with the canned 429 (one non-blocking write into an empty socket
+/// buffer) and closes it in a bounded background task.
+fn refuse(stream: TcpStream) {
+    let _ = stream.try_write(TOO_MANY_FROM_ADDRESS);
+    #[allow(clippy::disallowed_methods)] // bounded: REFUSAL_LINGER, REFUSAL_DRAIN
+    tokio::spawn(close_after_refusal(stream));
+}
+
+/// Closes a connection that was answered without reading its request. Closing a socket
+/// with unread data makes the kernel send a reset, which can discard the answer before
+/// the client reads it (ECONNRESET instead of the 429). So: send FIN, then read and
+/// discard what the client sent until its EOF — briefly and boundedly — then close.
+async fn close_after_refusal(mut stream: TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = stream.shutdown().await;
+    let mut sink = [0u8; 2048];
+    let drain = async {
+        let mut read = 0;
+        while read < REFUSAL_DRAIN {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => read += n,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(REFUSAL_LINGER, drain).await;
 }
 
 /// Drives one HTTP/1.1 connection (with upgrades) until it ends or the server stops.
@@ -387,6 +414,31 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The request is already in the server's socket when it is refused (what a real
+    /// client causes): closing without reading it would reset the connection, and the
+    /// client would see ECONNRESET instead of the 429.
+    #[tokio::test]
+    async fn a_refusal_reaches_a_client_whose_request_is_unread() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        client
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let (accepted, _) = listener.accept().await.unwrap();
+        accepted.readable().await.unwrap(); // the request has arrived, unread
+        refuse(accepted);
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut answer))
+            .await
+            .expect("closed in time")
+            .expect("the whole answer, not a reset");
+        assert_eq!(answer, TOO_MANY_FROM_ADDRESS);
+    }
 
     #[tokio::test]
     async fn accepted_sockets_get_nodelay() {

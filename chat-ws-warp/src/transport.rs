@@ -91,7 +91,14 @@ impl Transport for WarpTransport {
     /// Cancel-safe (a channel receive). Never `Err`: warp's server accepts sockets and
     /// handles its own accept errors; only completed upgrade requests arrive here.
     async fn accept(&mut self) -> Option<Result<Box<dyn Handshake>, TransportError>> {
-        let handshake = self.handshakes.recv().await?;
-        Some(Ok(Box::new(handshake)))
+        loop {
+            let handshake = self.handshakes.recv().await?;
+            // The request gave up waiting (and answered and counted its 503): the runtime
+            // must not admit, refuse or count it again.
+            if handshake.abandoned() {
+                continue;
+            }
+            return Some(Ok(Box::new(handshake)));
+        }
     }
 }

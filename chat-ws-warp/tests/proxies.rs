@@ -266,6 +266,33 @@ async fn http_connections_are_capped_per_address() {
     }
 }
 
+/// A client that sends its request at once (as real ones do) must read the whole 429,
+/// not a connection reset: the server drains the unread request before closing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_client_that_already_sent_its_request_reads_the_whole_429() {
+    let server = ServerProcess::start(&["--max-http-connections-per-ip", "1", "--limit-loopback"]);
+    let addr = server.addr();
+    let mut held = idle_http(addr).await;
+    assert_eq!(healthz(&mut held).await, Some(200));
+    for _ in 0..10 {
+        let mut extra = idle_http(addr).await;
+        extra
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .expect("request sent");
+        // Let the request reach the server before it closes.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let response = timeout(PROMPT, read_response(&mut extra))
+            .await
+            .expect("answered at once")
+            .expect("a complete response, not a reset");
+        assert_eq!(
+            (response.status, response.body.as_str()),
+            (429, "too many HTTP connections from your address\n")
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn loopback_and_trusted_proxies_are_not_capped_per_address() {
     for flags in [

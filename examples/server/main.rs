@@ -28,7 +28,7 @@ mod options;
 
 use std::sync::Arc;
 
-use chat_core::{HubStatus, Server};
+use chat_core::Server;
 use chat_memory_store::MemoryStore;
 use chat_ws_warp::{HealthSource, MetricsSource, WarpConfig, WarpTransport};
 use clap::Parser;
@@ -70,19 +70,24 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (transport, http) = WarpTransport::bind(options.addr, transport_config).await?;
     let addr = http.local_addr();
     let ready = chat.health();
-    let running = tokio::spawn(chat.run(transport, async {
+    let mut running = tokio::spawn(chat.run(transport, async {
         let signal = stop.await;
         tracing::info!(signal, "closing every connection with 1001");
     }));
     // Announce the address only once the runtime runs, so whoever reads the line (a
     // supervisor, a test) finds `/healthz` at 200 rather than "hub not started".
-    while ready.check().hub == HubStatus::NotStarted && !running.is_finished() {
-        tokio::task::yield_now().await;
-    }
+    // `running` ending first (the server failed before its hub started) ends the wait too.
+    let ended_early = tokio::select! {
+        () = ready.started() => None,
+        ended = &mut running => Some(ended),
+    };
     tracing::info!(%addr, "chat server listening");
     println!("Chat server running: open http://{addr}/ in two browser tabs");
 
-    running.await??;
+    match ended_early {
+        Some(ended) => ended??,
+        None => running.await??,
+    }
     http.shutdown();
     http.stopped().await;
     tracing::info!("stopped");

@@ -57,18 +57,24 @@ impl Users {
     ///   holds the name — another authenticated user or an anonymous one who chose it —
     ///   makes no difference: the holder keeps it, the newcomer is disambiguated.
     ///
-    /// Deterministic: it depends only on the names online. Among `n + 1` candidates with
-    /// distinct suffixes one is free when `n` names are held, so the loop ends after at
-    /// most `n + 1` tries; each try is one normalisation of a 20-character name.
+    /// * After [`NUMBERED_TRIES`] numbered tries, `wanted #a1b2`: 4 hex digits of a stable
+    ///   hash of the user id (then of the id with a variant number, for at most
+    ///   [`HASHED_TRIES`] variants), so many users holding `X`, `X (2)`… cost a bounded
+    ///   number of tries per connect, not one per user online.
+    ///
+    /// Deterministic: it depends only on the names online and the user id; at most
+    /// `NUMBERED_TRIES + HASHED_TRIES` tries, each one normalisation of a 20-character
+    /// name. If all are taken (vanishingly unlikely), the name is shared rather than
+    /// refused.
     pub(crate) fn free_name(&self, wanted: Username, id: &UserId) -> Username {
         let free = |name: &Username| self.names.get(name.key()).is_none_or(|h| h == id);
         if free(&wanted) {
             return wanted;
         }
-        let tries = self.names.len().saturating_add(1);
+        let numbered = (2..).take(NUMBERED_TRIES).map(|n| format!(" ({n})"));
+        let hashed = (0..HASHED_TRIES).map(|variant| format!(" #{:04x}", id_hash(id, variant)));
         let mut last = None;
-        for n in (2..).take(tries) {
-            let suffix = format!(" ({n})");
+        for suffix in numbered.chain(hashed) {
             let room = USERNAME_MAX_CHARS.saturating_sub(suffix.chars().count());
             let base: String = wanted.as_str().chars().take(room).collect();
             let Ok(candidate) = Username::parse(&format!("{}{suffix}", base.trim_end())) else {
@@ -79,7 +85,7 @@ impl Users {
             }
             last = Some(candidate);
         }
-        // Unreachable by the counting argument above; a shared name beats a refusal.
+        // Every candidate taken: a shared name beats a refusal.
         last.unwrap_or(wanted)
     }
 
@@ -125,4 +131,23 @@ impl Users {
         self.names.insert(name.key().into(), id.clone());
         user.name = Some(name);
     }
+}
+
+/// Numbered candidates (`X (2)` … `X (17)`) [`Users::free_name`] tries: 16.
+const NUMBERED_TRIES: usize = 16;
+
+/// Hashed candidates (`X #a1b2`) [`Users::free_name`] tries after the numbered ones: 8.
+const HASHED_TRIES: u16 = 8;
+
+/// 16 bits of a stable hash (FNV-1a) of the user id and a variant number: the same on
+/// every node and every run, unlike `std`'s randomly seeded hasher.
+fn id_hash(id: &UserId, variant: u16) -> u16 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in id.as_str().bytes().chain(variant.to_le_bytes()) {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    // Fold the high half in so all 32 bits count.
+    let [a, b, c, d] = h.to_le_bytes();
+    u16::from_le_bytes([a ^ c, b ^ d])
 }

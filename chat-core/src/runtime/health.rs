@@ -14,16 +14,20 @@
 //!   message that has just been queued never reports one.
 //! * **The store**: it is *failing* after [`STORE_FAILURES`] operations in a row failed
 //!   (errors and timeouts alike, `RuntimeConfig::store_timeout` bounding a hanging
-//!   store), and healthy again at its first success. A single transient failure does not
-//!   flip the state; a store that is down fails every operation and is reported after
-//!   the third. With no traffic there is no evidence either way and the last state holds.
+//!   store), and healthy again at its first success — or once [`STORE_FAILING_HOLD`]
+//!   passes without a new failure. A single transient failure does not flip the state; a
+//!   store that is down fails every operation and is reported after the third. The hold
+//!   expires because a 503 takes the node out of the load balancer, so no operation might
+//!   ever come to heal it (and a liveness probe would restart the node): after the hold,
+//!   traffic is let back, and either heals the state or fails again (one more failure
+//!   reports it again at once).
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 
 use super::hub::HubMsg;
@@ -36,6 +40,10 @@ pub const HUB_STALL: Duration = Duration::from_secs(5);
 /// How many store operations in a row must fail before the store counts as failing: 3.
 pub const STORE_FAILURES: u32 = 3;
 
+/// How long a failing store is reported without a new failure before the report is
+/// cleared (traffic is let back to heal it or fail again): 30 s.
+pub const STORE_FAILING_HOLD: Duration = Duration::from_secs(30);
+
 #[derive(Debug, Default)]
 struct State {
     /// The hub's input queue, attached when the server runs. Weak, so a probe never
@@ -43,6 +51,8 @@ struct State {
     queue: OnceLock<mpsc::WeakSender<HubMsg>>,
     hub_started: AtomicBool,
     hub_finished: AtomicBool,
+    /// Woken when the hub starts or finishes, for [`Health::started`].
+    hub_changed: Notify,
     /// Turns of the hub loop so far.
     turns: AtomicU64,
     /// What a check saw while inputs were waiting: the turn count and when it first saw
@@ -50,8 +60,8 @@ struct State {
     waiting: Mutex<Option<(u64, Instant)>>,
     /// Store operations failed in a row (0 after a success).
     store_failures: AtomicU32,
-    /// When the current run of store failures began.
-    failing_since: Mutex<Option<Instant>>,
+    /// When the current run of store failures began, and when its latest failure came.
+    failing_since: Mutex<Option<(Instant, Instant)>>,
 }
 
 /// A handle to one server's health. Cheap to clone; all clones see the same state. Get
@@ -194,11 +204,34 @@ impl Health {
         if failures < STORE_FAILURES {
             return StoreStatus::Ok;
         }
-        let since = lock(&self.state.failing_since)
-            .map_or(Duration::ZERO, |t| now().saturating_duration_since(t));
+        let Some((first, last)) = *lock(&self.state.failing_since) else {
+            return StoreStatus::Ok; // a success is resetting the run
+        };
+        let at = now();
+        if at.saturating_duration_since(last) >= STORE_FAILING_HOLD {
+            return StoreStatus::Ok;
+        }
+        let since = at.saturating_duration_since(first);
         StoreStatus::Failing {
             consecutive_failures: failures,
             since,
+        }
+    }
+
+    /// Waits until the hub has started (or already finished: a server that failed to run
+    /// never starts). A readiness signal, e.g. to announce an address only once
+    /// `/healthz` can answer 200.
+    pub async fn started(&self) {
+        let s = &self.state;
+        loop {
+            let changed = s.hub_changed.notified();
+            let mut changed = std::pin::pin!(changed);
+            // Registered before the check, so a start in between is not missed.
+            changed.as_mut().enable();
+            if s.hub_started.load(Ordering::Acquire) || s.hub_finished.load(Ordering::Acquire) {
+                return;
+            }
+            changed.await;
         }
     }
 
@@ -212,6 +245,7 @@ impl Health {
     pub(crate) fn hub_started(&self, queue: mpsc::WeakSender<HubMsg>) {
         let _ = self.state.queue.set(queue);
         self.state.hub_started.store(true, Ordering::Release);
+        self.state.hub_changed.notify_waiters();
     }
 
     /// Held by the hub while it runs; dropping it (the hub returned or panicked) marks
@@ -232,8 +266,14 @@ impl Health {
             if s.store_failures.swap(0, Ordering::AcqRel) != 0 {
                 *lock(&s.failing_since) = None;
             }
-        } else if s.store_failures.fetch_add(1, Ordering::AcqRel) == 0 {
-            *lock(&s.failing_since) = Some(now());
+        } else {
+            let mut since = lock(&s.failing_since);
+            let at = now();
+            if s.store_failures.fetch_add(1, Ordering::AcqRel) == 0 {
+                *since = Some((at, at));
+            } else if let Some((_, last)) = since.as_mut() {
+                *last = at;
+            }
         }
     }
 }
@@ -244,6 +284,7 @@ pub(crate) struct HubGuard(Health);
 impl Drop for HubGuard {
     fn drop(&mut self) {
         self.0.state.hub_finished.store(true, Ordering::Release);
+        self.0.state.hub_changed.notify_waiters();
     }
 }
 
@@ -282,6 +323,60 @@ mod tests {
         );
         h.store_result(true);
         assert!(h.check().is_healthy());
+    }
+
+    #[tokio::test]
+    async fn started_waits_for_the_hub_to_start() {
+        let h = Health::default();
+        let mut waiting = std::pin::pin!(h.started());
+        assert!(
+            tokio::time::timeout(Duration::from_millis(20), waiting.as_mut())
+                .await
+                .is_err(),
+            "not started yet"
+        );
+        let (tx, _rx) = mpsc::channel::<HubMsg>(4);
+        h.hub_started(tx.downgrade());
+        tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("woken by the start");
+        h.started().await; // and at once once started
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_store_is_let_back_after_the_hold_without_new_failures() {
+        let h = Health::default();
+        let (tx, _rx) = mpsc::channel::<HubMsg>(4);
+        h.hub_started(tx.downgrade());
+        for _ in 0..STORE_FAILURES {
+            h.store_result(false);
+        }
+        tokio::time::advance(STORE_FAILING_HOLD - Duration::from_secs(1)).await;
+        assert!(!h.check().is_healthy(), "still within the hold");
+        // A new failure restarts the hold but not the run.
+        h.store_result(false);
+        tokio::time::advance(STORE_FAILING_HOLD - Duration::from_secs(1)).await;
+        assert_eq!(
+            h.check().store,
+            StoreStatus::Failing {
+                consecutive_failures: 4,
+                since: 2 * STORE_FAILING_HOLD - Duration::from_secs(2)
+            }
+        );
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(
+            h.check().is_healthy(),
+            "no failure for the hold: traffic is let back"
+        );
+        // The store is still down: the next operation fails and reports it again.
+        h.store_result(false);
+        assert!(matches!(
+            h.check().store,
+            StoreStatus::Failing {
+                consecutive_failures: 5,
+                ..
+            }
+        ));
     }
 
     #[tokio::test(start_paused = true)]

@@ -65,7 +65,9 @@ use tokio::task::{JoinHandle, JoinSet};
 
 pub use admission::{Admission, Admitted, AllowAnonymous};
 pub use config::RuntimeConfig;
-pub use health::{HUB_STALL, Health, HealthReport, HubStatus, STORE_FAILURES, StoreStatus};
+pub use health::{
+    HUB_STALL, Health, HealthReport, HubStatus, STORE_FAILING_HOLD, STORE_FAILURES, StoreStatus,
+};
 pub use metrics::Metrics;
 pub use random_ids::RandomUserIds;
 

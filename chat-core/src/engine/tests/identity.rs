@@ -36,6 +36,35 @@ fn the_suffix_fits_in_twenty_characters() {
 }
 
 #[test]
+fn after_sixteen_numbered_tries_the_suffix_comes_from_the_user_id() {
+    let mut s = sim();
+    let first = s.connect_as("u0", "Max");
+    assert_eq!(s.take(first), greeting("u0", "Max"));
+    for n in 2..=17 {
+        let id = format!("u{n}");
+        let c = s.connect_as(&id, "Max");
+        assert_eq!(s.take(c), greeting(&id, &format!("Max ({n})")));
+    }
+    // "Max (18)" is not tried: a hash of the user id instead, fitted in 20 characters.
+    let hashed = s.connect_as("idp|someone", "Max");
+    assert_eq!(s.take(hashed), greeting("idp|someone", "Max #ed65"));
+    let long = s.connect_as("idp|long", "Abcdefghijklmnopqrst");
+    s.take(long);
+    for n in 2..=17 {
+        let c = s.connect_as(&format!("l{n}"), "Abcdefghijklmnopqrst");
+        s.take(c);
+    }
+    let cut = s.connect_as("idp|someone-else", "Abcdefghijklmnopqrst");
+    assert_eq!(
+        s.take(cut),
+        greeting("idp|someone-else", "Abcdefghijklmn #343b")
+    );
+    // A new connection of the holder keeps its name.
+    let again = s.connect_as("idp|someone", "Max");
+    assert_eq!(s.take(again), greeting("idp|someone", "Max #ed65"));
+}
+
+#[test]
 fn look_alikes_are_disambiguated_too() {
     let mut s = sim();
     s.connect_as("a", "alice");
