@@ -236,7 +236,7 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// The address a client counts as for per-address limits: its [canonical](canonical)
+/// The address a client counts as for per-address limits: its [`canonical`]
 /// address, and for IPv6 its first `ipv6_prefix_len` bits (one /64 is usually one
 /// customer). Shared by the per-IP admission limits and the transport's per-address
 /// HTTP cap, so both group clients alike.
