@@ -136,72 +136,52 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Page<StoredDm>, StoreError>;
 }
 
-/// Forwards every method, so a store shared as an `Arc` — including the
-/// `Arc<dyn Store>` [`Server::new`](crate::Server::new) takes — can itself be wrapped by
-/// another store (a cache, metrics, fault injection) or handed to code that wants a
-/// `Store` by value.
-///
-/// A method added to [`Store`] later must be forwarded here too, or the wrapper would
-/// fall back to the default instead of the inner store's own.
-#[async_trait]
-impl<S: Store + ?Sized> Store for Arc<S> {
-    async fn append_room(
-        &self,
-        message: NewRoomMessage,
-    ) -> Result<Appended<StoredMessage>, StoreError> {
-        (**self).append_room(message).await
-    }
+/// Forwards every [`Store`] method through a smart pointer, so one list of methods serves
+/// both implementations below. A method added to [`Store`] later must be added here too,
+/// or the wrappers would fall back to its default instead of the inner store's own.
+macro_rules! forward_store {
+    ($(#[$doc:meta])* $pointer:ident) => {
+        $(#[$doc])*
+        #[async_trait]
+        impl<S: Store + ?Sized> Store for $pointer<S> {
+            async fn append_room(
+                &self,
+                message: NewRoomMessage,
+            ) -> Result<Appended<StoredMessage>, StoreError> {
+                (**self).append_room(message).await
+            }
 
-    async fn room_page(
-        &self,
-        room: &RoomName,
-        range: PageRange,
-    ) -> Result<Page<StoredMessage>, StoreError> {
-        (**self).room_page(room, range).await
-    }
+            async fn room_page(
+                &self,
+                room: &RoomName,
+                range: PageRange,
+            ) -> Result<Page<StoredMessage>, StoreError> {
+                (**self).room_page(room, range).await
+            }
 
-    async fn append_dm(&self, message: NewDm) -> Result<Appended<StoredDm>, StoreError> {
-        (**self).append_dm(message).await
-    }
+            async fn append_dm(&self, message: NewDm) -> Result<Appended<StoredDm>, StoreError> {
+                (**self).append_dm(message).await
+            }
 
-    async fn dm_page(
-        &self,
-        a: &UserId,
-        b: &UserId,
-        range: PageRange,
-    ) -> Result<Page<StoredDm>, StoreError> {
-        (**self).dm_page(a, b, range).await
-    }
+            async fn dm_page(
+                &self,
+                a: &UserId,
+                b: &UserId,
+                range: PageRange,
+            ) -> Result<Page<StoredDm>, StoreError> {
+                (**self).dm_page(a, b, range).await
+            }
+        }
+    };
 }
 
-/// Forwards every method, like the `Arc` implementation: a `Box<dyn Store>` is a store.
-#[async_trait]
-impl<S: Store + ?Sized> Store for Box<S> {
-    async fn append_room(
-        &self,
-        message: NewRoomMessage,
-    ) -> Result<Appended<StoredMessage>, StoreError> {
-        (**self).append_room(message).await
-    }
-
-    async fn room_page(
-        &self,
-        room: &RoomName,
-        range: PageRange,
-    ) -> Result<Page<StoredMessage>, StoreError> {
-        (**self).room_page(room, range).await
-    }
-
-    async fn append_dm(&self, message: NewDm) -> Result<Appended<StoredDm>, StoreError> {
-        (**self).append_dm(message).await
-    }
-
-    async fn dm_page(
-        &self,
-        a: &UserId,
-        b: &UserId,
-        range: PageRange,
-    ) -> Result<Page<StoredDm>, StoreError> {
-        (**self).dm_page(a, b, range).await
-    }
-}
+forward_store!(
+    /// A store shared as an `Arc` — including the `Arc<dyn Store>`
+    /// [`Server::new`](crate::Server::new) takes — can itself be wrapped by another store
+    /// (a cache, metrics, fault injection) or handed to code that wants a `Store` by value.
+    Arc
+);
+forward_store!(
+    /// A `Box<dyn Store>` is a store.
+    Box
+);
