@@ -54,21 +54,9 @@ impl Flooder {
         Flooder { tcp }
     }
 
-    /// One masked text frame (payload under 64 KiB).
+    /// One masked text frame.
     fn frame(command: &Value) -> Vec<u8> {
-        let payload = command.to_string().into_bytes();
-        let mask = [0x11, 0x22, 0x33, 0x44];
-        let mut frame = vec![0x81];
-        match payload.len() {
-            n @ 0..=125 => frame.push(0x80 | u8::try_from(n).expect("fits")),
-            n => {
-                frame.push(0x80 | 126);
-                frame.extend(u16::try_from(n).expect("under 64 KiB").to_be_bytes());
-            }
-        }
-        frame.extend(mask);
-        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-        frame
+        support::frames::client(0x1, command.to_string().as_bytes())
     }
 
     /// Writes `bytes`; false once the server stopped taking them (closed, reset, or not

@@ -449,18 +449,7 @@ impl RawWs {
 
     /// Sends a JSON command as one masked text frame.
     pub(crate) async fn send(&mut self, command: Value) {
-        let payload = command.to_string().into_bytes();
-        let mask = [0x37, 0xfa, 0x21, 0x3d];
-        let mut frame = vec![0x81];
-        match payload.len() {
-            n @ 0..=125 => frame.push(0x80 | u8::try_from(n).expect("fits")),
-            n => {
-                frame.push(0x80 | 126);
-                frame.extend(u16::try_from(n).expect("under 64 KiB").to_be_bytes());
-            }
-        }
-        frame.extend(mask);
-        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        let frame = frames::client(0x1, command.to_string().as_bytes());
         self.tcp.write_all(&frame).await.expect("write");
     }
 
