@@ -4,6 +4,8 @@
 #
 #   scripts/bench.sh            # full sizes (under 6 minutes on the 2-core VM)
 #   scripts/bench.sh --quick    # reduced sizes (~1.5 minutes), to check the set-up
+#   scripts/bench.sh --sweep    # p99 latency against deliveries/s for (a) and (b) at rising
+#                               # fixed rates, drawn as target/bench/latency-<stamp>.png
 #
 # Every server runs fresh per scenario, pinned to core 0 (`taskset -c 0`); the load tool
 # runs pinned to core 1. Our server runs with every rate and per-IP limit off and the
@@ -34,12 +36,14 @@ mkdir -p "$OUT"
 # Sizes: full by default, reduced with --quick. `--table FILE` only prints the table of an
 # earlier run's results (give --quick too if that run was quick).
 QUICK=0
+SWEEP=0
 TABLE_ONLY=
 while (($#)); do
     case $1 in
     --quick) QUICK=1 ;;
+    --sweep) SWEEP=1 ;;
     --table) TABLE_ONLY=${2:?--table needs a results file}; shift ;;
-    *) echo "usage: scripts/bench.sh [--quick] [--table RESULTS.jsonl]" >&2; exit 2 ;;
+    *) echo "usage: scripts/bench.sh [--quick] [--sweep] [--table RESULTS.jsonl]" >&2; exit 2 ;;
     esac
     shift
 done
@@ -172,6 +176,42 @@ run() {
     fi
     stop_server
 }
+
+# sweep NAME TAG CLIENTS ROOMS SENDERS RATE…: one fresh server per fixed rate (messages/s),
+# rising, until a run loses messages or its p99 passes a second (the knee is then
+# behind): a server past its capacity queues without end, so going on measures nothing.
+sweep() {
+    local name=$1 tag=$2 clients=$3 rooms=$4 senders=$5
+    shift 5
+    for rate in "$@"; do
+        run "$name" "$tag" fanout --clients "$clients" --rooms "$rooms" --senders "$senders" \
+            --rate "$rate" --warmup 1 --duration 2 --drain 1
+        if tail -n 1 "$RESULTS" | jq -e '(.failed // false) or .fanout.loss != 0
+                or (.fanout.latency.p99_us // 0) > 1000000' >/dev/null; then
+            break
+        fi
+    done
+}
+
+if ((SWEEP)); then
+    # Messages/s; deliveries/s = rate × members of a room (200 in (a), 10 in (b)).
+    if ((QUICK)); then
+        A_RATES=(100 500 2000); B_RATES=(2000 10000 40000)
+    else
+        A_RATES=(100 250 500 1000 2000 3500 5000)
+        B_RATES=(2000 5000 10000 20000 40000 60000)
+    fi
+    for s in $SERVERS; do
+        sweep "$s" sweep-a "$A_CLIENTS" 1 "$A_SENDERS" "${A_RATES[@]}"
+        sweep "$s" sweep-b "$B_CLIENTS" "$B_ROOMS" "$B_SENDERS" "${B_RATES[@]}"
+    done
+    PNG=$OUT/latency-$STAMP.png
+    "$BENCH" plot --results "$RESULTS" --output "$PNG" \
+        --title "p99 latency against deliveries/s ($(date -u +%F), server on core $SERVER_CPUS)"
+    jq -r 'select(.fanout != null) | "\(.tag) \(.label): \(.fanout.deliveries_per_s | round) deliveries/s, p99 \(.fanout.latency.p99_us // "—") µs, loss \(.fanout.loss), server CPU \(.fanout.server_cpu_us_per_delivery // "—") µs/delivery"' "$RESULTS"
+    echo "results: $RESULTS; plot: $PNG; log: $LOG; load average: $(cut -d" " -f1-3 /proc/loadavg)" >&2
+    exit 0
+fi
 
 for s in $SERVERS; do
     run "$s" a fanout --clients "$A_CLIENTS" --rooms 1 --senders "$A_SENDERS" --window "$WINDOW" \

@@ -8,6 +8,8 @@
 //! content (`sender:counter:timestamp_ns`, see [`tag`]), and the server's `seq` is checked
 //! as well when the server sends one.
 //!
+//! [`plot`] draws p99 latency against deliveries/s from a sweep's JSON lines.
+//!
 //! Scenarios ([`fanout`], [`idle`], [`storm`]) return a [`report::Report`], printed as a
 //! human summary and, with `--json`, as one JSON line. With the server's PID they read its
 //! CPU time and RSS from `/proc` ([`procfs`]), and they always report the tool's own CPU so
@@ -21,6 +23,7 @@ pub mod error;
 pub mod fanout;
 pub mod hold;
 pub mod idle;
+pub mod plot;
 pub mod procfs;
 pub mod relay;
 pub mod report;

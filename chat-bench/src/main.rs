@@ -11,10 +11,11 @@ use std::time::Duration;
 use chat_bench::client::Target;
 use chat_bench::fanout::{FanoutConfig, Pace};
 use chat_bench::idle::IdleConfig;
+use chat_bench::plot::PlotConfig;
 use chat_bench::relay::RelayConfig;
 use chat_bench::report::Report;
 use chat_bench::storm::StormConfig;
-use chat_bench::{BenchError, fanout, idle, relay, storm};
+use chat_bench::{BenchError, fanout, idle, plot, relay, storm};
 use clap::{Args, Parser, Subcommand};
 
 /// Load a chat server (v1 wire protocol) on this machine and report throughput, loss,
@@ -39,6 +40,8 @@ enum Command {
     Connect(ConnectArgs),
     /// Run the bare relay (the stack's floor) until killed.
     Relay(RelayArgs),
+    /// Draw p99 latency against deliveries/s (PNG) from a `bench.sh --sweep` run.
+    Plot(PlotArgs),
 }
 
 /// Flags every load scenario shares.
@@ -153,6 +156,22 @@ struct RelayArgs {
     queue: usize,
 }
 
+#[derive(Debug, Args)]
+struct PlotArgs {
+    /// The sweep's JSON lines (`target/bench/results-….jsonl`).
+    #[arg(long)]
+    results: std::path::PathBuf,
+    /// The PNG to write.
+    #[arg(long)]
+    output: std::path::PathBuf,
+    /// A TrueType font for the labels.
+    #[arg(long, default_value = plot::DEFAULT_FONT)]
+    font: std::path::PathBuf,
+    /// The image's title.
+    #[arg(long, default_value = "p99 latency against deliveries/s")]
+    title: String,
+}
+
 fn seconds(s: f64, flag: &str) -> Result<Duration, BenchError> {
     Duration::try_from_secs_f64(s)
         .map_err(|_| BenchError::Config(format!("--{flag}: {s} is not a duration")))
@@ -232,6 +251,12 @@ async fn run(command: Command) -> Result<(), BenchError> {
             };
             print(&storm::run(&cfg).await?, a.common.json);
         }
+        Command::Plot(a) => plot::run(&PlotConfig {
+            results: a.results,
+            output: a.output,
+            font: a.font,
+            title: a.title,
+        })?,
         Command::Relay(a) => {
             // The relay may only listen on loopback, like the tool only connects there.
             Target::new(a.addr)?;
