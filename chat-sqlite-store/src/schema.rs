@@ -59,8 +59,11 @@ const MIGRATIONS: &[&str] = &[
 /// `PRAGMA page_size` of a new database file.
 const PAGE_SIZE: i64 = 1024;
 
-/// WAL pages between two automatic checkpoints (16 MiB of 1 KiB pages).
-const WAL_CHECKPOINT_PAGES: i64 = 16_384;
+/// WAL pages past which the writer checkpoints by itself (64 MiB of 1 KiB pages).
+const WAL_FALLBACK_PAGES: i64 = 65_536;
+
+/// Size the WAL file is cut back to after a checkpoint (16 MiB of 1 KiB pages).
+const WAL_KEPT_PAGES: i64 = 16_384;
 
 /// The schema version this build writes and reads (`PRAGMA user_version`).
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -115,13 +118,13 @@ pub(crate) fn open_writer(path: &Path, config: &SqliteConfig) -> Result<Connecti
         });
     }
     configure(&conn, path, config)?;
-    // Checkpoint (copy the WAL back into the file) every WAL_CHECKPOINT_PAGES rather
-    // than SQLite's 1000: the same hot pages (the newest leaf of each busy room) are
-    // rewritten by nearly every commit, and a rarer checkpoint copies each of them once.
-    conn.pragma_update(None, "wal_autocheckpoint", WAL_CHECKPOINT_PAGES)
+    // Checkpoints (copying the WAL back into the file) run on the checkpointer thread
+    // (`checkpoint.rs`), not inside the writer's commits; the writer's automatic one is
+    // only a fallback for a WAL the checkpointer cannot keep up with.
+    conn.pragma_update(None, "wal_autocheckpoint", WAL_FALLBACK_PAGES)
         .map_err(sqlite(path))?;
-    // …and the WAL file is cut back to this size after a checkpoint.
-    conn.pragma_update(None, "journal_size_limit", WAL_CHECKPOINT_PAGES * PAGE_SIZE)
+    // The WAL file is cut back to this size after a checkpoint.
+    conn.pragma_update(None, "journal_size_limit", WAL_KEPT_PAGES * PAGE_SIZE)
         .map_err(sqlite(path))?;
     if let Some(bytes) = config.max_bytes {
         let page_size: i64 = conn
@@ -141,6 +144,17 @@ pub(crate) fn open_reader(path: &Path, config: &SqliteConfig) -> Result<Connecti
     configure(&conn, path, config)?;
     conn.pragma_update(None, "query_only", true)
         .map_err(sqlite(path))?;
+    Ok(conn)
+}
+
+/// The checkpointer's connection (see `checkpoint.rs`).
+pub(crate) fn open_checkpointer(
+    path: &Path,
+    config: &SqliteConfig,
+) -> Result<Connection, OpenError> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags).map_err(sqlite(path))?;
+    configure(&conn, path, config)?;
     Ok(conn)
 }
 
