@@ -73,7 +73,7 @@ pub struct WarpConfig {
     /// How long `close` may spend sending the close frame to a peer that does not read.
     /// Default 1 s.
     pub close_timeout: Duration,
-    /// Serve the web client (`/`, `/app.js`, `/protocol.js`, `/style.css`) next to the
+    /// Serve the web client (`/`, its ES modules such as `/app.js`, and `/style.css`) next to the
     /// socket. Default `true`; turn it off to mount only the socket and `/healthz`.
     pub serve_web_client: bool,
     /// Where `GET /metrics` gets its text. Default `None` (no `/metrics` route).
