@@ -21,7 +21,7 @@ import { INDETERMINATE_CODES } from './protocol.js';
 import { activate, flushPending, resumeAll, send, sendUsername } from './commands.js';
 import {
   activeConv, addDmMessage, addRoom, addRoomMessage, clearTyping, confirmUsername, countUnread,
-  dmFor, failPending, isOwn, markReady, removeRoom, resolvePending, restartRoomLog, setConnected,
+  dmFor, failPending, isOwn, markReady, removeRoom, restartRoomLog, setConnected,
   setFieldError, setScreen, setTyping, showBanner, hideBanner,
 } from './state.js';
 
@@ -118,11 +118,8 @@ export const HANDLERS = {
       if (f.epoch != null) room.epoch = f.epoch;
       if (typeof f.lastSeq === 'number') room.lastSeq = Math.max(room.lastSeq, f.lastSeq);
       // Optimistic messages the server stored before the outage (or after a
-      // store_timeout) are in this history; the others are sent again with their
-      // clientMsgId (the server dedupes).
-      for (const p of [...room.pending]) {
-        if (room.log.findClientMsgId(p.clientMsgId, s.myIds)) resolvePending(room, p.clientMsgId);
-      }
+      // store_timeout) were resolved as this history added them (`addRoomMessage`);
+      // the others are sent again with their clientMsgId (the server dedupes).
       flushPending(s, io, room);
     } else {
       // A `history` page (no `recovered`): older messages go on top.

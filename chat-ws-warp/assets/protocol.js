@@ -239,11 +239,6 @@ export class MessageLog {
   get newestSeq() {
     return this.items.length ? this.items[this.items.length - 1].seq : null;
   }
-
-  /** The message that carries `clientMsgId` from one of `authorIds`. */
-  findClientMsgId(clientMsgId, authorIds) {
-    return this.items.find((m) => m.clientMsgId === clientMsgId && authorIds.has(m.userId ?? m.fromId));
-  }
 }
 
 // ---------------------------------------------------------------------------------

@@ -203,17 +203,6 @@ test('MessageLog.restart keeps what is shown before the separator; the new strea
   assert.equal(log.newestSeq, 1);
 });
 
-test('MessageLog.findClientMsgId matches only messages of our own ids', () => {
-  const log = new MessageLog();
-  log.add(msg('a', 1, { clientMsgId: 'c1', userId: 'me' }));
-  log.add(msg('b', 2, { clientMsgId: 'c2', userId: 'other' }));
-  log.add({ id: 'd', clientMsgId: 'c3', fromId: 'me' });
-  const mine = new Set(['me']);
-  assert.equal(log.findClientMsgId('c1', mine)?.id, 'a');
-  assert.equal(log.findClientMsgId('c2', mine), undefined, 'someone else may reuse an id');
-  assert.equal(log.findClientMsgId('c3', mine)?.id, 'd', 'DMs carry fromId');
-});
-
 test('Inflight.settle takes the oldest matching entry', () => {
   const q = new Inflight();
   q.push({ type: 'join_room', room: 'a' });
