@@ -15,7 +15,7 @@ import { activeConv, convKey, isOwn, takeAnchor } from './state.js';
 const $ = (id) => document.getElementById(id);
 
 /** Builds an element; `text` sets textContent, other keys are attributes. */
-export function h(tag, attrs = {}, ...children) {
+function h(tag, attrs = {}, ...children) {
   const e = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs)) {
     if (v == null || v === false) continue;
