@@ -11,7 +11,9 @@
 // effects the handlers ask for, and the batching of renders. It holds no chat rules of
 // its own beyond "which store function does this click mean".
 
-import { CLOSE_REASONS, newClientMsgId, normalizeContent, parseRoom, parseUsername, wsUrl } from './protocol.js';
+import {
+  CLOSE_REASONS, limitContent, newClientMsgId, normalizeContent, parseRoom, parseUsername, wsUrl,
+} from './protocol.js';
 import { Connection } from './connection.js';
 import {
   activeConv, chooseUsername, createState, dismissReloaded, dmFor, expireTyping, hideBanner, markDisconnected,
@@ -197,6 +199,9 @@ $('message-input').addEventListener('keydown', (ev) => {
 });
 
 $('message-input').addEventListener('input', () => {
+  const input = $('message-input');
+  const limited = limitContent(input.value);
+  if (limited !== input.value) input.value = limited;
   autosize();
   onTyping();
 });

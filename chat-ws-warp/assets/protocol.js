@@ -7,7 +7,7 @@
 // server's rules are easy to get subtly wrong in JavaScript (`\s` and `trim()` are not
 // Unicode White_Space; `length` counts UTF-16 units, the server counts characters).
 //
-// * text rules: `trimContent`, `normalizeContent`, `parseUsername`, `parseRoom`, `utf8Length`;
+// * text rules: `trimContent`, `normalizeContent`, `limitContent`, `parseUsername`, `parseRoom`, `utf8Length`;
 // * close codes and backoff: `CLOSE_REASONS`, `FATAL_CLOSES`, `backoffDelay`;
 // * commands: `joinCommand` (with the resume cursor), `newClientMsgId`, `wsUrl`;
 // * `MessageLog`: a conversation's confirmed messages, ordered by `seq`, deduplicated by
@@ -128,6 +128,17 @@ export function cutUtf8(s, max) {
 export function normalizeContent(raw) {
   const wellFormed = typeof raw.toWellFormed === 'function' ? raw.toWellFormed() : raw;
   return trimEnd(cutChars(trimContent(cutUtf8(wellFormed, CONTENT_MAX_BYTES)), CONTENT_MAX_CHARS));
+}
+
+/**
+ * The composer's limit: `raw` with at most 1000 characters after its leading white
+ * space (which the server trims before counting). Replaces the textarea's `maxlength`,
+ * which counts UTF-16 units and so stopped a message of emoji at 500 characters.
+ */
+export function limitContent(raw) {
+  const rest = raw.replace(LEADING_WS, '');
+  const cut = cutChars(rest, CONTENT_MAX_CHARS);
+  return cut.length === rest.length ? raw : raw.slice(0, raw.length - rest.length) + cut;
 }
 
 // chat-core `is_invisible`: controls, the format characters that hide or reorder text

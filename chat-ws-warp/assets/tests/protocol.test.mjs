@@ -11,7 +11,7 @@ import assert from 'node:assert/strict';
 
 import {
   CLOSE_REASONS, CONTENT_MAX_BYTES, FATAL_CLOSES, INDETERMINATE_CODES, Inflight, MessageLog,
-  backoffDelay, cutChars, cutUtf8, errorTargets, hasInvisible, joinCommand, newClientMsgId,
+  backoffDelay, cutChars, cutUtf8, errorTargets, hasInvisible, joinCommand, limitContent, newClientMsgId,
   normalizeContent, parseRoom, parseUsername, trimContent, typingText, utf8Length, wsUrl,
 } from '../protocol.js';
 
@@ -82,6 +82,14 @@ test('normalizeContent applies the decoder\'s 16 KiB byte cut before trimming', 
   assert.equal(normalizeContent(`${' '.repeat(CONTENT_MAX_BYTES - 1)}x`), 'x');
   const fourByte = normalizeContent('😀'.repeat(5000)); // 20,000 bytes
   assert.equal([...fourByte].length, 1000);
+});
+
+test('limitContent: the composer holds 1000 characters, not 1000 UTF-16 units', () => {
+  const emoji = '😀'.repeat(600);
+  assert.equal(limitContent(emoji), emoji, '1200 UTF-16 units, 600 characters: all kept');
+  assert.equal(limitContent('😀'.repeat(1001)), '😀'.repeat(1000));
+  assert.equal(limitContent(`  \n${'a'.repeat(1005)}`), `  \n${'a'.repeat(1000)}`, 'leading space does not count');
+  assert.equal(limitContent('short  '), 'short  ', 'what fits is left alone, trailing space too');
 });
 
 test('normalizeContent replaces lone surrogates, which the server refuses as invalid JSON', () => {
