@@ -114,11 +114,13 @@
 
 mod config;
 mod echo;
+mod frame;
 mod handshake;
 mod server;
 mod socket;
 mod transport;
 mod web;
+mod wire;
 
 pub use config::{HealthSource, MetricsSource, OPENMETRICS_TEXT, PROMETHEUS_TEXT, WarpConfig};
 pub use echo::echo_routes;
