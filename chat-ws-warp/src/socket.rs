@@ -193,6 +193,17 @@ impl Messages {
             Messages::Fallback(stream) => stream.next().await,
         }
     }
+
+    /// After the peer's close: reads once more, which makes tungstenite write its reply
+    /// and end the stream, and waits until the reply is in the socket (tungstenite does
+    /// not flush after it on our wire, where a write only queues it behind a frame of
+    /// ours that may be half written).
+    pub(crate) async fn finish_reply(&mut self) {
+        let _ = self.next().await;
+        if let Messages::Direct(stream) = self {
+            let _ = stream.get_ref().wire().flush().await;
+        }
+    }
 }
 
 /// What a data frame carries.
@@ -382,7 +393,7 @@ impl WarpInbound {
     /// and the peer would see the connection drop (1006) instead of a clean close.
     async fn finish_peer_close(&mut self) -> Option<Result<Incoming, TransportError>> {
         // Bounded: a peer that closed but does not read cannot hold us.
-        let _ = tokio::time::timeout(self.close_timeout, self.messages.next()).await;
+        let _ = tokio::time::timeout(self.close_timeout, self.messages.finish_reply()).await;
         let code = self.peer_close.take()?;
         Some(Ok(Incoming::Close(code)))
     }

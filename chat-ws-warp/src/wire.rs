@@ -186,6 +186,12 @@ impl Wire {
         std::future::poll_fn(|cx| self.lock().poll_send(cx, opcode, frames, &mut next)).await
     }
 
+    /// Writes what the wire holds: tungstenite's replies, and a frame of ours begun in
+    /// front of them.
+    pub(crate) async fn flush(&self) -> io::Result<()> {
+        std::future::poll_fn(|cx| self.lock().poll_drain(cx, Side::Reader)).await
+    }
+
     /// Queues our close frame with `code` and `reason` (cut to fit), unless a close
     /// frame was already queued; then writes everything queued and shuts the write side
     /// down (TCP FIN). The peer's close reply is left to tungstenite to read.
@@ -457,6 +463,11 @@ impl ControlShim {
     pub(crate) fn new(read: OwnedReadHalf, wire: Arc<Wire>) -> ControlShim {
         ControlShim { read, wire }
     }
+
+    /// The wire the shim hands tungstenite's replies to.
+    pub(crate) fn wire(&self) -> &Wire {
+        &self.wire
+    }
 }
 
 impl AsyncRead for ControlShim {
@@ -470,12 +481,19 @@ impl AsyncRead for ControlShim {
 }
 
 impl AsyncWrite for ControlShim {
+    /// Queues the replies and writes them at once if the wire is free: tungstenite does
+    /// not flush after its reply to the peer's close (it ends the stream instead).
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.wire.lock().poll_reply(cx, buf)
+        let mut state = self.wire.lock();
+        let taken = std::task::ready!(state.poll_reply(cx, buf))?;
+        // Taken either way; a failed write shows on the next call, a full socket is
+        // waited for by the next flush (or `Wire::flush`).
+        let _ = state.poll_drain(cx, Side::Reader);
+        Poll::Ready(Ok(taken))
     }
 
     /// Writes what the wire holds (the replies, and a frame of ours in front of them).

@@ -235,3 +235,24 @@ async fn frames_sent_with_the_upgrade_request_are_not_lost() {
         Some(Ok(Incoming::Text(Bytes::from("second"))))
     );
 }
+
+/// What the runtime does at the peer's close: report it and drop the connection at
+/// once, without a `close` of its own. The reply must be on the wire by then.
+#[tokio::test]
+async fn a_peers_close_is_answered_before_recv_reports_it() {
+    let (mut transport, server) = start().await;
+    let (mut client, mut channel) = raw_client(&mut transport, server.local_addr()).await;
+    client
+        .write(&frames::client(CLOSE, &1001u16.to_be_bytes()))
+        .await
+        .expect("write");
+    assert_eq!(
+        recv(&mut channel).await,
+        Some(Ok(Incoming::Close(Some(CloseCode::GOING_AWAY))))
+    );
+    drop(channel);
+    assert_eq!(
+        client.frames_until_end(PROMPT).await,
+        [RawFrame::Close(Some(1001))]
+    );
+}
