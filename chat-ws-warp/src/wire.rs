@@ -50,6 +50,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
+use smallvec::SmallVec;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
@@ -59,6 +60,13 @@ use crate::frame::{self, Head};
 /// under every system's `IOV_MAX` (1024 on Linux), and the runtime's default batch
 /// (`write_batch`, 64) in one call. Longer batches take several calls.
 const FRAMES_PER_WRITE: usize = 64;
+
+/// The slices of one `writev`, on the stack (a `SmallVec`'s inline storage is not
+/// initialised, unlike an array's: no 2 KiB cleared per batch).
+type Slices<'a> = SmallVec<[IoSlice<'a>; 2 * FRAMES_PER_WRITE]>;
+
+/// The headers of one `writev`'s frames, on the stack.
+type Heads = SmallVec<[Head; FRAMES_PER_WRITE]>;
 
 /// Most bytes of tungstenite's control replies queued at once: 1 KiB (eight of the
 /// largest control frames). Beyond it the shim makes tungstenite wait, and tungstenite
@@ -269,20 +277,21 @@ impl State {
             if self.queue.is_empty() {
                 return Poll::Ready(Ok(()));
             }
-            let mut slices = [IoSlice::new(&[]); 2 * FRAMES_PER_WRITE];
-            let mut used = 0;
-            for (i, queued) in self.queue.iter().take(FRAMES_PER_WRITE).enumerate() {
-                let skip = if i == 0 { self.written } else { 0 };
-                let head = queued.head.as_slice();
-                if skip < head.len() {
-                    slices[used] = IoSlice::new(&head[skip..]);
-                    slices[used + 1] = IoSlice::new(&queued.payload);
-                } else {
-                    slices[used] = IoSlice::new(&queued.payload[skip - head.len()..]);
+            let polled = {
+                let mut slices = Slices::new();
+                for (i, queued) in self.queue.iter().take(FRAMES_PER_WRITE).enumerate() {
+                    let skip = if i == 0 { self.written } else { 0 };
+                    let head = queued.head.as_slice();
+                    if skip < head.len() {
+                        slices.push(IoSlice::new(&head[skip..]));
+                        slices.push(IoSlice::new(&queued.payload));
+                    } else {
+                        slices.push(IoSlice::new(&queued.payload[skip - head.len()..]));
+                    }
                 }
-                used += 2;
-            }
-            match Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..used]) {
+                Pin::new(&mut self.io).poll_write_vectored(cx, &slices)
+            };
+            match polled {
                 Poll::Pending => {
                     self.wait(side, cx);
                     return Poll::Pending;
@@ -323,30 +332,32 @@ impl State {
                 return Poll::Ready(Err(SendError::Closed));
             }
             let chunk = &frames[*next..frames.len().min(*next + FRAMES_PER_WRITE)];
-            let mut heads = [Head::NONE; FRAMES_PER_WRITE];
-            let mut slices = [IoSlice::new(&[]); 2 * FRAMES_PER_WRITE];
-            for (i, payload) in chunk.iter().enumerate() {
-                heads[i] = Head::new(opcode, payload.len());
-            }
-            for (i, payload) in chunk.iter().enumerate() {
-                slices[2 * i] = IoSlice::new(heads[i].as_slice());
-                slices[2 * i + 1] = IoSlice::new(payload);
-            }
-            let written =
-                match Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..2 * chunk.len()]) {
-                    Poll::Pending => {
-                        self.wait(Side::Writer, cx);
-                        return Poll::Pending;
-                    }
-                    Poll::Ready(Ok(0)) => {
-                        let err = io::Error::from(io::ErrorKind::WriteZero);
-                        return Poll::Ready(Err(self.fail(Side::Writer, err).into()));
-                    }
-                    Poll::Ready(Ok(n)) => n,
-                    Poll::Ready(Err(err)) => {
-                        return Poll::Ready(Err(self.fail(Side::Writer, err).into()));
-                    }
-                };
+            let heads: Heads = chunk
+                .iter()
+                .map(|payload| Head::new(opcode, payload.len()))
+                .collect();
+            let polled = {
+                let mut slices = Slices::new();
+                for (head, payload) in heads.iter().zip(chunk) {
+                    slices.push(IoSlice::new(head.as_slice()));
+                    slices.push(IoSlice::new(payload));
+                }
+                Pin::new(&mut self.io).poll_write_vectored(cx, &slices)
+            };
+            let written = match polled {
+                Poll::Pending => {
+                    self.wait(Side::Writer, cx);
+                    return Poll::Pending;
+                }
+                Poll::Ready(Ok(0)) => {
+                    let err = io::Error::from(io::ErrorKind::WriteZero);
+                    return Poll::Ready(Err(self.fail(Side::Writer, err).into()));
+                }
+                Poll::Ready(Ok(n)) => n,
+                Poll::Ready(Err(err)) => {
+                    return Poll::Ready(Err(self.fail(Side::Writer, err).into()));
+                }
+            };
             self.progressed(Side::Writer);
             // Whole frames are done; a frame cut in the middle is queued (a reference to
             // its payload) so that whoever writes next finishes it first.
