@@ -64,9 +64,11 @@ use crate::wire::{ControlShim, SendError, Wire};
 pub(crate) const READ_BUFFER_BYTES: usize = 2 * 1024;
 
 /// The tungstenite settings of every socket this crate serves: the chat's and the echo
-/// route's, so Autobahn tests exactly what the chat serves. The write buffer threshold
-/// ([`WRITE_BUFFER_BYTES`]) stays tungstenite's 128 KiB: `Outbound::send` feeds a whole
-/// batch and flushes once, so a batch below it leaves in one write.
+/// route's, so Autobahn tests exactly what the chat serves. The write settings only
+/// matter on the fallback (on the direct path tungstenite writes nothing but control
+/// replies): the threshold ([`WRITE_BUFFER_BYTES`]) stays tungstenite's 128 KiB, and
+/// `Outbound::send` feeds a whole batch and flushes once, so a batch below it leaves in
+/// one write.
 pub(crate) fn websocket_config(config: &WarpConfig) -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER_BYTES)
