@@ -144,8 +144,8 @@ struct State {
     io: OwnedWriteHalf,
     /// What must be written before anything else, in order: at most one data frame
     /// already begun (first), control replies, our close frame (last). Empty between
-    /// batches; an empty `VecDeque` holds no allocation, and one that grew past a few
-    /// entries is released when it empties.
+    /// batches; an empty `VecDeque` holds no allocation, and the queue's is released
+    /// whenever it empties.
     queue: VecDeque<Queued>,
     /// Bytes of the queue's first entry already written.
     written: usize,
@@ -260,8 +260,9 @@ impl State {
             self.queue.pop_front();
         }
         self.written = n;
-        if self.queue.is_empty() && self.queue.capacity() > 4 {
-            // A burst of replies is over: give its memory back.
+        if self.queue.is_empty() && self.queue.capacity() > 0 {
+            // Nothing is kept between batches: a partial write or a reply is rare, an
+            // allocation then is cheaper than holding it on every idle connection.
             self.queue = VecDeque::new();
         }
     }
