@@ -78,6 +78,23 @@ pub(crate) fn websocket_config(config: &WarpConfig) -> WebSocketConfig {
         .max_message_size(Some(config.max_message_bytes))
 }
 
+/// How much of tungstenite's own control replies it may hold on the direct path: 4 KiB.
+///
+/// There tungstenite writes nothing but pongs and close replies, straight to the
+/// [`Wire`] (no write threshold). When the wire holds its maximum of replies (a peer
+/// flooding pings at a socket it does not read), tungstenite keeps them in its own
+/// buffer; past this cap it keeps only the latest pong instead of buffering one per
+/// ping up to `max_write_buffer_bytes`.
+const DIRECT_CONTROL_BUFFER_BYTES: usize = 4 * 1024;
+
+/// The settings of a socket on the direct path: [`websocket_config`]'s reading limits,
+/// with tungstenite's writing reduced to its control replies.
+fn direct_config(config: WebSocketConfig) -> WebSocketConfig {
+    config
+        .write_buffer_size(0)
+        .max_write_buffer_size(DIRECT_CONTROL_BUFFER_BYTES)
+}
+
 /// The `101 Switching Protocols` answer to a WebSocket upgrade whose
 /// `Sec-WebSocket-Key` is `key` (the headers warp's `Ws` would send).
 pub(crate) fn switching_protocols(key: &[u8]) -> Response {
@@ -129,6 +146,7 @@ pub(crate) async fn upgrade(
             return Ok(Socket::Fallback(socket));
         }
     };
+    let config = direct_config(config);
     let (read, write) = parts.io.into_inner().into_split();
     let wire = Arc::new(Wire::new(write));
     let shim = ControlShim::new(read, Arc::clone(&wire));
@@ -494,6 +512,25 @@ mod tests {
             ..WarpConfig::default()
         });
         assert!(low.max_write_buffer_size > low.write_buffer_size);
+    }
+
+    #[test]
+    fn on_the_direct_path_tungstenite_buffers_only_a_few_control_replies() {
+        let config = WarpConfig::default();
+        let direct = direct_config(websocket_config(&config));
+        assert_eq!(
+            direct.write_buffer_size, 0,
+            "replies go to the wire at once"
+        );
+        assert!(direct.max_write_buffer_size > direct.write_buffer_size);
+        assert!(
+            direct.max_write_buffer_size * 1000 < websocket_config(&config).max_write_buffer_size,
+            "a few control frames, not the fallback's write buffer"
+        );
+        // The reading limits are the configured ones.
+        assert_eq!(direct.read_buffer_size, READ_BUFFER_BYTES);
+        assert_eq!(direct.max_frame_size, Some(config.max_frame_bytes));
+        assert_eq!(direct.max_message_size, Some(config.max_message_bytes));
     }
 
     #[test]

@@ -69,9 +69,10 @@ type Slices<'a> = SmallVec<[IoSlice<'a>; 2 * FRAMES_PER_WRITE]>;
 type Heads = SmallVec<[Head; FRAMES_PER_WRITE]>;
 
 /// Most bytes of tungstenite's control replies queued at once: 1 KiB (eight of the
-/// largest control frames). Beyond it the shim makes tungstenite wait, and tungstenite
-/// keeps only the latest pong (a peer flooding pings at a socket it does not read
-/// cannot grow the queue).
+/// largest control frames). Beyond it the shim makes tungstenite wait: tungstenite then
+/// holds the replies in its own buffer, capped on this path at a few KiB past which it
+/// keeps only the latest pong (`socket::direct_config`), so a peer flooding pings at a
+/// socket it does not read grows neither.
 const MAX_REPLY_BYTES: usize = 1024;
 
 /// Why a frame could not be sent.
