@@ -45,6 +45,10 @@ pub struct WarpConfig {
     pub max_message_bytes: usize,
     /// Most bytes one connection may have queued for writing, in bytes. Default 8 MiB.
     ///
+    /// Applies to the tungstenite fallback only (a socket under `warp::serve`, or any
+    /// upgraded stream that is not our accept loop's `TcpStream`): our own writer keeps
+    /// no write buffer, a `send` waits until the kernel took the batch.
+    ///
     /// A cap, not an allocation: the write buffer only grows past tungstenite's 128 KiB
     /// flush threshold while the peer is not reading. It must hold that threshold plus
     /// the largest frame the server sends, or that frame can never be written: the
