@@ -81,6 +81,15 @@ pub struct RuntimeConfig {
     /// its timeout is still delivered (the engine's gap filling finds it), and a retry
     /// with the same `clientMsgId` returns it rather than storing it twice.
     pub store_timeout: Duration,
+    /// Most store operations running at once. Further requests wait in order, in the
+    /// hub, for one to finish; [`store_timeout`](Self::store_timeout) counts from the
+    /// request, so time spent waiting is part of it. `chat_store_in_flight` and
+    /// `chat_store_queued` show both. Default 64: several times a database pool's size
+    /// (so a store that batches commits sees a full batch waiting), while a store that
+    /// slows down is called at most 64 times at once rather than once per message.
+    /// A store that answers at once (the in-memory one) never has more than one
+    /// running. Zero counts as one.
+    pub store_concurrency: usize,
 }
 
 impl Default for RuntimeConfig {
@@ -100,6 +109,7 @@ impl Default for RuntimeConfig {
             shutdown_grace: Duration::from_secs(5),
             max_connections: 10_000,
             store_timeout: Duration::from_secs(10),
+            store_concurrency: 64,
         }
     }
 }
