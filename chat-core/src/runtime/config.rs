@@ -74,10 +74,13 @@ pub struct RuntimeConfig {
     /// Most open connections (including those in their handshake). Further handshakes
     /// are refused with 503. Default 10,000.
     pub max_connections: usize,
-    /// Longest one store operation may take; past it the engine is told the store is
-    /// unavailable (the client gets `store_unavailable`). Default 10 s. This is what
-    /// bounds store work in flight when a store hangs: without it, connections that
-    /// send and leave would pile up operations forever. An append that commits after
+    /// Longest one store operation may take, counted from the engine's request (time
+    /// waiting for one of the [`store_concurrency`](Self::store_concurrency) slots
+    /// included); past it the engine is told the store is unavailable (the client gets
+    /// `store_unavailable`), and a request still waiting never reaches the store.
+    /// Default 10 s. With `store_concurrency`, this is what bounds store work when a
+    /// store hangs: without it, connections that send and leave would pile up
+    /// operations forever. An append that commits after
     /// its timeout is still delivered (the engine's gap filling finds it), and a retry
     /// with the same `clientMsgId` returns it rather than storing it twice.
     pub store_timeout: Duration,
