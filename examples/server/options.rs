@@ -242,6 +242,14 @@ pub(crate) struct Options {
     /// Longest one store operation may take; past it the client gets `store_unavailable`.
     #[arg(long, env = "CHAT_STORE_TIMEOUT", default_value = "10s", value_parser = parse_duration, help_heading = "Runtime")]
     pub(crate) store_timeout: Duration,
+    /// Most store operations running at once; further requests wait in order.
+    #[arg(
+        long,
+        env = "CHAT_STORE_CONCURRENCY",
+        default_value_t = 64,
+        help_heading = "Runtime"
+    )]
+    pub(crate) store_concurrency: usize,
     /// Inputs waiting for the hub before readers pause (TCP backpressure).
     #[arg(
         long,
@@ -503,6 +511,7 @@ impl Options {
             shutdown_grace: self.shutdown_grace,
             max_connections: self.max_connections,
             store_timeout: self.store_timeout,
+            store_concurrency: self.store_concurrency,
         }
     }
 

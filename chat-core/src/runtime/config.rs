@@ -74,13 +74,25 @@ pub struct RuntimeConfig {
     /// Most open connections (including those in their handshake). Further handshakes
     /// are refused with 503. Default 10,000.
     pub max_connections: usize,
-    /// Longest one store operation may take; past it the engine is told the store is
-    /// unavailable (the client gets `store_unavailable`). Default 10 s. This is what
-    /// bounds store work in flight when a store hangs: without it, connections that
-    /// send and leave would pile up operations forever. An append that commits after
+    /// Longest one store operation may take, counted from the engine's request (time
+    /// waiting for one of the [`store_concurrency`](Self::store_concurrency) slots
+    /// included); past it the engine is told the store is unavailable (the client gets
+    /// `store_unavailable`), and a request still waiting never reaches the store.
+    /// Default 10 s. With `store_concurrency`, this is what bounds store work when a
+    /// store hangs: without it, connections that send and leave would pile up
+    /// operations forever. An append that commits after
     /// its timeout is still delivered (the engine's gap filling finds it), and a retry
     /// with the same `clientMsgId` returns it rather than storing it twice.
     pub store_timeout: Duration,
+    /// Most store operations running at once. Further requests wait in order, in the
+    /// hub, for one to finish; [`store_timeout`](Self::store_timeout) counts from the
+    /// request, so time spent waiting is part of it. `chat_store_in_flight` and
+    /// `chat_store_queued` show both. Default 64: several times a database pool's size
+    /// (so a store that batches commits sees a full batch waiting), while a store that
+    /// slows down is called at most 64 times at once rather than once per message.
+    /// A store that answers at once (the in-memory one) never has more than one
+    /// running. Zero counts as one.
+    pub store_concurrency: usize,
 }
 
 impl Default for RuntimeConfig {
@@ -100,6 +112,7 @@ impl Default for RuntimeConfig {
             shutdown_grace: Duration::from_secs(5),
             max_connections: 10_000,
             store_timeout: Duration::from_secs(10),
+            store_concurrency: 64,
         }
     }
 }

@@ -225,38 +225,7 @@ pub(crate) async fn serve(handshake: Box<dyn Handshake>, ctx: Arc<Context>, _slo
         hub: &ctx.hub,
         reported: false,
     };
-    let seen = AtomicBool::new(false);
-    let end = {
-        let reader = read(conn, &mut *inbound, &ctx, &seen);
-        let writer = write(&mut *outbound, &ctx, &queue, &seen);
-        tokio::pin!(reader, writer);
-        tokio::select! {
-            end = &mut reader => match end {
-                ReadEnd::PeerGone => {
-                    queue.abandon();
-                    WriteEnd::Gone
-                }
-                ReadEnd::Close(code, reason) => {
-                    if queue.close_after_flush(code, reason) {
-                        ctx.metrics.closed(code);
-                    }
-                    writer.await
-                }
-            },
-            end = &mut writer => end,
-            // The reader is not polled again (and is dropped with this block): nothing
-            // the peer sends after its credential expired reaches the engine. What was
-            // queued before the deadline was meant for it and is still written.
-            () = expiry(deadline) => {
-                tracing::info!(%conn, "credential expired: closing with 4001");
-                let code = CloseCode::TOKEN_EXPIRED;
-                if queue.close_after_flush(code, "token expired") {
-                    ctx.metrics.closed(code);
-                }
-                writer.await
-            }
-        }
-    };
+    let end = exchange(conn, &mut *inbound, &mut *outbound, &ctx, &queue, deadline).await;
     // The engine is done with the connection; only the socket remains.
     registered.closed().await;
     if end == WriteEnd::Closed {
@@ -264,6 +233,50 @@ pub(crate) async fn serve(handshake: Box<dyn Handshake>, ctx: Arc<Context>, _slo
     }
     tracing::info!(%conn, peer = ?peer, "connection closed");
     // `_release` and `_slot` go here, once the socket is really gone.
+}
+
+/// The open connection: the reader and the writer until either ends it (or the
+/// credential expires). Its own function so that its two futures, which live across
+/// several awaits, are laid out once inside this future's state rather than next to
+/// every other await of [`serve`]: it keeps the task of an idle connection small.
+async fn exchange(
+    conn: ConnId,
+    inbound: &mut dyn Inbound,
+    outbound: &mut dyn Outbound,
+    ctx: &Context,
+    queue: &OutboundQueue,
+    deadline: Option<Instant>,
+) -> WriteEnd {
+    let seen = AtomicBool::new(false);
+    let reader = read(conn, inbound, ctx, &seen);
+    let writer = write(outbound, ctx, queue, &seen);
+    tokio::pin!(reader, writer);
+    tokio::select! {
+        end = &mut reader => match end {
+            ReadEnd::PeerGone => {
+                queue.abandon();
+                WriteEnd::Gone
+            }
+            ReadEnd::Close(code, reason) => {
+                if queue.close_after_flush(code, reason) {
+                    ctx.metrics.closed(code);
+                }
+                writer.await
+            }
+        },
+        end = &mut writer => end,
+        // The reader is not polled again (and is dropped with this function): nothing
+        // the peer sends after its credential expired reaches the engine. What was
+        // queued before the deadline was meant for it and is still written.
+        () = expiry(deadline) => {
+            tracing::info!(%conn, "credential expired: closing with 4001");
+            let code = CloseCode::TOKEN_EXPIRED;
+            if queue.close_after_flush(code, "token expired") {
+                ctx.metrics.closed(code);
+            }
+            writer.await
+        }
+    }
 }
 
 async fn register(
@@ -299,28 +312,9 @@ async fn read(
         let Some(item) = inbound.recv().await else {
             return ReadEnd::PeerGone;
         };
-        let msg = match item {
-            Ok(Incoming::Text(frame)) => {
-                seen.store(true, Ordering::Relaxed);
-                match protocol::decode(&frame) {
-                    Ok(command) => {
-                        ctx.metrics.message_in(command.type_name());
-                        HubMsg::Command { conn, command }
-                    }
-                    Err(error) => {
-                        ctx.metrics.message_in("malformed");
-                        HubMsg::Malformed { conn, error }
-                    }
-                }
-            }
-            Ok(Incoming::Binary(_)) => {
-                seen.store(true, Ordering::Relaxed);
-                ctx.metrics.message_in("binary");
-                HubMsg::Malformed {
-                    conn,
-                    error: DecodeError::Binary,
-                }
-            }
+        let frame = match item {
+            Ok(Incoming::Text(frame)) => Some(frame),
+            Ok(Incoming::Binary(_)) => None,
             Ok(Incoming::Pong) => {
                 seen.store(true, Ordering::Relaxed);
                 continue;
@@ -339,10 +333,32 @@ async fn read(
                 return ReadEnd::PeerGone;
             }
         };
+        seen.store(true, Ordering::Relaxed);
         // Waiting here when the hub is busy is the backpressure: no reads meanwhile.
-        if ctx.hub.tx.send(msg).await.is_err() {
+        // The place in the channel is taken before decoding, so only the raw frame,
+        // not the decoded command, is held across this wait (a smaller task).
+        let Ok(permit) = ctx.hub.tx.reserve().await else {
             return ReadEnd::Close(CloseCode::INTERNAL_ERROR, "server error");
-        }
+        };
+        permit.send(match frame {
+            Some(frame) => match protocol::decode(&frame) {
+                Ok(command) => {
+                    ctx.metrics.message_in(command.type_name());
+                    HubMsg::Command { conn, command }
+                }
+                Err(error) => {
+                    ctx.metrics.message_in("malformed");
+                    HubMsg::Malformed { conn, error }
+                }
+            },
+            None => {
+                ctx.metrics.message_in("binary");
+                HubMsg::Malformed {
+                    conn,
+                    error: DecodeError::Binary,
+                }
+            }
+        });
     }
 }
 
@@ -363,7 +379,10 @@ async fn write(
 ) -> WriteEnd {
     let cfg = &ctx.config;
     let max_batch = cfg.write_batch.max(1);
-    let mut batch: Vec<Bytes> = Vec::with_capacity(max_batch);
+    // Grows with the batches actually written (at most `max_batch` frames) and keeps
+    // that capacity: an idle connection, which only ever had a few frames at a time
+    // queued, keeps a few slots rather than `write_batch` (64 × 32 bytes = 2 KiB each).
+    let mut batch: Vec<Bytes> = Vec::new();
     // A zero period would make `interval` panic; it can only mean "off".
     let period = cfg.heartbeat_interval.filter(|p| !p.is_zero());
     let mut heartbeat = period.map(|period| {
@@ -449,10 +468,11 @@ async fn write(
     }
 }
 
-/// Resolves at `deadline`; never without one.
+/// Resolves at `deadline`; never without one. The timer is boxed, and only made for a
+/// connection that has a deadline: the others do not carry its ~100 bytes in their task.
 async fn expiry(deadline: Option<Instant>) {
     match deadline {
-        Some(deadline) => sleep_until(deadline).await,
+        Some(deadline) => Box::pin(sleep_until(deadline)).await,
         None => std::future::pending().await,
     }
 }

@@ -4,11 +4,14 @@
 //! it. The hub waits on, in this order of priority:
 //!
 //! 1. the shutdown signal, and once shutting down, the end of the grace period;
-//! 2. finished store requests (finishing work in flight before taking new work);
+//! 2. finished store operations that had to wait (finishing work in flight before
+//!    taking new work);
 //! 3. the engine's next timer (`sleep_until(engine.poll_timeout())`);
 //! 4. connection events: registrations, decoded commands, disconnects (a bounded
 //!    channel: when it is full, connection readers stop reading and the peers meet TCP
-//!    backpressure).
+//!    backpressure). A turn woken by one takes up to [`TURN_INPUTS`] of those already
+//!    waiting, so every writer it feeds wakes once per turn and writes the turn's
+//!    frames in one batch.
 //!
 //! After every input it drains [`Engine::poll_output`] completely:
 //!
@@ -18,32 +21,31 @@
 //!   slot reused by a newer connection never receives a frame meant for the old one.
 //! * `Close` — the connection's queue is told to close after flushing; the hub drops
 //!   whatever that connection still sends, and reports the disconnect when its task ends.
-//! * `Store` — the operation runs on its own task (store calls run concurrently; the
-//!   engine restores order from tickets and `seq`), and the reply comes back here.
+//! * `Store` — the [`StoreDriver`] runs the operation within this task, no task spawned:
+//!   a store that answers at once (the in-memory one) has its reply handed to the engine
+//!   in the same turn; one that has to wait is polled in the select above, at most
+//!   `store_concurrency` at once, the rest waiting in order (store calls run
+//!   concurrently; the engine restores order from tickets and `seq`).
 //!
 //! The hub never awaits a peer or the store: pushing into a queue is synchronous and
-//! bounded (see the `outbound` module).
+//! bounded (see the `outbound` module), and a store future is only polled.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustc_hash::FxHashMap;
 use slab::Slab;
 use smallvec::SmallVec;
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio::task::{self, JoinError, JoinSet};
 use tokio::time::{Instant, sleep_until};
 
 use super::health::Health;
 use super::metrics::Metrics;
 use super::now;
 use super::outbound::{GlobalBudget, OutboundQueue, Pushed};
-use crate::engine::{
-    Engine, Identity, Input, Output, Recipients, StoreOp, StoreReply, StoreRequest, Ticket,
-};
+use super::store_driver::{Ending, Finished, StoreDriver};
+use crate::engine::{Engine, Identity, Input, Output, Recipients};
 use crate::ids::ConnId;
 use crate::protocol::{self, ClientCommand, DecodeError, ServerEvent};
-use crate::store::{Store, StoreError};
 use crate::transport::CloseCode;
 
 /// A connection holding less than this is never closed for the global outbound budget.
@@ -51,6 +53,14 @@ const SHED_MIN_BYTES: usize = 64 * 1024;
 
 /// The reason of a 1013 close for the global outbound budget.
 const SERVER_BUSY: &str = "server busy";
+
+/// Most connection inputs one hub turn handles. After the input that woke it, the hub
+/// takes what else is already waiting in its channel, up to this many, before it
+/// yields: the writers of the recipients then wake once per turn and find all the
+/// turn's frames for them, so they write them in one batch (one syscall) instead of one
+/// per message. Bounded so that timers, store replies and shutdown wait at most one
+/// such turn (a few hundred microseconds to a millisecond).
+const TURN_INPUTS: usize = 256;
 
 /// What connection tasks tell the hub.
 #[derive(Debug)]
@@ -93,54 +103,6 @@ struct Conn {
     closing: bool,
 }
 
-/// The kind of a store operation: for metrics, and to build a failure reply of the
-/// right variant when a store task dies.
-#[derive(Debug, Clone, Copy)]
-enum OpKind {
-    AppendRoom,
-    RoomPage,
-    AppendDm,
-    DmPage,
-}
-
-impl OpKind {
-    fn of(op: &StoreOp) -> Self {
-        match op {
-            StoreOp::AppendRoom(_) => OpKind::AppendRoom,
-            StoreOp::RoomPage { .. } => OpKind::RoomPage,
-            StoreOp::AppendDm(_) => OpKind::AppendDm,
-            StoreOp::DmPage { .. } => OpKind::DmPage,
-        }
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            OpKind::AppendRoom => "append_room",
-            OpKind::RoomPage => "room_page",
-            OpKind::AppendDm => "append_dm",
-            OpKind::DmPage => "dm_page",
-        }
-    }
-
-    fn failed(self, e: StoreError) -> StoreReply {
-        match self {
-            OpKind::AppendRoom => StoreReply::RoomAppended(Err(e)),
-            OpKind::RoomPage => StoreReply::RoomPage(Err(e)),
-            OpKind::AppendDm => StoreReply::DmAppended(Err(e)),
-            OpKind::DmPage => StoreReply::DmPage(Err(e)),
-        }
-    }
-}
-
-fn reply_ok(reply: &StoreReply) -> bool {
-    match reply {
-        StoreReply::RoomAppended(r) => r.is_ok(),
-        StoreReply::RoomPage(r) => r.is_ok(),
-        StoreReply::DmAppended(r) => r.is_ok(),
-        StoreReply::DmPage(r) => r.is_ok(),
-    }
-}
-
 /// `ConnId` layout: generation in the high 32 bits, slab slot in the low 32.
 fn conn_id(generation: u32, slot: usize) -> Option<ConnId> {
     let slot = u32::try_from(slot).ok()?;
@@ -153,21 +115,20 @@ fn lookup(conns: &mut Slab<Conn>, id: ConnId) -> Option<&mut Conn> {
     conns.get_mut(slot).filter(|c| c.id == id)
 }
 
-type StoreOutcome = (StoreReply, Duration);
-
 /// The engine's owner. See the module docs.
 pub(crate) struct Hub {
     /// Outbound bytes held across all connections, and its bound.
     outbound_budget: Arc<GlobalBudget>,
     engine: Engine,
-    store: Arc<dyn Store>,
     metrics: Metrics,
     conns: Slab<Conn>,
     generation: u32,
-    store_tasks: JoinSet<StoreOutcome>,
-    /// Longest one store operation may take (see `RuntimeConfig::store_timeout`).
-    store_timeout: Duration,
-    in_flight: FxHashMap<task::Id, (Ticket, OpKind)>,
+    /// Runs the engine's store requests within this task (see the `store_driver` module).
+    stores: StoreDriver,
+    /// Store operations running and waiting, as last reported to the metrics.
+    store_reported: (usize, usize),
+    /// When the current turn began: the time every input of the turn is handled at.
+    at: Instant,
     grace: Duration,
     /// Set once shutdown began: the hub refuses registrations and stops when every
     /// connection and store request is done, or at this instant.
@@ -215,22 +176,20 @@ impl ShedGate {
 impl Hub {
     pub(crate) fn new(
         engine: Engine,
-        store: Arc<dyn Store>,
+        stores: StoreDriver,
         metrics: Metrics,
         grace: Duration,
-        store_timeout: Duration,
         outbound_budget: Arc<GlobalBudget>,
     ) -> Self {
         Hub {
             outbound_budget,
             engine,
-            store,
             metrics,
             conns: Slab::new(),
             generation: 0,
-            store_tasks: JoinSet::new(),
-            store_timeout,
-            in_flight: FxHashMap::default(),
+            stores,
+            store_reported: (0, 0),
+            at: now(),
             grace,
             shutdown_deadline: None,
             health: Health::default(),
@@ -268,44 +227,54 @@ impl Hub {
                 }
                 armed = due;
             }
-            // When this turn's input arrived: a turn is handling it and draining the engine.
-            let turn: Instant;
             tokio::select! {
                 biased;
                 _ = shutdown.wait_for(|stop| *stop), if self.shutdown_deadline.is_none() => {
-                    turn = now();
+                    self.at = now();
                     // Also reached when the server dropped the signal's sender: nobody can
                     // stop us any more, so stop now.
-                    let deadline = now() + self.grace;
+                    let deadline = self.at + self.grace;
                     self.begin_shutdown(deadline);
                     grace.as_mut().reset(deadline);
                 }
                 () = &mut grace, if self.shutdown_deadline.is_some() => {
                     tracing::warn!(
                         connections = self.conns.len(),
-                        store_requests = self.store_tasks.len(),
+                        store_requests = self.stores.running() + self.stores.waiting(),
                         "shutdown grace period over; dropping what is left"
                     );
                     break;
                 }
-                Some(done) = self.store_tasks.join_next_with_id() => {
-                    turn = now();
-                    self.store_done(done);
+                Some(done) = self.stores.next(), if self.stores.running() > 0 => {
+                    self.at = now();
+                    self.store_finished(done);
+                    self.start_stores();
                 }
                 Some(conn) = lost.recv() => {
-                    turn = now();
+                    self.at = now();
                     self.disconnected(conn);
                 }
                 () = &mut timer, if armed.is_some() => {
-                    turn = now();
+                    self.at = now();
                     // Re-armed next turn from whatever the engine wants then.
                     armed = None;
-                    self.engine.handle_timeout(now().into_std());
+                    self.engine.handle_timeout(self.at.into_std());
                 }
                 msg = rx.recv(), if inputs_open => {
-                    turn = now();
+                    self.at = now();
                     match msg {
-                        Some(msg) => self.on_message(msg),
+                        Some(msg) => {
+                            self.on_message(msg);
+                            // Whatever else is already waiting joins this turn (see
+                            // `TURN_INPUTS`).
+                            for _ in 1..TURN_INPUTS {
+                                self.drain();
+                                match rx.try_recv() {
+                                    Ok(msg) => self.on_message(msg),
+                                    Err(_) => break,
+                                }
+                            }
+                        }
                         None => inputs_open = false,
                     }
                 }
@@ -314,14 +283,16 @@ impl Hub {
             self.drain();
             self.metrics
                 .population(self.engine.user_count(), self.engine.room_count());
+            self.report_stores();
+            let turn = self.at;
             self.metrics.hub_turn(now() - turn);
             self.health.hub_turned();
-            let idle = self.conns.is_empty() && self.store_tasks.is_empty();
+            let idle = self.conns.is_empty() && self.stores.is_idle();
             if idle && (self.shutdown_deadline.is_some() || !inputs_open) {
                 break;
             }
         }
-        // Anything still in `store_tasks` is aborted when the set drops; anything still
+        // Store operations still running are dropped with the driver; anything still
         // queued for connections is theirs to drop.
     }
 
@@ -339,7 +310,7 @@ impl Hub {
     }
 
     fn on_message(&mut self, msg: HubMsg) {
-        let at = now().into_std();
+        let at = self.at.into_std();
         match msg {
             HubMsg::Open {
                 identity,
@@ -389,35 +360,47 @@ impl Hub {
         entry.queue.abandon();
         self.metrics.connection_closed();
         self.engine
-            .handle(now().into_std(), Input::Disconnected { conn });
+            .handle(self.at.into_std(), Input::Disconnected { conn });
     }
 
-    fn store_done(&mut self, done: Result<(task::Id, StoreOutcome), JoinError>) {
-        let (id, outcome) = match done {
-            Ok((id, outcome)) => (id, Ok(outcome)),
-            Err(e) => (e.id(), Err(e)),
-        };
-        let Some((ticket, kind)) = self.in_flight.remove(&id) else {
-            return;
-        };
-        let reply = match outcome {
-            Ok((reply, took)) => {
-                let ok = reply_ok(&reply);
-                self.metrics.store_op(kind.name(), took, ok);
-                self.health.store_result(ok);
-                reply
+    /// Hands a finished store operation's reply to the engine.
+    fn store_finished(&mut self, done: Finished) {
+        let ok = done.ok();
+        match done.ending {
+            Ending::Answered => {}
+            // A panicking store must not leave the engine waiting forever for this
+            // ticket: it gets an ordinary failure ("nothing was stored").
+            Ending::Panicked => tracing::error!(op = done.kind.name(), "store operation panicked"),
+            Ending::TimedOut => {
+                tracing::warn!(op = done.kind.name(), took = ?done.took, "store operation timed out")
             }
-            Err(e) => {
-                // A panicking store must not leave the engine waiting forever for this
-                // ticket: it gets an ordinary failure ("nothing was stored").
-                tracing::error!(op = kind.name(), error = %e, "store task failed");
-                self.metrics.store_op(kind.name(), Duration::ZERO, false);
-                self.health.store_result(false);
-                kind.failed(StoreError::unavailable("store task failed"))
-            }
-        };
-        self.engine
-            .handle(now().into_std(), Input::StoreReply { ticket, reply });
+        }
+        self.metrics.store_op(done.kind.name(), done.took, ok);
+        self.health.store_result(ok);
+        self.engine.handle(
+            self.at.into_std(),
+            Input::StoreReply {
+                ticket: done.ticket,
+                reply: done.reply,
+            },
+        );
+    }
+
+    /// Starts the store requests that may start now; those that finish at once (the
+    /// in-memory store always does) are handed to the engine in this same turn.
+    fn start_stores(&mut self) {
+        while let Some(done) = self.stores.start(self.at) {
+            self.store_finished(done);
+        }
+    }
+
+    /// Publishes the store operations running and waiting, when they changed.
+    fn report_stores(&mut self) {
+        let now = (self.stores.running(), self.stores.waiting());
+        if now != self.store_reported {
+            self.store_reported = now;
+            self.metrics.store_work(now.0, now.1);
+        }
     }
 
     /// Carries out everything the engine asked for.
@@ -443,7 +426,10 @@ impl Hub {
                         }
                     }
                 }
-                Output::Store(request) => self.spawn_store(request),
+                Output::Store(request) => {
+                    self.stores.request(request, self.at);
+                    self.start_stores();
+                }
             }
         }
     }
@@ -480,7 +466,7 @@ impl Hub {
                 }
             }
             self.engine
-                .handle(now().into_std(), Input::Disconnected { conn });
+                .handle(self.at.into_std(), Input::Disconnected { conn });
             // The engine may have produced departures for the others; deliver them.
             while let Some(output) = self.engine.poll_output() {
                 self.carry_out(output);
@@ -535,39 +521,11 @@ impl Hub {
             // than when its writer gives up; the later `Closed` report is then a no-op
             // for the engine and only frees the slot.
             self.engine
-                .handle(now().into_std(), Input::Disconnected { conn });
+                .handle(self.at.into_std(), Input::Disconnected { conn });
         }
         if let ServerEvent::Error(e) = event {
             self.metrics.error_sent(e.code.as_str(), queued);
         }
-    }
-
-    fn spawn_store(&mut self, request: StoreRequest) {
-        let StoreRequest { ticket, op } = request;
-        let kind = OpKind::of(&op);
-        let store = Arc::clone(&self.store);
-        let limit = self.store_timeout;
-        let handle = self.store_tasks.spawn(async move {
-            let started = now();
-            let reply = match tokio::time::timeout(limit, op.perform(&*store)).await {
-                Ok(reply) => reply,
-                // Not "failed": a commit may still land after the deadline, so the
-                // client hears `store_timeout` and may resend with the same clientMsgId.
-                Err(_) => {
-                    tracing::warn!(
-                        op = kind.name(),
-                        timeout_ms = limit.as_millis(),
-                        "store operation timed out"
-                    );
-                    kind.failed(StoreError::indeterminate(format!(
-                        "the store did not answer within {} ms",
-                        limit.as_millis()
-                    )))
-                }
-            };
-            (reply, now() - started)
-        });
-        self.in_flight.insert(handle.id(), (ticket, kind));
     }
 }
 

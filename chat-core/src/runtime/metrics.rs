@@ -56,6 +56,8 @@ struct Inner {
     closes: Family<Labels1<u16>, Counter>,
     store_latency: Family<Labels1<&'static str>, Histogram, fn() -> Histogram>,
     store_failures: Family<Labels1<&'static str>, Counter>,
+    store_in_flight: Gauge,
+    store_queued: Gauge,
     bytes_written: Counter,
     hub_queue: Gauge,
     hub_turn: Histogram,
@@ -85,11 +87,13 @@ struct Inner {
 /// | `chat_outbound_bytes` | gauge | outbound bytes held server-wide (queued plus writers' batches in flight), read at scrape time (its bound is `RuntimeConfig::outbound_global_bytes`) |
 /// | `chat_connections_lingering` | gauge | closed connections waiting for the peer's close (see `RuntimeConfig::close_linger`) |
 /// | `chat_closes_total{code}` | counter | connections the server decided to close, by close code (counted at the decision; the close frame follows once the writer is free) |
-/// | `chat_store_seconds{op}` | histogram | store latency by operation |
-/// | `chat_store_failures_total{op}` | counter | store operations that returned an error or timed out |
+/// | `chat_store_seconds{op}` | histogram | store latency by operation, from the engine's request (waiting for a slot included) to the reply |
+/// | `chat_store_failures_total{op}` | counter | store operations that returned an error, timed out or panicked |
+/// | `chat_store_in_flight` | gauge | store operations running (at most `RuntimeConfig::store_concurrency`) |
+/// | `chat_store_queued` | gauge | store requests waiting for one of those slots |
 /// | `chat_bytes_written_total` | counter | bytes of frames written to peers (counted per batch the transport took) |
 /// | `chat_hub_queue_depth` | gauge | inputs waiting in the hub's queue, read at scrape time (its bound is `RuntimeConfig::hub_queue`) |
-/// | `chat_hub_turn_seconds` | histogram | how long one turn of the hub (handle one input, carry out the engine's outputs) takes |
+/// | `chat_hub_turn_seconds` | histogram | how long one turn of the hub (handle its inputs — up to 256 connection inputs already waiting, or one store reply, timer or disconnect — and carry out the engine's outputs) takes |
 /// | `process_resident_memory_bytes` | gauge | resident memory (Linux only, read from `/proc/self` at scrape time, like those below) |
 /// | `process_open_fds`, `process_max_fds` | gauge | open file descriptors and their soft limit |
 /// | `process_cpu_seconds_total` | counter | user plus system CPU time |
@@ -211,6 +215,18 @@ impl Metrics {
             "Store operations that failed, by operation",
             store_failures.clone(),
         );
+        let store_in_flight = Gauge::default();
+        registry.register(
+            "store_in_flight",
+            "Store operations running",
+            store_in_flight.clone(),
+        );
+        let store_queued = Gauge::default();
+        registry.register(
+            "store_queued",
+            "Store requests waiting for a free slot",
+            store_queued.clone(),
+        );
         let bytes_written = Counter::default();
         registry.register(
             "bytes_written",
@@ -249,6 +265,8 @@ impl Metrics {
                 closes,
                 store_latency,
                 store_failures,
+                store_in_flight,
+                store_queued,
                 bytes_written,
                 hub_queue,
                 hub_turn,
@@ -404,6 +422,13 @@ impl Metrics {
 
     pub(crate) fn closed(&self, code: CloseCode) {
         self.inner.closes.get_or_create(&[("code", code.0)]).inc();
+    }
+
+    /// Store operations running and waiting for a slot now.
+    pub(crate) fn store_work(&self, running: usize, waiting: usize) {
+        let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        self.inner.store_in_flight.set(gauge(running));
+        self.inner.store_queued.set(gauge(waiting));
     }
 
     pub(crate) fn store_op(&self, op: &'static str, took: Duration, ok: bool) {

@@ -13,7 +13,8 @@
 //!                                       handle(now, input) → drain poll_output():
 //!                                         Deliver → encode once, push Bytes to queues
 //!                                         Close   → close a queue
-//!                                         Store   → store task → reply back to the hub
+//!                                         Store   → store future polled by the hub
+//!                                                   → reply into the engine
 //! ```
 //!
 //! * `hub` owns the engine (no locks; one task).
@@ -27,8 +28,9 @@
 //!
 //! The runtime reads tokio's clock (so tests with `start_paused` control all of it, the
 //! engine's timers included) in one function, `now`, and spawns its long-lived tasks in
-//! one function, `spawn`; connection and store tasks live in `JoinSet`s so that shutdown
-//! can wait for them and abort stragglers.
+//! one function, `spawn`; connection tasks live in a `JoinSet` so that shutdown can wait
+//! for them and abort stragglers. Store operations are no tasks: the hub polls them
+//! (the `store_driver` module) and drops those left when it stops.
 //!
 //! # Example
 //!
@@ -54,6 +56,7 @@ mod metrics;
 mod outbound;
 mod process;
 mod random_ids;
+mod store_driver;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -77,6 +80,7 @@ use crate::store::Store;
 use crate::transport::{Rejection, Transport};
 use connection::Context;
 use hub::{Hub, HubSender};
+use store_driver::StoreDriver;
 
 /// How long the accept loop waits after a failed `accept` before trying again.
 const ACCEPT_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
@@ -222,10 +226,9 @@ impl Server {
         metrics.watch_outbound(&outbound_budget);
         let hub = Hub::new(
             Engine::new(engine, ids),
-            store,
+            StoreDriver::new(store, config.store_timeout, config.store_concurrency),
             metrics.clone(),
             config.shutdown_grace,
-            config.store_timeout,
             Arc::clone(&outbound_budget),
         )
         .with_health(health);

@@ -354,6 +354,7 @@ impl OutboundQueue {
                             ..
                         } = &mut *s;
                         let mut taken = 0;
+                        batch.reserve(frames.len().min(max.saturating_sub(batch.len())));
                         while let Some(f) = frames.front() {
                             let len = f.bytes.len();
                             if batch.len() == max || (taken > 0 && taken + len > BATCH_MAX_BYTES) {

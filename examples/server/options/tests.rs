@@ -38,7 +38,10 @@ fn defaults_match_the_libraries() {
             d.max_connections
         )
     );
-    assert_eq!(r.store_timeout, d.store_timeout);
+    assert_eq!(
+        (r.store_timeout, r.store_concurrency),
+        (d.store_timeout, d.store_concurrency)
+    );
     assert_eq!(
         (r.close_linger, r.close_linger_bytes),
         (d.close_linger, d.close_linger_bytes)
