@@ -15,7 +15,8 @@
 #
 # Environment:
 #   CHAT_BENCH_SHARED   the shared/ folder (default: ../shared next to the checkout)
-#   CHAT_BENCH_SERVERS  which servers to load (default: "ours node relay")
+#   CHAT_BENCH_SERVERS  which servers to load (default: "ours node relay"; "ours-sqlite" is
+#                       ours on its default durable store, SQLite, a fresh file per run)
 #   CHAT_BENCH_SERVER_CPUS / CHAT_BENCH_LOAD_CPUS  taskset core lists (default 0 and 1);
 #                       CHAT_BENCH_SERVER_CPUS=0-1 gives the unpinned multi-core run
 #   CHAT_BENCH_SKIP_BUILD=1  use the binaries already built
@@ -126,6 +127,7 @@ stop_server() {
         wait "$SERVER_PID" 2>/dev/null || true
         SERVER_PID=
     fi
+    rm -f "$OUT/sqlite-$STAMP-"*.db* # ours-sqlite's databases: one run each
 }
 trap stop_server EXIT
 
@@ -136,6 +138,15 @@ start_server() {
     ours)
         # --store memory: like for like with the reference, which keeps history in memory.
         taskset -c "$SERVER_CPUS" "$OURS" --addr "127.0.0.1:$PORT" --log warn --store memory \
+            --message-rate off --join-rate off --typing-rate off --history-rate off \
+            --refusal-budget off --max-connections-per-ip off --connections-per-ip-rate off \
+            --max-connections 20000 --max-http-connections 20000 >>"$LOG" 2>&1 &
+        ;;
+    ours-sqlite)
+        # The same server on its default durable store (a fresh file per run), to show
+        # what durability costs beside the in-memory figures. Not in the default set.
+        taskset -c "$SERVER_CPUS" "$OURS" --addr "127.0.0.1:$PORT" --log warn \
+            --store "sqlite:$OUT/sqlite-$STAMP-$PORT.db" \
             --message-rate off --join-rate off --typing-rate off --history-rate off \
             --refusal-budget off --max-connections-per-ip off --connections-per-ip-rate off \
             --max-connections 20000 --max-http-connections 20000 >>"$LOG" 2>&1 &

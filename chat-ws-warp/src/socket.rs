@@ -58,10 +58,12 @@ use crate::wire::{ControlShim, SendError, Wire};
 /// life, and zeroes the free part of it before every read: with 128 KiB that zeroing
 /// was the largest single cost of a busy server, and the buffer most of an idle
 /// connection's memory. Client frames are small (a command is a few hundred bytes), so
-/// 2 KiB takes a typical burst in one read; a larger frame makes tungstenite reserve
-/// room for exactly that frame. Measured (docs/BENCHMARKS.md): 2 KiB holds 2 KiB less
-/// per idle connection than 4 KiB at the same CPU per delivery.
-pub(crate) const READ_BUFFER_BYTES: usize = 2 * 1024;
+/// 1 KiB takes a typical command, or a burst of a few, in one read; a larger frame makes
+/// tungstenite reserve room for exactly that frame. Measured (docs/BENCHMARKS.md): each
+/// halving from 4 KiB to 1 KiB saved about 1 KiB per idle connection with no change in
+/// CPU per delivery that the runs could tell from noise; 1 KiB is what brings an idle
+/// connection under the 8 KiB budget.
+pub(crate) const READ_BUFFER_BYTES: usize = 1024;
 
 /// The tungstenite settings of every socket this crate serves: the chat's and the echo
 /// route's, so Autobahn tests exactly what the chat serves. The write settings only
