@@ -20,6 +20,8 @@
 #   CHAT_BENCH_SERVER_CPUS / CHAT_BENCH_LOAD_CPUS  taskset core lists (default 0 and 1);
 #                       CHAT_BENCH_SERVER_CPUS=0-1 gives the unpinned multi-core run
 #   CHAT_BENCH_SKIP_BUILD=1  use the binaries already built
+#   CHAT_BENCH_OURS     our server binary (default target/<profile>/examples/server), to
+#                       compare two builds in one session
 #   CHAT_BENCH_PROFILE  release (default) or debug: debug only checks the script works
 #                       end to end, its figures mean nothing
 set -euo pipefail
@@ -93,7 +95,7 @@ if [[ ${CHAT_BENCH_SKIP_BUILD:-0} != 1 ]]; then
         cargo build "${BUILD_FLAGS[@]}" -q -p chat-examples --example server)
 fi
 BENCH=$ROOT/target/$PROFILE/chat-bench
-OURS=$ROOT/target/$PROFILE/examples/server
+OURS=${CHAT_BENCH_OURS:-$ROOT/target/$PROFILE/examples/server}
 
 # The reference is copied next to the results and its packages installed there once, so
 # shared/ is never written to.
