@@ -36,7 +36,20 @@
 //!   and idempotency keys go, and it starts again at `seq` 1 under a new epoch (see
 //!   Epochs). A store that refuses to grow instead answers `Unavailable`.
 //! * **Limits** in [`PageRange`] are at least 1.
+//! * **Failures.** [`StoreError::Unavailable`] and [`StoreError::Rejected`] promise the
+//!   operation had no effect. When a store cannot know (a timeout, a connection lost
+//!   during a commit) it answers [`StoreError::Indeterminate`]: the append may land; a
+//!   resend with the same `client_msg_id` returns it as a `duplicate`. The runtime itself
+//!   answers `Indeterminate` when a store operation outlives its timeout.
+//! * **Restarts.** A persistent store (SQLite, PostgreSQL) reopened on the same file or
+//!   database keeps every message it acknowledged, the epoch of every stream that has
+//!   messages, the `seq` counters (no reuse) and the idempotency keys: a resume with
+//!   `(epoch, since)` across a restart then loses nothing (checked by
+//!   `chat_core::testkit::store::run_reopen_all`). The in-memory store promises nothing
+//!   across restarts: a new one has new epochs, which tells resuming clients their
+//!   position is void.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -45,15 +58,117 @@ use thiserror::Error;
 use crate::ids::{Epoch, RoomName, Seq, UserId};
 use crate::message::{NewDm, NewRoomMessage, StoredDm, StoredMessage};
 
-/// What a store failure means to the engine: the operation had no effect.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
+/// The underlying cause of a [`StoreError`] (a driver's error, an I/O error), kept for
+/// the log. Shared so that a `StoreError` stays cheap to clone.
+pub type StoreErrorSource = Arc<dyn std::error::Error + Send + Sync + 'static>;
+
+/// What a store failure means to the engine.
+///
+/// The variant is the *outcome* the engine acts on; `detail` and `source` explain it to an
+/// operator. **Neither reaches a client**: the engine answers each variant with an error
+/// code and a fixed text ([`WireError::store_unavailable`](crate::WireError::store_unavailable),
+/// [`WireError::store_timeout`](crate::WireError::store_timeout)), because a database's
+/// error text can contain schema names and stored values. The runtime logs the detail and
+/// the `source` chain instead.
+#[derive(Debug, Clone, Error)]
+#[non_exhaustive]
 pub enum StoreError {
-    /// The backend is unreachable, overloaded or timed out; retrying later may work.
-    #[error("store unavailable: {0}")]
-    Unavailable(String),
-    /// The backend refused the data (a bug or a schema problem; retrying will not help).
-    #[error("store rejected the request: {0}")]
-    Rejected(String),
+    /// The backend is unreachable, overloaded or refusing to write (a read-only file, a
+    /// full disk); the operation **had no effect**. Retrying later may work.
+    #[error("store unavailable: {detail}")]
+    Unavailable {
+        /// What failed, for the log.
+        detail: Cow<'static, str>,
+        /// The driver's error, if any.
+        #[source]
+        source: Option<StoreErrorSource>,
+    },
+    /// The backend refused the data (a bug or a schema problem; retrying will not help);
+    /// the operation **had no effect**.
+    #[error("store rejected the request: {detail}")]
+    Rejected {
+        /// What was refused, for the log.
+        detail: Cow<'static, str>,
+        /// The driver's error, if any.
+        #[source]
+        source: Option<StoreErrorSource>,
+    },
+    /// The outcome is **unknown**: the operation may or may not have taken effect (the
+    /// store did not answer in time, or the connection broke while a commit was under
+    /// way). An append may still be committed after this error. Resending with the same
+    /// `client_msg_id` is safe (idempotency returns the original if it landed); the
+    /// client hears `store_timeout`.
+    #[error("store outcome unknown: {detail}")]
+    Indeterminate {
+        /// What happened, for the log.
+        detail: Cow<'static, str>,
+        /// The driver's error, if any.
+        #[source]
+        source: Option<StoreErrorSource>,
+    },
+}
+
+impl StoreError {
+    /// [`StoreError::Unavailable`] without a source.
+    pub fn unavailable(detail: impl Into<Cow<'static, str>>) -> Self {
+        Self::Unavailable {
+            detail: detail.into(),
+            source: None,
+        }
+    }
+
+    /// [`StoreError::Rejected`] without a source.
+    pub fn rejected(detail: impl Into<Cow<'static, str>>) -> Self {
+        Self::Rejected {
+            detail: detail.into(),
+            source: None,
+        }
+    }
+
+    /// [`StoreError::Indeterminate`] without a source.
+    pub fn indeterminate(detail: impl Into<Cow<'static, str>>) -> Self {
+        Self::Indeterminate {
+            detail: detail.into(),
+            source: None,
+        }
+    }
+
+    /// The same error with `source` as its cause (replacing any earlier one).
+    pub fn with_source(mut self, cause: impl std::error::Error + Send + Sync + 'static) -> Self {
+        let cause: StoreErrorSource = Arc::new(cause);
+        match &mut self {
+            Self::Unavailable { source, .. }
+            | Self::Rejected { source, .. }
+            | Self::Indeterminate { source, .. } => *source = Some(cause),
+        }
+        self
+    }
+
+    /// The operator-facing detail (without the source).
+    pub fn detail(&self) -> &str {
+        match self {
+            Self::Unavailable { detail, .. }
+            | Self::Rejected { detail, .. }
+            | Self::Indeterminate { detail, .. } => detail,
+        }
+    }
+
+    /// The error and its whole `source` chain on one line (`a: b: c`), for the log.
+    pub fn chain(&self) -> String {
+        let mut text = self.to_string();
+        let mut cause = std::error::Error::source(self);
+        while let Some(e) = cause {
+            text.push_str(": ");
+            text.push_str(&e.to_string());
+            cause = e.source();
+        }
+        text
+    }
+
+    /// True when the operation may have taken effect ([`StoreError::Indeterminate`]).
+    pub fn is_indeterminate(&self) -> bool {
+        matches!(self, Self::Indeterminate { .. })
+    }
 }
 
 /// Result of an append.

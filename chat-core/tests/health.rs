@@ -33,7 +33,7 @@ struct SwitchStore {
 impl Store for SwitchStore {
     async fn append_room(&self, m: NewRoomMessage) -> Result<Appended<StoredMessage>, StoreError> {
         match self.mode.load(Ordering::SeqCst) {
-            FAIL => return Err(StoreError::Unavailable("the test says so".into())),
+            FAIL => return Err(StoreError::unavailable("the test says so")),
             HANG => std::future::pending::<()>().await,
             _ => {}
         }
@@ -68,7 +68,7 @@ impl Store for SwitchStore {
     }
 
     async fn append_dm(&self, _: NewDm) -> Result<Appended<StoredDm>, StoreError> {
-        Err(StoreError::Rejected("no DMs here".into()))
+        Err(StoreError::rejected("no DMs here"))
     }
 
     async fn dm_page(
@@ -77,7 +77,7 @@ impl Store for SwitchStore {
         _: &UserId,
         _: PageRange,
     ) -> Result<Page<StoredDm>, StoreError> {
-        Err(StoreError::Rejected("no DMs here".into()))
+        Err(StoreError::rejected("no DMs here"))
     }
 }
 
@@ -188,7 +188,8 @@ async fn a_failing_or_hanging_store_degrades_health_and_a_success_heals_it() {
         say(&mut c, text).await;
     }
     for _ in 0..3 {
-        assert_eq!(expect(&mut c, "error").await["code"], "store_unavailable");
+        // An append that timed out may still land: `store_timeout`, not "unavailable".
+        assert_eq!(expect(&mut c, "error").await["code"], "store_timeout");
     }
     assert!(
         started.elapsed() >= Duration::from_secs(10),

@@ -23,17 +23,17 @@ struct NoStore;
 #[async_trait]
 impl Store for NoStore {
     async fn append_room(&self, _: NewRoomMessage) -> Result<Appended<StoredMessage>, StoreError> {
-        Err(StoreError::Unavailable("unused".into()))
+        Err(StoreError::unavailable("unused"))
     }
     async fn room_page(
         &self,
         _: &RoomName,
         _: PageRange,
     ) -> Result<Page<StoredMessage>, StoreError> {
-        Err(StoreError::Unavailable("unused".into()))
+        Err(StoreError::unavailable("unused"))
     }
     async fn append_dm(&self, _: NewDm) -> Result<Appended<StoredDm>, StoreError> {
-        Err(StoreError::Unavailable("unused".into()))
+        Err(StoreError::unavailable("unused"))
     }
     async fn dm_page(
         &self,
@@ -41,7 +41,7 @@ impl Store for NoStore {
         _: &UserId,
         _: PageRange,
     ) -> Result<Page<StoredDm>, StoreError> {
-        Err(StoreError::Unavailable("unused".into()))
+        Err(StoreError::unavailable("unused"))
     }
 }
 

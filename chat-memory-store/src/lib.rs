@@ -227,9 +227,7 @@ impl MemoryStore {
             .failures
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
         {
-            Ok(_) => Err(StoreError::Unavailable(
-                "injected failure (fail_next)".into(),
-            )),
+            Ok(_) => Err(StoreError::unavailable("injected failure (fail_next)")),
             Err(_) => Ok(()),
         }
     }

@@ -347,13 +347,13 @@ async fn an_injected_failure_has_no_effect_and_consumes_no_seq() {
     store.fail_next(2);
     assert!(matches!(
         store.append_room(msg("r", "alice", Some("x"))).await,
-        Err(StoreError::Unavailable(_))
+        Err(StoreError::Unavailable { .. })
     ));
     assert!(matches!(
         store
             .room_page(&room("r"), PageRange::Latest { limit: 5 })
             .await,
-        Err(StoreError::Unavailable(_))
+        Err(StoreError::Unavailable { .. })
     ));
     let retried = store
         .append_room(msg("r", "alice", Some("x")))

@@ -43,3 +43,22 @@ async fn memory_store_default_keeps_exactly_1000_per_stream() {
     store::retention_drops_oldest(MemoryStore::new(), 1000).await;
     store::dm_retention_drops_oldest(MemoryStore::new(), 1000).await;
 }
+
+// The reopen cases are for persistent stores; the in-memory store promises nothing across
+// a restart and does not run them. These two tests check the cases themselves: an
+// "opener" that hands out one shared store (a restart that lost nothing) passes, and one
+// that hands out a new store each time (what a restart of this store really is) fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_reopen_cases_pass_when_nothing_is_lost() {
+    store::run_reopen_all(|| async {
+        let location = std::sync::Arc::new(MemoryStore::new());
+        move || std::future::ready(std::sync::Arc::clone(&location))
+    })
+    .await;
+}
+
+#[tokio::test]
+#[should_panic(expected = "must survive a reopen")]
+async fn the_reopen_cases_fail_when_a_reopen_loses_the_history() {
+    store::acknowledged_messages_survive_a_reopen(|| std::future::ready(MemoryStore::new())).await;
+}

@@ -13,6 +13,8 @@ const TYPING_EXPIRY_MS = 6000; // forget someone's typing state without a refres
 const PAGE = 50;
 const NAME_RETRY_MS = 3000; // while a previous connection still holds our name
 const NAME_RETRIES = 25;
+const STORE_TIMEOUT_RESENDS = 3; // automatic resends after `store_timeout` (same clientMsgId)
+const STORE_TIMEOUT_RESEND_MS = 1000; // pause before the n-th resend: n × this
 
 const $ = (id) => document.getElementById(id);
 
@@ -470,6 +472,18 @@ function onRejoinError(name, message) {
 function failPending(conv, clientMsgId, f, message) {
   const p = conv?.pending.find((x) => x.clientMsgId === clientMsgId);
   if (!p) return showBanner(message);
+  if (f.code === 'store_timeout' && (p.timeouts = (p.timeouts ?? 0) + 1) <= STORE_TIMEOUT_RESENDS) {
+    // "May or may not be stored": resending with the same clientMsgId is safe (the
+    // server answers with the stored original if the first attempt landed), so the
+    // message stays pending and goes out again after a growing pause.
+    p.status = 'queued';
+    p.error = null;
+    setTimeout(() => {
+      flushPending(conv);
+      scheduleRender();
+    }, STORE_TIMEOUT_RESEND_MS * p.timeouts);
+    return undefined;
+  }
   p.status = 'failed';
   p.error = message;
   p.retryAt = typeof f.retryAfterMs === 'number' ? Date.now() + f.retryAfterMs : 0;

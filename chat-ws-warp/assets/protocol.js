@@ -144,6 +144,8 @@ const ERROR_TARGETS = {
   too_many_rooms: ['join_room'],
   user_not_found: ['private_message', 'dm_history'],
   rate_limited: ['chat_message', 'private_message'],
+  // Only appends time out this way; the message may or may not be stored.
+  store_timeout: ['chat_message', 'private_message'],
 };
 
 /** Commands sent on the current connection that still await their reply or error. */

@@ -32,7 +32,7 @@ struct FlakyStore {
 impl Store for FlakyStore {
     async fn append_room(&self, m: NewRoomMessage) -> Result<Appended<StoredMessage>, StoreError> {
         if self.failing.load(Ordering::SeqCst) {
-            return Err(StoreError::Unavailable("disk on fire".into()));
+            return Err(StoreError::unavailable("disk on fire"));
         }
         self.inner.append_room(m).await
     }
@@ -113,6 +113,11 @@ async fn healthz_is_503_with_the_reason_while_the_store_fails_and_200_again_afte
             .await;
         let error = alice.expect_type("error").await;
         assert_eq!(error["code"], "store_unavailable");
+        // The store's own text ("disk on fire") stays in the server's log.
+        assert_eq!(
+            error["message"],
+            "The message store is unavailable; nothing was stored. Try again later"
+        );
         if n == 0 {
             // One failure is not an outage.
             assert_eq!(get(addr, "/healthz").await.0, 200);

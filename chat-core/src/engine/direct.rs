@@ -77,10 +77,7 @@ impl Engine {
             Ok(appended) => appended,
             Err(e) => {
                 if alive {
-                    let error = WireError::new(
-                        ErrorCode::StoreUnavailable,
-                        format!("Message not stored: {e}"),
-                    );
+                    let error = WireError::append_failed(&e);
                     self.out.error(conn, error);
                 }
                 return;
@@ -181,11 +178,8 @@ impl Engine {
                     },
                 )
             }
-            Err(e) => {
-                let error = WireError::new(
-                    ErrorCode::StoreUnavailable,
-                    format!("Could not read messages: {e}"),
-                );
+            Err(_) => {
+                let error = WireError::store_unavailable();
                 self.out.error(conn, error);
             }
         }

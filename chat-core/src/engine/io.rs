@@ -129,7 +129,19 @@ pub enum StoreOp {
 impl StoreOp {
     /// Performs this operation with `store`. This is all a driver needs to do with a
     /// [`Output::Store`] besides handing the result back.
+    ///
+    /// A failure is logged here (with the `tracing` of the `runtime` feature), with its
+    /// detail and source chain: the engine answers clients with a fixed text only.
     pub async fn perform(self, store: &dyn Store) -> StoreReply {
+        let reply = self.perform_quietly(store).await;
+        #[cfg(feature = "runtime")]
+        if let Some((op, e)) = reply.failure() {
+            tracing::warn!(op, error = %e.chain(), "store operation failed");
+        }
+        reply
+    }
+
+    async fn perform_quietly(self, store: &dyn Store) -> StoreReply {
         match self {
             StoreOp::AppendRoom(m) => StoreReply::RoomAppended(store.append_room(m).await),
             StoreOp::RoomPage { room, range } => {
@@ -154,6 +166,19 @@ pub enum StoreReply {
     DmAppended(Result<Appended<StoredDm>, StoreError>),
     /// Outcome of [`StoreOp::DmPage`].
     DmPage(Result<Page<StoredDm>, StoreError>),
+}
+
+impl StoreReply {
+    /// The operation's name and its error, when it failed.
+    pub fn failure(&self) -> Option<(&'static str, &StoreError)> {
+        match self {
+            StoreReply::RoomAppended(Err(e)) => Some(("append_room", e)),
+            StoreReply::RoomPage(Err(e)) => Some(("room_page", e)),
+            StoreReply::DmAppended(Err(e)) => Some(("append_dm", e)),
+            StoreReply::DmPage(Err(e)) => Some(("dm_page", e)),
+            _ => None,
+        }
+    }
 }
 
 /// Who receives a delivered event.

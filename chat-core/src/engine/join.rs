@@ -192,9 +192,8 @@ impl Engine {
         }
         let page = match page {
             Ok(page) => page,
-            Err(e) => {
-                let error =
-                    WireError::new(ErrorCode::StoreUnavailable, format!("Could not join: {e}"));
+            Err(_) => {
+                let error = WireError::store_unavailable();
                 return self.abort_join(&task, Some(error));
             }
         };
@@ -228,10 +227,7 @@ impl Engine {
             }
             Phase::CatchUp(mut partial) => {
                 if !is_run(&page.messages, Some(partial.last), page.last_seq) {
-                    let error = WireError::new(
-                        ErrorCode::StoreUnavailable,
-                        "Could not join: history has a gap",
-                    );
+                    let error = WireError::store_unavailable();
                     return self.abort_join(&task, Some(error));
                 }
                 if let Some(last) = page.messages.last() {
@@ -242,10 +238,7 @@ impl Engine {
             }
         };
         if !is_run(&partial.messages, None, partial.last) {
-            let error = WireError::new(
-                ErrorCode::StoreUnavailable,
-                "Could not join: history has a gap",
-            );
+            let error = WireError::store_unavailable();
             return self.abort_join(&task, Some(error));
         }
         if self
@@ -269,10 +262,7 @@ impl Engine {
                 // The read missed messages the members already have: read on from it.
                 task.catch_up_reads += 1;
                 if task.catch_up_reads > MAX_CATCH_UP_READS {
-                    let error = WireError::new(
-                        ErrorCode::StoreUnavailable,
-                        "Could not join: the store is behind",
-                    );
+                    let error = WireError::store_unavailable();
                     return self.abort_join(&task, Some(error));
                 }
                 task.phase = Phase::CatchUp(partial);
@@ -287,10 +277,7 @@ impl Engine {
     fn restart_join(&mut self, mut task: JoinTask) {
         task.catch_up_reads += 1;
         if task.catch_up_reads > MAX_CATCH_UP_READS {
-            let error = WireError::new(
-                ErrorCode::StoreUnavailable,
-                "Could not join: the room's history keeps restarting",
-            );
+            let error = WireError::store_unavailable();
             return self.abort_join(&task, Some(error));
         }
         task.phase = Phase::Latest;

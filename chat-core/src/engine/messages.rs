@@ -80,10 +80,7 @@ impl Engine {
             Err(e) => {
                 if self.conns.contains_key(&conn) {
                     // Not the client's fault: no refusal budget is spent.
-                    let error = WireError::new(
-                        ErrorCode::StoreUnavailable,
-                        format!("Message not stored: {e}"),
-                    );
+                    let error = WireError::append_failed(&e);
                     self.out.error(conn, error);
                 }
             }
@@ -97,10 +94,7 @@ impl Engine {
                         // Stored in a stream the store forgot since (its reply lost the
                         // race with a message of the new stream): it is in no history
                         // anybody can read, so it counts as not stored.
-                        let error = WireError::new(
-                            ErrorCode::StoreUnavailable,
-                            "Message not stored: the room's history was reset",
-                        );
+                        let error = WireError::store_unavailable();
                         self.out.error(conn, error);
                         self.check_gap(name);
                         self.forget_if_idle(name);
@@ -286,11 +280,8 @@ impl Engine {
                     }),
                 )
             }
-            Err(e) => {
-                let error = WireError::new(
-                    ErrorCode::StoreUnavailable,
-                    format!("Could not read history: {e}"),
-                );
+            Err(_) => {
+                let error = WireError::store_unavailable();
                 self.out.error(conn, error);
             }
         }

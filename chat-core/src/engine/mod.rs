@@ -520,13 +520,7 @@ impl Engine {
             }
         }
         if let Some(conn) = pending.conn() {
-            self.out.error(
-                conn,
-                WireError::new(
-                    ErrorCode::StoreUnavailable,
-                    "The store answered unexpectedly",
-                ),
-            );
+            self.out.error(conn, WireError::store_unavailable());
         }
         self.forget_if_idle(&name);
     }

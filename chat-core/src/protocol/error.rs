@@ -66,8 +66,12 @@ error_codes! {
     RateLimited => "rate_limited",
     /// Too many commands queued behind an unfinished one on this connection.
     TooManyRequests => "too_many_requests",
-    /// The message store failed; the message was not stored.
+    /// The message store failed; nothing was stored or changed.
     StoreUnavailable => "store_unavailable",
+    /// The message store did not answer in time: the message may or may not be stored.
+    /// Resending it with the same `clientMsgId` is safe (a stored original comes back
+    /// as the answer, never a second copy).
+    StoreTimeout => "store_timeout",
 }
 
 impl Serialize for ErrorCode {
@@ -96,6 +100,40 @@ impl WireError {
             message: message.into(),
             code,
             retry_after_ms: None,
+        }
+    }
+}
+
+impl WireError {
+    /// The fixed text of every `store_unavailable` error. Store failures never carry the
+    /// store's own text to clients (it may quote schema or stored values); the runtime
+    /// logs that instead.
+    pub const STORE_UNAVAILABLE_TEXT: &'static str =
+        "The message store is unavailable; nothing was stored. Try again later";
+
+    /// The fixed text of every `store_timeout` error.
+    pub const STORE_TIMEOUT_TEXT: &'static str =
+        "may or may not be stored; resend with the same clientMsgId";
+
+    /// `store_unavailable` with its fixed text.
+    pub fn store_unavailable() -> Self {
+        Self::new(ErrorCode::StoreUnavailable, Self::STORE_UNAVAILABLE_TEXT)
+    }
+
+    /// `store_timeout` with its fixed text.
+    pub fn store_timeout() -> Self {
+        Self::new(ErrorCode::StoreTimeout, Self::STORE_TIMEOUT_TEXT)
+    }
+
+    /// The answer to a failed **append**: `store_timeout` when the message may have been
+    /// stored ([`StoreError::Indeterminate`](crate::StoreError::Indeterminate)),
+    /// `store_unavailable` otherwise. (A failed read is always `store_unavailable`: reading
+    /// again is the retry, and there is nothing to be unsure about.)
+    pub fn append_failed(e: &crate::store::StoreError) -> Self {
+        if e.is_indeterminate() {
+            Self::store_timeout()
+        } else {
+            Self::store_unavailable()
         }
     }
 }

@@ -413,7 +413,7 @@ impl Hub {
                 tracing::error!(op = kind.name(), error = %e, "store task failed");
                 self.metrics.store_op(kind.name(), Duration::ZERO, false);
                 self.health.store_result(false);
-                kind.failed(StoreError::Unavailable("store task failed".into()))
+                kind.failed(StoreError::unavailable("store task failed"))
             }
         };
         self.engine
@@ -551,10 +551,19 @@ impl Hub {
             let started = now();
             let reply = match tokio::time::timeout(limit, op.perform(&*store)).await {
                 Ok(reply) => reply,
-                Err(_) => kind.failed(StoreError::Unavailable(format!(
-                    "the store did not answer within {} ms",
-                    limit.as_millis()
-                ))),
+                // Not "failed": a commit may still land after the deadline, so the
+                // client hears `store_timeout` and may resend with the same clientMsgId.
+                Err(_) => {
+                    tracing::warn!(
+                        op = kind.name(),
+                        timeout_ms = limit.as_millis(),
+                        "store operation timed out"
+                    );
+                    kind.failed(StoreError::indeterminate(format!(
+                        "the store did not answer within {} ms",
+                        limit.as_millis()
+                    )))
+                }
             };
             (reply, now() - started)
         });

@@ -128,7 +128,7 @@ impl SimStore {
         if failing {
             self.fail_next -= 1;
         }
-        let fail = || StoreError::Unavailable("simulated failure".into());
+        let fail = || StoreError::unavailable("simulated failure");
         match op {
             StoreOp::AppendRoom(m) => StoreReply::RoomAppended(if failing {
                 Err(fail())

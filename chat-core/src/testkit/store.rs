@@ -76,6 +76,16 @@
 //! [`concurrent_duplicates_are_stored_once`], [`concurrent_reads_see_atomic_pages`],
 //! [`concurrent_first_messages_create_one_stream`]), and the opt-in
 //! [`retention_drops_oldest`] and [`dm_retention_drops_oldest`].
+//!
+//! # Durability (persistent stores only)
+//!
+//! [`run_reopen_all`] takes an opener instead of a store and checks what survives a
+//! drop and reopen on the same file or database: every acknowledged message, field for
+//! field ([`acknowledged_messages_survive_a_reopen`], and the group-commit burst
+//! [`concurrent_acknowledged_appends_survive_a_reopen`]), the epochs and `seq` counters
+//! ([`seq_continues_after_a_reopen`]) and idempotency ([`idempotency_survives_a_reopen`]).
+//! The in-memory store is exempt: it promises nothing across a restart and does not call
+//! [`run_reopen_all`].
 
 use std::any::Any;
 use std::future::Future;
@@ -86,6 +96,7 @@ use std::task::{Context, Poll};
 use crate::store::Store;
 
 mod concurrency;
+mod durability;
 mod idempotency;
 mod pages;
 mod retention;
@@ -96,6 +107,10 @@ pub use concurrency::{
     concurrent_dm_appends_are_gapless, concurrent_duplicates_are_stored_once,
     concurrent_first_messages_create_one_stream, concurrent_reads_see_atomic_pages,
     concurrent_room_appends_are_gapless,
+};
+pub use durability::{
+    acknowledged_messages_survive_a_reopen, concurrent_acknowledged_appends_survive_a_reopen,
+    idempotency_survives_a_reopen, seq_continues_after_a_reopen,
 };
 pub use idempotency::{
     client_msg_id_is_scoped_to_the_room, client_msg_id_is_scoped_to_the_user,
@@ -177,6 +192,65 @@ where
     for (name, case) in cases::<S>() {
         let store = make().await;
         if let Err(panic) = (CatchUnwind(case(store))).await {
+            panic!(
+                "Store conformance case `{name}` failed: {}",
+                panic_message(&*panic)
+            );
+        }
+    }
+}
+
+/// Runs every reopen case (durability across a restart) for a **persistent** store.
+///
+/// `fresh` is called once per case and returns an *opener* for a new, empty location (a
+/// temporary file, a new database or schema). Each call of the opener opens a store on
+/// that location: the first sees it empty, later calls see what earlier stores left
+/// there. A case drops its store before calling the opener again.
+///
+/// ```ignore
+/// store::run_reopen_all(|| async {
+///     let dir = Arc::new(tempfile::tempdir().unwrap());
+///     move || {
+///         let (dir, path) = (Arc::clone(&dir), dir.path().join("chat.db"));
+///         async move { let _keep = dir; SqliteStore::open(&path).unwrap() }
+///     }
+/// })
+/// .await;
+/// ```
+///
+/// The in-memory store does not run these: it promises nothing across a restart (a new
+/// one starts every stream under a new epoch, which is how resuming clients learn their
+/// position is void). That exemption is expressed by this suite being opt-in, next to
+/// [`run_all`], rather than a case the in-memory store would have to skip.
+///
+/// Panics on the first broken rule with the message
+/// ``Store conformance case `NAME` failed: RULE``.
+pub async fn run_reopen_all<F, FutO, O, FutS, S>(mut fresh: F)
+where
+    F: FnMut() -> FutO,
+    FutO: Future<Output = O>,
+    O: FnMut() -> FutS + 'static,
+    FutS: Future<Output = S> + 'static,
+    S: Store,
+{
+    type ReopenCase<O> = fn(O) -> Pin<Box<dyn Future<Output = ()>>>;
+    let cases: [(&str, ReopenCase<O>); 4] = [
+        ("acknowledged_messages_survive_a_reopen", |o| {
+            Box::pin(acknowledged_messages_survive_a_reopen(o))
+        }),
+        ("seq_continues_after_a_reopen", |o| {
+            Box::pin(seq_continues_after_a_reopen(o))
+        }),
+        ("idempotency_survives_a_reopen", |o| {
+            Box::pin(idempotency_survives_a_reopen(o))
+        }),
+        ("concurrent_acknowledged_appends_survive_a_reopen", |o| {
+            Box::pin(concurrent_acknowledged_appends_survive_a_reopen(o))
+        }),
+    ];
+    for (name, case) in cases {
+        let opener = fresh().await;
+        if let Err(panic) = (CatchUnwind(case(opener))).await {
             panic!(
                 "Store conformance case `{name}` failed: {}",
                 panic_message(&*panic)

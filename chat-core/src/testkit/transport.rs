@@ -572,9 +572,7 @@ impl Store for NoStore {
         &self,
         _: crate::message::NewRoomMessage,
     ) -> Result<Appended<crate::message::StoredMessage>, StoreError> {
-        Err(StoreError::Unavailable(
-            "the transport suite keeps nothing".into(),
-        ))
+        Err(StoreError::unavailable("the transport suite keeps nothing"))
     }
 
     async fn room_page(
@@ -582,18 +580,14 @@ impl Store for NoStore {
         _: &crate::ids::RoomName,
         _: PageRange,
     ) -> Result<Page<crate::message::StoredMessage>, StoreError> {
-        Err(StoreError::Unavailable(
-            "the transport suite keeps nothing".into(),
-        ))
+        Err(StoreError::unavailable("the transport suite keeps nothing"))
     }
 
     async fn append_dm(
         &self,
         _: crate::message::NewDm,
     ) -> Result<Appended<crate::message::StoredDm>, StoreError> {
-        Err(StoreError::Unavailable(
-            "the transport suite keeps nothing".into(),
-        ))
+        Err(StoreError::unavailable("the transport suite keeps nothing"))
     }
 
     async fn dm_page(
@@ -602,9 +596,7 @@ impl Store for NoStore {
         _: &crate::ids::UserId,
         _: PageRange,
     ) -> Result<Page<crate::message::StoredDm>, StoreError> {
-        Err(StoreError::Unavailable(
-            "the transport suite keeps nothing".into(),
-        ))
+        Err(StoreError::unavailable("the transport suite keeps nothing"))
     }
 }
 
