@@ -125,22 +125,30 @@ impl Failure {
         }
     }
 
-    /// Turns the failure into what the engine sees. The detail is logged here, once;
-    /// the client only ever gets the error's code and its fixed text.
+    /// Turns the failure into what the engine sees: a fixed detail naming the
+    /// operation, and the database's error as the `source` (the runtime logs the chain;
+    /// clients only ever get the error's code and its fixed text).
     pub(crate) fn into_store_error(self, operation: &'static str) -> StoreError {
+        let (mut error, detail) = match self {
+            Failure::Unavailable(detail) => (StoreError::unavailable(operation), detail),
+            Failure::Indeterminate(detail) => (StoreError::indeterminate(operation), detail),
+            Failure::Rejected(detail) => (StoreError::rejected(operation), detail),
+        };
+        if let StoreError::Unavailable { source, .. }
+        | StoreError::Indeterminate { source, .. }
+        | StoreError::Rejected { source, .. } = &mut error
+        {
+            *source = Some(detail);
+        }
+        error
+    }
+
+    /// The cause, for a log line written by this crate.
+    pub(crate) fn detail(&self) -> &(dyn std::error::Error + Send + Sync) {
         match self {
-            Failure::Unavailable(detail) => {
-                tracing::warn!(operation, error = %detail, "PostgreSQL store unavailable");
-                StoreError::Unavailable("the PostgreSQL store is unavailable".into())
-            }
-            Failure::Indeterminate(detail) => {
-                tracing::warn!(operation, error = %detail, "PostgreSQL commit outcome unknown");
-                StoreError::Unavailable("the PostgreSQL commit outcome is unknown".into())
-            }
-            Failure::Rejected(detail) => {
-                tracing::error!(operation, error = %detail, "PostgreSQL rejected a statement");
-                StoreError::Rejected("the PostgreSQL store rejected the request".into())
-            }
+            Failure::Unavailable(detail)
+            | Failure::Indeterminate(detail)
+            | Failure::Rejected(detail) => &**detail,
         }
     }
 }

@@ -64,7 +64,7 @@ pub(crate) async fn run(pool: Pool, retention: Retention) {
             Ok(0) => {}
             Ok(deleted) => tracing::info!(deleted, "retention deleted old messages"),
             Err(failure) => {
-                drop(failure.into_store_error("retention"));
+                tracing::warn!(error = %failure.detail(), "retention could not delete old messages");
             }
         }
     }
