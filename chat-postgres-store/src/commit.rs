@@ -202,7 +202,10 @@ impl Committer {
             .await
             .map_err(AttemptError::Other)?;
         let client = connection.client();
-        let ensure = client.prepare_cached(ENSURE_STREAMS).await.map_err(before)?;
+        let ensure = client
+            .prepare_cached(ENSURE_STREAMS)
+            .await
+            .map_err(before)?;
         let lock = client.prepare_cached(LOCK_STREAMS).await.map_err(before)?;
 
         // 1. Begin, create missing streams, lock them all (one round trip, pipelined).
@@ -303,7 +306,10 @@ impl Committer {
             fresh.push(head.id, head.last_seq, head.last_ts, &row);
             // A retry inside the same batch is a duplicate of the message just numbered.
             if let Some(id) = &pending.client_msg_id {
-                originals.insert((head.id, pending.sender_id.clone(), id.clone()), row.clone());
+                originals.insert(
+                    (head.id, pending.sender_id.clone(), id.clone()),
+                    row.clone(),
+                );
             }
             results.push(Committed {
                 row,
@@ -319,7 +325,10 @@ impl Committer {
             // Only duplicates: nothing to write, but the locks go.
             client.batch_execute("COMMIT").await.map_err(during)?;
         } else {
-            let insert = client.prepare_cached(INSERT_MESSAGES).await.map_err(before)?;
+            let insert = client
+                .prepare_cached(INSERT_MESSAGES)
+                .await
+                .map_err(before)?;
             let move_heads = client.prepare_cached(MOVE_HEADS).await.map_err(before)?;
             let moved: Vec<&Head> = streams.values().filter(|head| head.moved).collect();
             let ids: Vec<i64> = moved.iter().map(|head| head.id).collect();

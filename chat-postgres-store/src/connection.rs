@@ -23,7 +23,9 @@ impl Exclusive {
     /// The connection.
     pub(crate) fn client(&self) -> &deadpool_postgres::ClientWrapper {
         // The option is only emptied by `release` (which consumes self) and by drop.
-        self.0.as_deref().expect("an Exclusive holds its connection until dropped")
+        self.0
+            .as_deref()
+            .expect("an Exclusive holds its connection until dropped")
     }
 
     /// Returns the connection to the pool for reuse.

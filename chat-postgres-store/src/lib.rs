@@ -56,8 +56,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chat_core::{
-    Appended, Epoch, NewDm, NewRoomMessage, Page, PageRange, RoomName, Store, StoreError,
-    StoredDm, StoredMessage, UserId,
+    Appended, Epoch, NewDm, NewRoomMessage, Page, PageRange, RoomName, Store, StoreError, StoredDm,
+    StoredMessage, UserId,
 };
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio::sync::{mpsc, oneshot};
@@ -188,9 +188,7 @@ impl PostgresStore {
             Ok(Ok(result)) => result,
             // The committer dropped the request without an answer: it stopped mid-batch.
             Ok(Err(_)) => Err(Failure::indeterminate("the committer stopped mid-batch")),
-            Err(_elapsed) => Err(Failure::indeterminate(
-                "no commit within the store timeout",
-            )),
+            Err(_elapsed) => Err(Failure::indeterminate("no commit within the store timeout")),
         }
     }
 }

@@ -51,9 +51,7 @@ pub(crate) async fn page(
 ) -> Result<RawPage, Failure> {
     match tokio::time::timeout(timeout, read(pool, key, range, database_epoch)).await {
         Ok(result) => result,
-        Err(_elapsed) => Err(Failure::unavailable(
-            "no page within the store timeout",
-        )),
+        Err(_elapsed) => Err(Failure::unavailable("no page within the store timeout")),
     }
 }
 

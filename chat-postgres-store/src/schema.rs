@@ -1,8 +1,7 @@
 //! The embedded schema migrations, applied on start.
 //!
 //! Each migration is one SQL text run in one transaction together with the update of
-//! `chat_meta.schema_version`. Starting servers serialise on a transaction-scoped
-//! advisory lock, so two processes starting at once on an empty database do not both
+//! `chat_meta.schema_version`. Starting servers serialise on an advisory lock, so two processes starting at once on an empty database do not both
 //! create the tables. A database whose recorded version is newer than [`LATEST`] is
 //! refused: it belongs to a newer build.
 
@@ -70,8 +69,30 @@ const MIGRATIONS: &[&str] = &[
 pub const LATEST: i32 = MIGRATIONS.len() as i32;
 
 /// Brings the database to [`LATEST`], or refuses a newer one.
+///
+/// The lock is a session lock taken before any transaction starts, so the version read
+/// after it comes from a fresh snapshot that sees what a concurrent starter committed.
 pub(crate) async fn migrate(client: &mut Client) -> Result<(), OpenError> {
-    let current = current_version(client).await?;
+    let locking = |source| OpenError::Migration { version: 0, source };
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .map_err(locking)?;
+    let result = migrate_locked(client).await;
+    // Released on a clean path; on a failure the connection may be unusable, and
+    // closing it (the pool is dropped with the error) releases the lock anyway.
+    let unlocked = client
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+        .await;
+    result?;
+    unlocked.map_err(locking)?;
+    Ok(())
+}
+
+async fn migrate_locked(client: &mut Client) -> Result<(), OpenError> {
+    let current = read_version(client)
+        .await
+        .map_err(|source| OpenError::Migration { version: 0, source })?;
     if current > LATEST {
         return Err(OpenError::NewerSchema {
             found: current,
@@ -81,13 +102,6 @@ pub(crate) async fn migrate(client: &mut Client) -> Result<(), OpenError> {
     for version in current + 1..=LATEST {
         let failed = |source| OpenError::Migration { version, source };
         let tx = client.transaction().await.map_err(failed)?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
-            .await
-            .map_err(failed)?;
-        // Another process may have applied it while we waited for the lock.
-        if read_version(&tx).await.map_err(failed)? >= version {
-            continue;
-        }
         let sql = MIGRATIONS[(version - 1) as usize];
         tx.batch_execute(sql).await.map_err(failed)?;
         tx.execute("UPDATE chat_meta SET schema_version = $1", &[&version])
@@ -97,16 +111,6 @@ pub(crate) async fn migrate(client: &mut Client) -> Result<(), OpenError> {
         tracing::info!(version, "applied chat schema migration");
     }
     Ok(())
-}
-
-/// The recorded version, 0 for a database without the chat tables.
-async fn current_version(client: &Client) -> Result<i32, OpenError> {
-    read_version(client)
-        .await
-        .map_err(|source| OpenError::Migration {
-            version: 0,
-            source,
-        })
 }
 
 async fn read_version(

@@ -24,7 +24,9 @@ pub fn server_url(test: &str) -> Option<String> {
             panic!("{URL_VAR} is not set, but CI=true: the PostgreSQL tests must run in CI")
         }
         _ => {
-            eprintln!("SKIPPED {test}: set {URL_VAR} (e.g. postgres://postgres@127.0.0.1:5432/postgres) to run it");
+            eprintln!(
+                "SKIPPED {test}: set {URL_VAR} (e.g. postgres://postgres@127.0.0.1:5432/postgres) to run it"
+            );
             None
         }
     }

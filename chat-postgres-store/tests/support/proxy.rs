@@ -33,7 +33,9 @@ pub struct Proxy {
 impl Proxy {
     /// Listens on an ephemeral port of 127.0.0.1, forwarding to `upstream`.
     pub async fn start(upstream: SocketAddr) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the proxy");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the proxy");
         let addr = listener.local_addr().expect("the proxy's address");
         let (mode, watcher) = watch::channel(Mode::Pass);
         let accept = tokio::spawn(async move {
