@@ -1,22 +1,23 @@
 //! Group commit: one task writes every append that is waiting, in one transaction.
 //!
-//! Appends are sent to the committer over a bounded channel. The committer takes the
+//! Appends are sent to the committers over a bounded channel. A committer takes the
 //! first one, then everything else already queued (up to `max_batch`), and writes the
 //! batch in one transaction; each caller is answered only after `COMMIT` returned, so an
 //! acknowledgement always means "committed". While a batch commits, the next one
 //! gathers: the busier the store, the larger the batches, and one commit (one WAL flush)
 //! serves them all.
 //!
-//! # One transaction, three round trips
+//! # One transaction, two round trips
 //!
 //! 1. `BEGIN`; create the batch's missing stream rows; lock all its stream rows
-//!    (`FOR UPDATE`, in key order, so two writers never lock in opposite orders).
-//!    The lock is what makes `seq` gapless across processes: another store instance
-//!    appending to the same stream waits here until this transaction ends, then reads
-//!    the head this one left.
-//! 2. Look up the batch's `clientMsgId`s (after the lock, so a concurrent retry from
-//!    another process has either committed — and is seen — or waits).
-//! 3. Number the new messages from each stream's head, insert them, move the heads,
+//!    (`FOR UPDATE`, in key order, so two writers never lock in opposite orders); look
+//!    up the batch's `clientMsgId`s — four statements pipelined in one round trip. The
+//!    lock is what makes `seq` gapless across processes: another store instance
+//!    appending to the same stream waits until this transaction ends, then reads the
+//!    head this one left. The look-up runs after the lock (a later statement, a later
+//!    snapshot), so a concurrent retry from another process is either committed and
+//!    seen, or waiting behind us.
+//! 2. Number the new messages from each stream's head, insert them, move the heads,
 //!    `COMMIT` — pipelined, one round trip.
 //!
 //! A deadlock or serialization failure (possible in principle when several processes
@@ -29,7 +30,7 @@ use std::time::{Duration, SystemTime};
 
 use chat_core::{ClientMsgId, Content, Epoch, MessageId, Seq, Timestamp, UserId};
 use deadpool_postgres::Pool;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 
@@ -72,12 +73,15 @@ const LOCK_STREAMS: &str = "\
     ORDER BY s.kind, s.name, s.peer \
     FOR UPDATE OF s";
 
+/// Runs after [`LOCK_STREAMS`] in the same transaction: a new snapshot, taken once the
+/// locks are held, so a retry committed by another process meanwhile is seen.
 fn find_duplicates_sql() -> String {
     format!(
-        "SELECT m.stream_id, {MESSAGE_COLUMNS} \
-         FROM chat_messages m \
-         JOIN unnest($1::bigint[], $2::text[], $3::text[]) AS k(stream_id, sender_id, client_msg_id) \
-           ON m.stream_id = k.stream_id AND m.sender_id = k.sender_id \
+        "SELECT s.id, {MESSAGE_COLUMNS} \
+         FROM unnest($1::smallint[], $2::text[], $3::text[], $4::text[], $5::text[]) \
+              AS k(kind, name, peer, sender_id, client_msg_id) \
+         JOIN chat_streams s ON s.kind = k.kind AND s.name = k.name AND s.peer = k.peer \
+         JOIN chat_messages m ON m.stream_id = s.id AND m.sender_id = k.sender_id \
           AND m.client_msg_id = k.client_msg_id"
     )
 }
@@ -114,15 +118,25 @@ enum AttemptError {
 }
 
 impl Committer {
-    /// Runs until every sender (every store handle) is gone.
-    pub(crate) async fn run(self, mut queue: mpsc::Receiver<Pending>) {
+    /// Runs until every sender (every store handle) is gone. Several committers share
+    /// one queue: while one waits for its `COMMIT` (a WAL flush, milliseconds), the next
+    /// gathers and writes its batch; PostgreSQL flushes concurrent commits together.
+    pub(crate) async fn run(self, queue: Arc<Mutex<mpsc::Receiver<Pending>>>) {
         let mut batch = Vec::with_capacity(self.max_batch);
-        while let Some(first) = queue.recv().await {
-            batch.push(first);
-            while batch.len() < self.max_batch {
-                match queue.try_recv() {
-                    Ok(pending) => batch.push(pending),
-                    Err(_) => break,
+        loop {
+            {
+                let mut queue = queue.lock().await;
+                let Some(first) = queue.recv().await else {
+                    return;
+                };
+                batch.push(first);
+                self.gather(&mut queue, &mut batch);
+                if batch.len() < self.max_batch {
+                    // Callers just answered by the previous commit are sending their
+                    // next message right now: one yield lets them join this batch, for
+                    // microseconds against a commit's milliseconds.
+                    tokio::task::yield_now().await;
+                    self.gather(&mut queue, &mut batch);
                 }
             }
             // A caller that gave up was told the outcome is unknown; not writing its
@@ -142,6 +156,16 @@ impl Committer {
                         let _ = pending.reply.send(Err(failure.clone()));
                     }
                 }
+            }
+        }
+    }
+
+    /// Adds what is queued, up to `max_batch`.
+    fn gather(&self, queue: &mut mpsc::Receiver<Pending>, batch: &mut Vec<Pending>) {
+        while batch.len() < self.max_batch {
+            match queue.try_recv() {
+                Ok(pending) => batch.push(pending),
+                Err(_) => break,
             }
         }
     }
@@ -207,17 +231,40 @@ impl Committer {
             .await
             .map_err(before)?;
         let lock = client.prepare_cached(LOCK_STREAMS).await.map_err(before)?;
+        let find = client
+            .prepare_cached(&find_duplicates_sql())
+            .await
+            .map_err(before)?;
 
-        // 1. Begin, create missing streams, lock them all (one round trip, pipelined).
+        // 1. Begin, create missing streams, lock them all, look up the clientMsgIds
+        //    (one round trip: the statements are pipelined).
         let keys: BTreeSet<&StreamKey> = batch.iter().map(|pending| &pending.key).collect();
         let kinds: Vec<i16> = keys.iter().map(|key| key.kind).collect();
         let names: Vec<&str> = keys.iter().map(|key| key.name.as_str()).collect();
         let peers: Vec<&str> = keys.iter().map(|key| key.peer.as_str()).collect();
         let key_params: [&(dyn ToSql + Sync); 3] = [&kinds, &names, &peers];
-        let (_, _, locked) = tokio::try_join!(
+        let mut probe = Probe::default();
+        for pending in batch {
+            if let Some(id) = &pending.client_msg_id {
+                probe.kinds.push(pending.key.kind);
+                probe.names.push(&pending.key.name);
+                probe.peers.push(&pending.key.peer);
+                probe.senders.push(pending.sender_id.as_str());
+                probe.ids.push(id.as_str());
+            }
+        }
+        let probe_params: [&(dyn ToSql + Sync); 5] = [
+            &probe.kinds,
+            &probe.names,
+            &probe.peers,
+            &probe.senders,
+            &probe.ids,
+        ];
+        let (_, _, locked, found) = tokio::try_join!(
             client.batch_execute("BEGIN"),
             client.execute(&ensure, &key_params),
             client.query(&lock, &key_params),
+            client.query(&find, &probe_params),
         )
         .map_err(before)?;
         let mut streams = HashMap::with_capacity(locked.len());
@@ -240,35 +287,17 @@ impl Committer {
             );
         }
 
-        // 2. Which clientMsgIds are already stored.
+        // 2. The originals of retries.
         let mut originals = HashMap::new();
-        let mut probe = (Vec::new(), Vec::new(), Vec::new());
-        for pending in batch {
-            if let (Some(id), Some(head)) = (&pending.client_msg_id, streams.get(&pending.key)) {
-                probe.0.push(head.id);
-                probe.1.push(pending.sender_id.as_str());
-                probe.2.push(id.as_str());
-            }
-        }
-        if !probe.0.is_empty() {
-            let find = client
-                .prepare_cached(&find_duplicates_sql())
-                .await
-                .map_err(before)?;
-            for row in client
-                .query(&find, &[&probe.0, &probe.1, &probe.2])
-                .await
-                .map_err(before)?
-            {
-                let stream_id: i64 = row.try_get(0).map_err(before)?;
-                let original = MessageRow::read(&row, 1).map_err(AttemptError::Other)?;
-                if let Some(id) = original.client_msg_id.clone() {
-                    originals.insert((stream_id, original.sender_id.clone(), id), original);
-                }
+        for row in &found {
+            let stream_id: i64 = row.try_get(0).map_err(before)?;
+            let original = MessageRow::read(row, 1).map_err(AttemptError::Other)?;
+            if let Some(id) = original.client_msg_id.clone() {
+                originals.insert((stream_id, original.sender_id.clone(), id), original);
             }
         }
 
-        // 3. Number, insert, move the heads, commit.
+        // 3. Number, insert, move the heads, commit (the second round trip).
         let now = Timestamp::from_system_time(SystemTime::now()).0;
         let now = i64::try_from(now).unwrap_or(i64::MAX);
         let mut results: Vec<Committed> = Vec::with_capacity(batch.len());
@@ -409,4 +438,14 @@ impl NewRows {
             .map(|content| content.as_str().as_bytes())
             .collect()
     }
+}
+
+/// The batch's `clientMsgId`s with their streams and senders, column by column.
+#[derive(Default)]
+struct Probe<'a> {
+    kinds: Vec<i16>,
+    names: Vec<&'a str>,
+    peers: Vec<&'a str>,
+    senders: Vec<&'a str>,
+    ids: Vec<&'a str>,
 }

@@ -9,8 +9,8 @@ pub struct PostgresConfig {
     /// `postgres://USER[:PASSWORD]@HOST:PORT/DB` (anything `tokio-postgres` accepts,
     /// key/value form included).
     pub url: String,
-    /// Connections in the pool. Default 8. One is used by the group committer at a time;
-    /// the rest serve page reads. It is also the hint for how many operations a runtime
+    /// Connections in the pool. Default 8: the committers use up to
+    /// [`committers`](Self::committers) of them, page reads the rest. It is also the hint for how many operations a runtime
     /// should keep in flight against the store (see
     /// [`PostgresStore::max_in_flight`](crate::PostgresStore::max_in_flight)).
     pub pool_size: usize,
@@ -22,6 +22,11 @@ pub struct PostgresConfig {
     pub timeout: Duration,
     /// Most appends written in one transaction. Default 512.
     pub max_batch: usize,
+    /// Committer tasks writing batches side by side (at most `pool_size`). Default 4: a
+    /// commit waits milliseconds for the WAL flush, during which the others write
+    /// theirs; batches of one room still commit one after the other (its head row is
+    /// locked until commit), those of different rooms in parallel.
+    pub committers: usize,
     /// Appends waiting for the committer at most; past it an append fails with
     /// `Unavailable` at once rather than queueing without bound. Default 8192.
     pub queue: usize,
@@ -37,6 +42,7 @@ impl PostgresConfig {
             pool_size: 8,
             timeout: Duration::from_secs(5),
             max_batch: 512,
+            committers: 4,
             queue: 8192,
             retention: Retention::default(),
         }

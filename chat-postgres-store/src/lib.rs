@@ -12,8 +12,9 @@
 //!   `seq` has no gap and no reuse, even with several processes appending to one room.
 //! * **Idempotency.** A unique index on `(stream, sender, clientMsgId)`: a retry returns
 //!   the stored original with `duplicate: true`, before or after a restart.
-//! * **Group commit.** Appends waiting together are written in one transaction by one
-//!   committer task; each is answered after `COMMIT` (see the `commit` module's docs).
+//! * **Group commit.** Appends waiting together are written in one transaction by a
+//!   committer task (a few run side by side, so one batch is built while another
+//!   waits for its WAL flush); each is answered after `COMMIT`.
 //! * **Epochs.** Drawn once per database and stored with every stream: a client's
 //!   `(epoch, since)` resumes across restarts (`recovered: true`).
 //! * **Pages** are index range scans of `limit + 1` rows: O(page) whatever the history.
@@ -117,14 +118,17 @@ impl PostgresStore {
         drop(first);
 
         let (commits, queue) = mpsc::channel(config.queue.max(1));
-        tokio::spawn(
-            Committer {
-                pool: pool.clone(),
-                timeout: config.timeout,
-                max_batch: config.max_batch.max(1),
-            }
-            .run(queue),
-        );
+        let queue = Arc::new(tokio::sync::Mutex::new(queue));
+        for _ in 0..config.committers.clamp(1, config.pool_size.max(1)) {
+            tokio::spawn(
+                Committer {
+                    pool: pool.clone(),
+                    timeout: config.timeout,
+                    max_batch: config.max_batch.max(1),
+                }
+                .run(Arc::clone(&queue)),
+            );
+        }
         let retention = config
             .retention
             .is_enabled()
