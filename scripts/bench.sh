@@ -134,7 +134,8 @@ start_server() {
     PORT=$((PORT + 1))
     case $1 in
     ours)
-        taskset -c "$SERVER_CPUS" "$OURS" --addr "127.0.0.1:$PORT" --log warn \
+        # --store memory: like for like with the reference, which keeps history in memory.
+        taskset -c "$SERVER_CPUS" "$OURS" --addr "127.0.0.1:$PORT" --log warn --store memory \
             --message-rate off --join-rate off --typing-rate off --history-rate off \
             --refusal-budget off --max-connections-per-ip off --connections-per-ip-rate off \
             --max-connections 20000 --max-http-connections 20000 >>"$LOG" 2>&1 &

@@ -9,7 +9,9 @@
 //!     --allowed-origins http://127.0.0.1:3000
 //! ```
 //!
-//! It wires the four pieces together: the in-memory store, the engine's configuration,
+//! It wires the four pieces together: the store (SQLite in `chat-data/chat.db` under the
+//! working directory by default, so history survives a restart; `--store memory` or
+//! `--store sqlite:PATH` to change it), the engine's configuration,
 //! the WebSocket transport (which also serves the web client, `/healthz` and
 //! `/metrics`), and the runtime that drives them. Ctrl-C and SIGTERM (what `docker stop`,
 //! Kubernetes and systemd send) shut down gracefully: every client is closed with 1001
@@ -25,11 +27,11 @@
 //! given. See `docs/SECURITY.md`.
 
 mod options;
+mod stores;
 
 use std::sync::Arc;
 
 use chat_core::Server;
-use chat_memory_store::MemoryStore;
 use chat_ws_warp::{HealthSource, MetricsSource, WarpConfig, WarpTransport};
 use clap::Parser;
 use options::Options;
@@ -43,7 +45,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let admission = options.admission()?;
     tracing::info!(admission = %options.admission_summary(), "admission policies");
-    let store = Arc::new(MemoryStore::with_config(options.store()));
+    let store = match stores::open(&options).await {
+        Ok(store) => store,
+        Err(e) => {
+            // A clear sentence, not a panic or a Debug dump: the file, the cause, the fix.
+            tracing::error!(store = %options.store, error = %e, "cannot open the store");
+            eprintln!("chat server: cannot open the store {}: {e}", options.store);
+            std::process::exit(1);
+        }
+    };
+    tracing::info!(store = %options.store, "store opened");
     let chat =
         Server::new(options.engine(), options.runtime(), store).with_admission(Arc::new(admission));
     let metrics = chat.metrics();

@@ -4,6 +4,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::num::NonZeroU64;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -13,8 +14,20 @@ use chat_auth::{
 };
 use chat_core::{Config, Rate, RuntimeConfig, TrustedProxies};
 use chat_memory_store::MemoryConfig;
+use chat_sqlite_store::{Retention, SqliteConfig, Synchronous};
 use chat_ws_warp::WarpConfig;
-use clap::{ArgAction, ArgGroup, Parser};
+use clap::{ArgAction, ArgGroup, Parser, ValueEnum};
+
+use crate::stores::StoreChoice;
+
+/// `--sqlite-synchronous`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum SynchronousArg {
+    /// Sync the WAL at every commit.
+    Full,
+    /// Sync only at checkpoints.
+    Normal,
+}
 use thiserror::Error;
 
 /// A rate limit: `BURST/PER_SECOND` (e.g. `10/1`), or `off`.
@@ -90,7 +103,7 @@ fn parse_optional_duration(s: &str) -> Result<OptionalDuration, String> {
 }
 
 /// The example chat server: WebSocket at `/` and `/ws`, the web client at `/`,
-/// `/healthz` and `/metrics`, messages kept in memory.
+/// `/healthz` and `/metrics`, messages kept in SQLite (`chat-data/chat.db`) by default.
 #[derive(Debug, Parser)]
 #[command(version, max_term_width = 100)]
 #[command(group = ArgGroup::new("jwt_key").multiple(false))]
@@ -382,7 +395,34 @@ pub(crate) struct Options {
     pub(crate) trusted_proxies: Option<TrustedProxies>,
 
     // ---- store --------------------------------------------------------------------
-    /// Messages kept per room.
+    /// Where messages are kept: `sqlite:PATH` (one file, created on first start;
+    /// history survives restarts) or `memory` (lost at exit; for benchmarks).
+    #[arg(
+        long,
+        env = "CHAT_STORE",
+        default_value = crate::stores::DEFAULT_STORE,
+        value_name = "STORE",
+        help_heading = "Store"
+    )]
+    pub(crate) store: StoreChoice,
+    /// SQLite store: `full` syncs the WAL at every commit (an acknowledged message
+    /// survives a power loss); `normal` does not (it survives a process crash only).
+    #[arg(
+        long,
+        env = "CHAT_SQLITE_SYNCHRONOUS",
+        value_enum,
+        default_value_t = SynchronousArg::Full,
+        help_heading = "Store"
+    )]
+    pub(crate) sqlite_synchronous: SynchronousArg,
+    /// SQLite store: keep only the newest N messages per room and DM conversation
+    /// (older ones are deleted in the background), or `off` to keep all.
+    #[arg(long, env = "CHAT_RETENTION_KEEP_LAST", value_name = "N", value_parser = parse_optional_count, default_value = "off", help_heading = "Store")]
+    pub(crate) retention_keep_last: OptionalCount,
+    /// SQLite store: delete messages older than this (e.g. `30days`), or `off`.
+    #[arg(long, env = "CHAT_RETENTION_MAX_AGE", value_name = "DURATION", value_parser = parse_optional_duration, default_value = "off", help_heading = "Store")]
+    pub(crate) retention_max_age: OptionalDuration,
+    /// Memory store: messages kept per room.
     #[arg(
         long,
         env = "CHAT_ROOM_HISTORY",
@@ -390,7 +430,7 @@ pub(crate) struct Options {
         help_heading = "Store"
     )]
     pub(crate) room_history: usize,
-    /// Messages kept per DM conversation.
+    /// Memory store: messages kept per DM conversation.
     #[arg(
         long,
         env = "CHAT_DM_HISTORY",
@@ -398,7 +438,7 @@ pub(crate) struct Options {
         help_heading = "Store"
     )]
     pub(crate) dm_history: usize,
-    /// Rooms kept at most; a new room beyond it forgets the least recently used ones.
+    /// Memory store: rooms kept at most; a new room beyond it forgets the least recently used ones.
     #[arg(
         long,
         env = "CHAT_STORE_MAX_ROOMS",
@@ -406,7 +446,7 @@ pub(crate) struct Options {
         help_heading = "Store"
     )]
     pub(crate) store_max_rooms: usize,
-    /// DM conversations kept at most; beyond it, the least recently used are forgotten.
+    /// Memory store: DM conversations kept at most; beyond it, the least recently used are forgotten.
     #[arg(
         long,
         env = "CHAT_STORE_MAX_DM_CONVERSATIONS",
@@ -591,8 +631,27 @@ impl Options {
         on.join(", ")
     }
 
-    /// The store's configuration.
-    pub(crate) fn store(&self) -> MemoryConfig {
+    /// The SQLite store's configuration.
+    pub(crate) fn sqlite_store(&self) -> SqliteConfig {
+        SqliteConfig {
+            synchronous: match self.sqlite_synchronous {
+                SynchronousArg::Full => Synchronous::Full,
+                SynchronousArg::Normal => Synchronous::Normal,
+            },
+            retention: Retention {
+                keep_last: self
+                    .retention_keep_last
+                    .0
+                    .map(|n| NonZeroU64::new(u64::from(n)).unwrap_or(NonZeroU64::MIN)),
+                max_age: self.retention_max_age.0,
+                ..Retention::default()
+            },
+            ..SqliteConfig::default()
+        }
+    }
+
+    /// The memory store's configuration.
+    pub(crate) fn memory_store(&self) -> MemoryConfig {
         MemoryConfig {
             room_history: self.room_history,
             dm_history: self.dm_history,

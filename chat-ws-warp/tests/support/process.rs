@@ -19,7 +19,8 @@
 //! tests themselves are optimised. Set `CHAT_SERVER_BIN` to skip the build and use a binary
 //! of your own (as `e2e/run.sh` does).
 //!
-//! Each [`ServerProcess`] listens on `127.0.0.1:0`; the address is read from the line the
+//! Each [`ServerProcess`] listens on `127.0.0.1:0` and keeps messages in memory (`--store
+//! memory`, unless the flags name a store); the address is read from the line the
 //! server prints at start-up. Its log goes nowhere unless `BAD_INPUT_LOG` is set (e.g.
 //! `BAD_INPUT_LOG=info`: the server's tracing output then appears on the test's stderr).
 //! Dropping it kills the child.
@@ -99,6 +100,14 @@ impl ServerProcess {
                 "--log",
                 log.as_deref().unwrap_or("off"),
             ])
+            // These tests measure the in-memory store's behaviour (and must not share
+            // a `chat-data/` database between tests and runs): memory unless a test
+            // names a store itself.
+            .args(if flags.iter().any(|f| f.starts_with("--store")) {
+                &[][..]
+            } else {
+                &["--store", "memory"][..]
+            })
             .args(flags)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -89,7 +89,7 @@ fn defaults_match_the_libraries() {
         (&w.socket_paths, w.close_timeout),
         (&dw.socket_paths, dw.close_timeout)
     );
-    let (s, ds) = (o.store(), MemoryConfig::default());
+    let (s, ds) = (o.memory_store(), MemoryConfig::default());
     assert_eq!(
         (
             s.room_history,
@@ -111,7 +111,7 @@ fn defaults_match_the_libraries() {
 #[test]
 fn the_store_byte_budget_has_a_flag_and_an_env_var() {
     let o = Options::try_parse_from(["server", "--store-max-bytes", "1048576"]).unwrap();
-    assert_eq!(o.store().max_bytes, 1_048_576);
+    assert_eq!(o.memory_store().max_bytes, 1_048_576);
     assert!(Options::try_parse_from(["server", "--store-max-bytes", "lots"]).is_err());
     let help = <Options as clap::CommandFactory>::command()
         .render_long_help()
@@ -344,4 +344,36 @@ fn close_linger_flags_set_the_runtime() {
     let r = o.runtime();
     assert_eq!(r.close_linger, std::time::Duration::from_millis(250));
     assert_eq!(r.close_linger_bytes, 4096);
+}
+
+#[test]
+fn the_store_defaults_to_sqlite_under_the_working_directory() {
+    let o = Options::parse_from(["server"]);
+    assert_eq!(
+        o.store,
+        StoreChoice::Sqlite(PathBuf::from("chat-data/chat.db"))
+    );
+    assert_eq!(o.sqlite_store(), SqliteConfig::default());
+    let m = Options::try_parse_from(["server", "--store", "memory"]).expect("memory");
+    assert_eq!(m.store, StoreChoice::Memory);
+    let e = Options::try_parse_from(["server", "--store", "redis://x"]).unwrap_err();
+    assert!(e.to_string().contains("unknown store `redis`"), "{e}");
+    let r = Options::try_parse_from([
+        "server",
+        "--retention-keep-last",
+        "500",
+        "--retention-max-age",
+        "7days",
+        "--sqlite-synchronous",
+        "normal",
+    ])
+    .expect("retention");
+    let c = r.sqlite_store();
+    assert_eq!(c.retention.keep_last, NonZeroU64::new(500));
+    assert_eq!(c.retention.max_age, Some(Duration::from_secs(7 * 86_400)));
+    assert_eq!(c.synchronous, Synchronous::Normal);
+    let help = <Options as clap::CommandFactory>::command()
+        .render_long_help()
+        .to_string();
+    assert!(help.contains("CHAT_STORE"), "{help}");
 }
