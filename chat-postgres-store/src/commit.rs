@@ -118,9 +118,9 @@ enum AttemptError {
 }
 
 impl Committer {
-    /// Runs until every sender (every store handle) is gone. Several committers share
-    /// one queue: while one waits for its `COMMIT` (a WAL flush, milliseconds), the next
-    /// gathers and writes its batch; PostgreSQL flushes concurrent commits together.
+    /// Runs until every sender (every store handle) is gone. When several committers
+    /// are configured they share the queue: while one waits for its `COMMIT`, the next
+    /// gathers and writes its batch.
     pub(crate) async fn run(self, queue: Arc<Mutex<mpsc::Receiver<Pending>>>) {
         let mut batch = Vec::with_capacity(self.max_batch);
         loop {

@@ -22,10 +22,12 @@ pub struct PostgresConfig {
     pub timeout: Duration,
     /// Most appends written in one transaction. Default 512.
     pub max_batch: usize,
-    /// Committer tasks writing batches side by side (at most `pool_size`). Default 4: a
-    /// commit waits milliseconds for the WAL flush, during which the others write
-    /// theirs; batches of one room still commit one after the other (its head row is
-    /// locked until commit), those of different rooms in parallel.
+    /// Committer tasks writing batches side by side (at most `pool_size`). Default 1:
+    /// one committer makes the largest batches, and batches of one room commit one
+    /// after the other anyway (its head row is locked until commit). More committers
+    /// split a burst into smaller transactions, each with its own WAL flush; measured
+    /// here (docs/BENCHMARKS.md) that was slower even with the senders spread over ten
+    /// rooms, so raise it only after measuring on your own database.
     pub committers: usize,
     /// Appends waiting for the committer at most; past it an append fails with
     /// `Unavailable` at once rather than queueing without bound. Default 8192.
@@ -42,7 +44,7 @@ impl PostgresConfig {
             pool_size: 8,
             timeout: Duration::from_secs(5),
             max_batch: 512,
-            committers: 4,
+            committers: 1,
             queue: 8192,
             retention: Retention::default(),
         }

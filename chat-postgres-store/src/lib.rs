@@ -13,8 +13,8 @@
 //! * **Idempotency.** A unique index on `(stream, sender, clientMsgId)`: a retry returns
 //!   the stored original with `duplicate: true`, before or after a restart.
 //! * **Group commit.** Appends waiting together are written in one transaction by a
-//!   committer task (a few run side by side, so one batch is built while another
-//!   waits for its WAL flush); each is answered after `COMMIT`.
+//!   committer task (see [`PostgresConfig::committers`]); each is answered after
+//!   `COMMIT`.
 //! * **Epochs.** Drawn once per database and stored with every stream: a client's
 //!   `(epoch, since)` resumes across restarts (`recovered: true`).
 //! * **Pages** are index range scans of `limit + 1` rows: O(page) whatever the history.
