@@ -103,11 +103,17 @@ impl ServerProcess {
             // These tests measure the in-memory store's behaviour (and must not share
             // a `chat-data/` database between tests and runs): memory unless a test
             // names a store itself.
-            .args(if flags.iter().any(|f| f.starts_with("--store")) {
-                &[][..]
-            } else {
-                &["--store", "memory"][..]
-            })
+            // (`--store-max-rooms` and friends are memory-store knobs, not a choice.)
+            .args(
+                if flags
+                    .iter()
+                    .any(|f| *f == "--store" || f.starts_with("--store="))
+                {
+                    &[][..]
+                } else {
+                    &["--store", "memory"][..]
+                },
+            )
             .args(flags)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
