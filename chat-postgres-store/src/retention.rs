@@ -60,10 +60,17 @@ pub(crate) async fn run(pool: Pool, retention: Retention) {
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        match purge(&pool, &retention).await {
-            Ok(0) => {}
-            Ok(deleted) => tracing::info!(deleted, "retention deleted old messages"),
-            Err(failure) => {
+        // A hung database must not hold a connection for ever: a round that has not
+        // finished by the next one is abandoned (its connection is discarded, its
+        // transaction rolled back) and tried again then.
+        let round = tokio::time::timeout(retention.interval, purge(&pool, &retention)).await;
+        match round {
+            Err(_elapsed) => {
+                tracing::warn!("retention round abandoned: not finished within its interval");
+            }
+            Ok(Ok(0)) => {}
+            Ok(Ok(deleted)) => tracing::info!(deleted, "retention deleted old messages"),
+            Ok(Err(failure)) => {
                 tracing::warn!(error = %failure.detail(), "retention could not delete old messages");
             }
         }
