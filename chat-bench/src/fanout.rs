@@ -71,6 +71,9 @@ pub struct FanoutConfig {
     pub label: String,
     /// Makes usernames unique between runs against one server.
     pub salt: u32,
+    /// Give every message a `clientMsgId` (*ext*; the idempotency path of a durable
+    /// store). Off for like-for-like runs against the base-protocol reference.
+    pub client_msg_ids: bool,
 }
 
 impl FanoutConfig {
@@ -188,6 +191,7 @@ pub async fn run(cfg: &FanoutConfig) -> Result<Report, BenchError> {
                 senders: cfg.senders,
                 pace: cfg.pace,
                 acks,
+                client_msg_ids: cfg.client_msg_ids,
             };
             senders.push((i, tokio::spawn(send_loop(sink, pace, plan_rx.clone()))));
         }
@@ -395,6 +399,7 @@ struct SenderPace {
     senders: usize,
     pace: Pace,
     acks: Option<Arc<Semaphore>>,
+    client_msg_ids: bool,
 }
 
 /// One sender: sends tagged messages from the plan's start to the window's end.
@@ -413,11 +418,16 @@ async fn send_loop(
         if sent_ns >= plan.window.end_ns {
             return Ok(false);
         }
-        let frame = tag::chat_message_frame(&Tag {
+        let tag = Tag {
             sender: pace.id,
             counter,
             sent_ns,
-        });
+        };
+        let frame = if pace.client_msg_ids {
+            tag::chat_message_frame_with_id(&tag)
+        } else {
+            tag::chat_message_frame(&tag)
+        };
         sink.send(Message::text(frame))
             .await
             .map_err(|e| BenchError::ws("send chat_message", e))?;
@@ -480,6 +490,7 @@ mod tests {
             server_pid: None,
             label: String::new(),
             salt: 1,
+            client_msg_ids: false,
         }
     }
 

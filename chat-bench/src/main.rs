@@ -34,6 +34,11 @@ struct Cli {
 enum Command {
     /// C clients in R rooms, S senders, closed loop (window W) or a fixed rate.
     Fanout(FanoutArgs),
+    /// Acknowledged messages: S senders, each alone in its own room, closed loop; every
+    /// delivery is the sender's own acknowledgement (`message_received` after the
+    /// store's commit), so deliveries/s is acks/s and the latency is the ack latency.
+    /// Run it against the server with each `--store` to compare stores.
+    Acks(AcksArgs),
     /// N joined connections held: the server's RSS per connection.
     Idle(IdleArgs),
     /// A storm of N full joins at concurrency K: joins/s and join latency.
@@ -102,6 +107,31 @@ struct FanoutArgs {
     /// Joins in flight at once while connecting.
     #[arg(long, default_value_t = 50)]
     connect_concurrency: usize,
+}
+
+#[derive(Debug, Args)]
+struct AcksArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Concurrent senders (each in a room of its own).
+    #[arg(long, default_value_t = 100)]
+    senders: usize,
+    /// Messages in flight per sender (1: send, wait for the ack, send the next).
+    #[arg(long, default_value_t = 1)]
+    window: usize,
+    /// Warm-up seconds before the measured window.
+    #[arg(long, default_value_t = 2.0)]
+    warmup: f64,
+    /// Measured seconds.
+    #[arg(long, default_value_t = 5.0)]
+    duration: f64,
+    /// Seconds to wait after the window for acknowledgements in flight.
+    #[arg(long, default_value_t = 3.0)]
+    drain: f64,
+    /// Send without `clientMsgId`s (by default each message has one, as the web client
+    /// does, so a durable store's idempotency index is part of the figure).
+    #[arg(long)]
+    no_client_msg_ids: bool,
 }
 
 #[derive(Debug, Args)]
@@ -218,8 +248,29 @@ async fn run(command: Command) -> Result<(), BenchError> {
                 server_pid: a.common.server_pid,
                 label: a.common.label.clone(),
                 salt: salt(),
+                client_msg_ids: false,
             };
             print(&fanout::run(&cfg).await?, a.common.json);
+        }
+        Command::Acks(a) => {
+            let cfg = FanoutConfig {
+                target: target(&a.common)?,
+                clients: a.senders,
+                rooms: a.senders,
+                senders: a.senders,
+                pace: Pace::ClosedLoop { window: a.window },
+                warmup: seconds(a.warmup, "warmup")?,
+                duration: seconds(a.duration, "duration")?,
+                drain: seconds(a.drain, "drain")?,
+                connect_concurrency: 50,
+                server_pid: a.common.server_pid,
+                label: a.common.label.clone(),
+                salt: salt(),
+                client_msg_ids: !a.no_client_msg_ids,
+            };
+            let mut report = fanout::run(&cfg).await?;
+            report.scenario = "acks";
+            print(&report, a.common.json);
         }
         Command::Idle(a) => {
             let server_pid = a.common.server_pid.ok_or_else(|| {

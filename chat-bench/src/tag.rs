@@ -60,6 +60,16 @@ pub fn chat_message_frame(tag: &Tag) -> String {
     format!(r#"{{"type":"chat_message","content":"{}"}}"#, tag.encode())
 }
 
+/// The `chat_message` frame with a `clientMsgId` (*ext*) unique within the sender's
+/// connection (`c` and the counter).
+pub fn chat_message_frame_with_id(tag: &Tag) -> String {
+    format!(
+        r#"{{"type":"chat_message","content":"{}","clientMsgId":"c{}"}}"#,
+        tag.encode(),
+        tag.counter
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

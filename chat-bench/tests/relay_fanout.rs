@@ -37,6 +37,7 @@ fn fanout_config(addr: SocketAddr, pace: Pace) -> FanoutConfig {
         server_pid: Some(std::process::id()),
         label: "relay".to_owned(),
         salt: 1,
+        client_msg_ids: false,
     }
 }
 

@@ -34,6 +34,9 @@
 //! * **Retention** ([`Retention`]): keep everything (default), the newest N per stream,
 //!   and/or nothing older than a duration; old messages are deleted by the writer thread
 //!   in small chunks between batches, so deleting never stalls appends for long.
+//! * **Checkpoints in the background.** A checkpointer thread copies the WAL back into
+//!   the file every 200 ms (`PASSIVE`: it never blocks the writer or readers), so commits
+//!   do not pay for it.
 //! * **Migrations** are embedded and applied on open; the schema version is
 //!   `PRAGMA user_version`. A file from a newer version is refused with
 //!   [`OpenError::SchemaTooNew`], never modified.
@@ -70,6 +73,7 @@ use chat_core::{
 };
 use tokio::sync::oneshot;
 
+mod checkpoint;
 mod errors;
 mod reader;
 mod rows;
@@ -194,6 +198,8 @@ pub struct SqliteStore {
     stats: Arc<writer::Counters>,
     writes: Option<crossbeam_channel::Sender<Write>>,
     reads: Option<crossbeam_channel::Sender<Read>>,
+    /// Dropped to stop the checkpointer.
+    checkpoints: Option<crossbeam_channel::Sender<()>>,
     threads: Vec<JoinHandle<()>>,
     epoch: Epoch,
 }
@@ -227,6 +233,14 @@ impl SqliteStore {
                     .map_err(|source| OpenError::Thread { source })?,
             );
         }
+        let (checkpoint_tx, checkpoint_rx) = crossbeam_channel::bounded(1);
+        let checkpointer = schema::open_checkpointer(&path, &config)?;
+        threads.push(
+            std::thread::Builder::new()
+                .name("sqlite-checkpoint".into())
+                .spawn(move || checkpoint::run(checkpointer, checkpoint_rx))
+                .map_err(|source| OpenError::Thread { source })?,
+        );
         let (write_tx, write_rx) = crossbeam_channel::bounded(config.max_queued_writes.max(1));
         let stats = Arc::new(writer::Counters::default());
         let writer = writer::Writer::new(conn, epoch.clone(), &config, Arc::clone(&stats));
@@ -241,6 +255,7 @@ impl SqliteStore {
             stats,
             writes: Some(write_tx),
             reads: Some(read_tx),
+            checkpoints: Some(checkpoint_tx),
             threads,
             epoch,
         })
@@ -329,6 +344,7 @@ impl Drop for SqliteStore {
         // Closing the channels ends the threads once they have answered what is queued.
         self.writes.take();
         self.reads.take();
+        self.checkpoints.take();
         for thread in self.threads.drain(..) {
             if thread.join().is_err() {
                 tracing::error!(path = %self.path.display(), "a SQLite store thread panicked");

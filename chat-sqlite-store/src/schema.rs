@@ -56,6 +56,15 @@ const MIGRATIONS: &[&str] = &[
     "#,
 ];
 
+/// `PRAGMA page_size` of a new database file.
+const PAGE_SIZE: i64 = 1024;
+
+/// WAL pages past which the writer checkpoints by itself (64 MiB of 1 KiB pages).
+const WAL_FALLBACK_PAGES: i64 = 65_536;
+
+/// Size the WAL file is cut back to after a checkpoint (16 MiB of 1 KiB pages).
+const WAL_KEPT_PAGES: i64 = 16_384;
+
 /// The schema version this build writes and reads (`PRAGMA user_version`).
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
@@ -71,6 +80,10 @@ fn configure(conn: &Connection, path: &Path, config: &SqliteConfig) -> Result<()
     conn.busy_timeout(config.busy_timeout)
         .map_err(sqlite(path))?;
     conn.pragma_update(None, "synchronous", config.synchronous.pragma())
+        .map_err(sqlite(path))?;
+    // 32 MiB of page cache per connection (SQLite's default is 2 MiB): the inner pages
+    // of both indexes and the newest leaf of every active room stay in memory.
+    conn.pragma_update(None, "cache_size", -32 * 1024)
         .map_err(sqlite(path))?;
     // A statement cache large enough for every statement the store runs.
     conn.set_prepared_statement_cache_capacity(32);
@@ -90,6 +103,11 @@ pub(crate) fn open_writer(path: &Path, config: &SqliteConfig) -> Result<Connecti
             path: path.to_path_buf(),
         });
     }
+    // Small pages for a new file (ignored for an existing one): appends to many rooms
+    // dirty one page per room per commit, and every dirty page is written whole to the
+    // WAL, so 1 KiB pages write a quarter of what the default 4 KiB would.
+    conn.pragma_update(None, "page_size", PAGE_SIZE)
+        .map_err(sqlite(path))?;
     let mode: String = conn
         .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
         .map_err(|e| read_only_or(path, e))?;
@@ -100,6 +118,14 @@ pub(crate) fn open_writer(path: &Path, config: &SqliteConfig) -> Result<Connecti
         });
     }
     configure(&conn, path, config)?;
+    // Checkpoints (copying the WAL back into the file) run on the checkpointer thread
+    // (`checkpoint.rs`), not inside the writer's commits; the writer's automatic one is
+    // only a fallback for a WAL the checkpointer cannot keep up with.
+    conn.pragma_update(None, "wal_autocheckpoint", WAL_FALLBACK_PAGES)
+        .map_err(sqlite(path))?;
+    // The WAL file is cut back to this size after a checkpoint.
+    conn.pragma_update(None, "journal_size_limit", WAL_KEPT_PAGES * PAGE_SIZE)
+        .map_err(sqlite(path))?;
     if let Some(bytes) = config.max_bytes {
         let page_size: i64 = conn
             .pragma_query_value(None, "page_size", |row| row.get(0))
@@ -118,6 +144,17 @@ pub(crate) fn open_reader(path: &Path, config: &SqliteConfig) -> Result<Connecti
     configure(&conn, path, config)?;
     conn.pragma_update(None, "query_only", true)
         .map_err(sqlite(path))?;
+    Ok(conn)
+}
+
+/// The checkpointer's connection (see `checkpoint.rs`).
+pub(crate) fn open_checkpointer(
+    path: &Path,
+    config: &SqliteConfig,
+) -> Result<Connection, OpenError> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags).map_err(sqlite(path))?;
+    configure(&conn, path, config)?;
     Ok(conn)
 }
 

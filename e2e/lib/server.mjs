@@ -77,7 +77,7 @@ async function startOnce({ name, port, args, deadline }) {
   const env = { ...process.env, NO_COLOR: '1', CHAT_LOG: process.env.CHAT_LOG ?? 'info' };
   // The in-memory store unless a test names one: the scenarios expect a fresh history
   // (and the server's default, SQLite in ./chat-data, would be shared between them).
-  const store = args.some((a) => a.startsWith('--store')) ? [] : ['--store', 'memory'];
+  const store = args.some((a) => a === '--store' || a.startsWith('--store=')) ? [] : ['--store', 'memory'];
   const proc = spawn(serverBin(), ['--addr', `127.0.0.1:${port}`, ...store, ...args], {
     env,
     stdio: ['ignore', 'pipe', 'pipe'],

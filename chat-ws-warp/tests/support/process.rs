@@ -103,7 +103,6 @@ impl ServerProcess {
             // These tests measure the in-memory store's behaviour (and must not share
             // a `chat-data/` database between tests and runs): memory unless a test
             // names a store itself.
-            // (`--store-max-rooms` and friends are memory-store knobs, not a choice.)
             .args(
                 if flags
                     .iter()

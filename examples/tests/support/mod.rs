@@ -181,6 +181,21 @@ impl ServerProcess {
     }
 }
 
+/// Runs the server with `args` expecting it to refuse to start: its exit status and
+/// what it wrote to stderr.
+pub(crate) fn start_refused(args: &[&str]) -> (std::process::ExitStatus, String) {
+    let output = Command::new(server_binary())
+        .args(["--addr", "127.0.0.1:0", "--log", "off"])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the example server");
+    (
+        output.status,
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
 impl Drop for ServerProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
