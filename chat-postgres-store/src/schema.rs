@@ -25,7 +25,10 @@ const MIGRATIONS: &[&str] = &[
     //   lock: that makes `seq` gapless across processes. `last_ts` keeps timestamps
     //   non-decreasing within a stream even if clocks of two servers disagree.
     // * `chat_messages`: both kinds; `recipient_*` only for DMs. `content` is `bytea`
-    //   because a message may contain NUL, which `text` cannot hold. The primary key
+    //   because a message may contain NUL, which `text` cannot hold. No foreign key to
+    //   `chat_streams`: every insert takes its `stream_id` from a row it holds locked,
+    //   and nothing deletes streams, while the key's check would cost a row lock per
+    //   message (measured: docs/BENCHMARKS.md). The primary key
     //   serves every page; the partial unique index is the idempotency rule; the BRIN
     //   index (tiny, cheap to maintain on append-only data) serves age-based retention.
     r"
@@ -46,7 +49,7 @@ const MIGRATIONS: &[&str] = &[
         UNIQUE (kind, name, peer)
     );
     CREATE TABLE chat_messages (
-        stream_id bigint NOT NULL REFERENCES chat_streams (id),
+        stream_id bigint NOT NULL,
         seq bigint NOT NULL,
         id uuid NOT NULL,
         sender_id text NOT NULL,
