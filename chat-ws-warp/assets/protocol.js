@@ -1,16 +1,30 @@
-// Connection and resume building blocks of the web client; no DOM here.
+// protocol.js — the wire rules of docs/PROTOCOL.md as pure functions and small data
+// structures: no DOM, no WebSocket, no timers, so they load in Node and are unit-tested
+// there (tests/protocol.test.mjs).
 //
-// * `Connection`: one WebSocket at a time to ws(s)://<host>/ws, reconnecting with
-//   exponential backoff and full jitter until told to stop.
+// Why a module of its own: the client must apply the server's rules exactly (what an
+// optimistic message shows, which room a name means, where a resume starts), and the
+// server's rules are easy to get subtly wrong in JavaScript (`\s` and `trim()` are not
+// Unicode White_Space; `length` counts UTF-16 units, the server counts characters).
+//
+// * text rules: `trimContent`, `normalizeContent`, `limitContent`, `parseUsername`, `parseRoom`, `utf8Length`;
+// * close codes and backoff: `CLOSE_REASONS`, `FATAL_CLOSES`, `backoffDelay`;
+// * commands: `joinCommand` (with the resume cursor), `newClientMsgId`, `wsUrl`;
 // * `MessageLog`: a conversation's confirmed messages, ordered by `seq`, deduplicated by
-//   `id` and by `seq` (a resume replay may overlap what is already shown).
-// * `Inflight`: the commands awaiting a reply, so that an `error` (which names no
-//   command) can be matched with the command it refuses. The server handles a
-//   connection's commands strictly in order (docs/PROTOCOL.md, "Order").
-// * `joinCommand`: the `join_room` frame, with the resume cursor when there is one.
+//   `id` and by `seq` (a resume replay may overlap what is already shown);
+// * `Inflight` and `errorTargets`: the commands awaiting a reply, so that an `error`
+//   (which names no command) can be matched with the command it refuses. The server
+//   handles a connection's commands strictly in order (docs/PROTOCOL.md, "Order").
 
 export const BACKOFF_BASE_MS = 500;
 export const BACKOFF_CAP_MS = 15000;
+
+/** The server's limits (chat-core `ids.rs`, `protocol/client.rs`), in Unicode characters or bytes. */
+export const USERNAME_MIN_CHARS = 2;
+export const USERNAME_MAX_CHARS = 20;
+export const ROOM_MAX_CHARS = 30;
+export const CONTENT_MAX_CHARS = 1000;
+export const CONTENT_MAX_BYTES = 16 * 1024;
 
 /** Close codes after which reconnecting cannot help: the user must act first. */
 export const FATAL_CLOSES = new Map([
@@ -36,26 +50,132 @@ export function backoffDelay(attempt, base = BACKOFF_BASE_MS, cap = BACKOFF_CAP_
 }
 
 /** The WebSocket endpoint of the page's own origin; a `?token=` of the page is passed on. */
-export function wsUrl(loc = window.location) {
+export function wsUrl(loc = globalThis.location) {
   const scheme = loc.protocol === 'https:' ? 'wss:' : 'ws:';
   const token = new URLSearchParams(loc.search).get('token');
   return `${scheme}//${loc.host}/ws${token ? `?token=${encodeURIComponent(token)}` : ''}`;
 }
 
 /** A random id for `clientMsgId`; `crypto.randomUUID` exists only in secure contexts. */
-export function newClientMsgId() {
-  if (globalThis.crypto?.randomUUID) return crypto.randomUUID();
-  const b = crypto.getRandomValues(new Uint8Array(16));
+export function newClientMsgId(c = globalThis.crypto) {
+  if (c?.randomUUID) return c.randomUUID();
+  const b = c.getRandomValues(new Uint8Array(16));
   b[6] = (b[6] & 0x0f) | 0x40;
   b[8] = (b[8] & 0x3f) | 0x80;
   const h = [...b].map((x) => x.toString(16).padStart(2, '0')).join('');
   return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
 }
 
-/** Trims like the server (Unicode White_Space, which includes U+0085 and not U+FEFF). */
+// ---------------------------------------------------------------------------------
+// Text rules
+
+// Unicode White_Space, which Rust's `str::trim` strips. Spelled out because JavaScript's
+// `\s` (and `String.prototype.trim`) differ from it twice: they include U+FEFF (the BOM,
+// which is a format character, not white space: the server keeps it) and miss U+0085.
+const WS = '\\t-\\r \\u0085\\u00A0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000';
+const LEADING_WS = new RegExp(`^[${WS}]+`, 'u');
+const TRAILING_WS = new RegExp(`[${WS}]+$`, 'u');
+
+/** Trims Unicode White_Space from both ends, as Rust's `str::trim` does (U+FEFF stays). */
 export function trimContent(s) {
-  return s.replace(/^[\s\u0085]+|[\s\u0085]+$/gu, '');
+  return s.replace(LEADING_WS, '').replace(TRAILING_WS, '');
 }
+
+function trimEnd(s) {
+  return s.replace(TRAILING_WS, '');
+}
+
+/** The first `max` Unicode characters (code points, as Rust's `chars()`), never half a pair. */
+export function cutChars(s, max) {
+  let units = 0;
+  let n = 0;
+  for (const ch of s) {
+    if (n === max) return s.slice(0, units);
+    units += ch.length;
+    n++;
+  }
+  return s;
+}
+
+/** Bytes of `s` in UTF-8 (what the server's byte limits count). */
+export function utf8Length(s) {
+  let bytes = 0;
+  for (const ch of s) {
+    const cp = ch.codePointAt(0);
+    bytes += cp < 0x80 ? 1 : cp < 0x800 ? 2 : cp < 0x10000 ? 3 : 4;
+  }
+  return bytes;
+}
+
+/** The longest prefix of `s` of at most `max` UTF-8 bytes (the server's decode cut). */
+export function cutUtf8(s, max) {
+  let bytes = 0;
+  let units = 0;
+  for (const ch of s) {
+    bytes += utf8Length(ch);
+    if (bytes > max) return s.slice(0, units);
+    units += ch.length;
+  }
+  return s;
+}
+
+/**
+ * The message text the server will store for `raw` (chat-core `Content::parse` after the
+ * decoder's byte cut): cut to 16 KiB, trimmed, cut to 1000 characters, trimmed at the end;
+ * `''` when nothing is left (the server ignores such a message). Lone surrogates, which
+ * the server refuses as invalid JSON, become U+FFFD first.
+ */
+export function normalizeContent(raw) {
+  const wellFormed = typeof raw.toWellFormed === 'function' ? raw.toWellFormed() : raw;
+  return trimEnd(cutChars(trimContent(cutUtf8(wellFormed, CONTENT_MAX_BYTES)), CONTENT_MAX_CHARS));
+}
+
+/**
+ * The composer's limit: `raw` with at most 1000 characters after its leading white
+ * space (which the server trims before counting). Replaces the textarea's `maxlength`,
+ * which counts UTF-16 units and so stopped a message of emoji at 500 characters.
+ */
+export function limitContent(raw) {
+  const rest = raw.replace(LEADING_WS, '');
+  const cut = cutChars(rest, CONTENT_MAX_CHARS);
+  return cut.length === rest.length ? raw : raw.slice(0, raw.length - rest.length) + cut;
+}
+
+// chat-core `is_invisible`: controls, the format characters that hide or reorder text
+// (soft hyphen, bidi controls, zero-width characters, BOM, tags) and line separators.
+const INVISIBLE = /[\p{Cc}\u00AD\u0600-\u0605\u061C\u06DD\u070F\u180E\u200B-\u200F\u2028-\u202E\u2060-\u206F\uFEFF\uFFF9-\uFFFB\u{E0000}-\u{E007F}]/u;
+
+/** True when `s` holds a character the server refuses in names and ids. */
+export function hasInvisible(s) {
+  return INVISIBLE.test(s);
+}
+
+/**
+ * The server's username rule (chat-core `Username::parse`): `{name}` as it will be
+ * stored, or `{error}` with the server's own text.
+ */
+export function parseUsername(raw) {
+  const trimmed = trimContent(raw);
+  if ([...trimmed].length < USERNAME_MIN_CHARS) {
+    return { error: `Username must be at least ${USERNAME_MIN_CHARS} characters` };
+  }
+  if (hasInvisible(trimmed)) return { error: 'Username contains invisible or control characters' };
+  return { name: trimEnd(cutChars(trimmed, USERNAME_MAX_CHARS)) };
+}
+
+/**
+ * The server's room-name rule (chat-core `RoomName::parse`: trimmed, lower-cased, cut to
+ * 30 characters): `{name}` as the server will call the room, or `{error}` with its text.
+ */
+export function parseRoom(raw) {
+  const name = trimEnd(cutChars(trimContent(raw).toLowerCase(), ROOM_MAX_CHARS));
+  if (!name) return { error: 'Room name required' };
+  if (hasInvisible(name)) return { error: 'Room name contains invisible or control characters' };
+  return { name };
+}
+
+// ---------------------------------------------------------------------------------
+// Commands and display helpers
 
 /** `join_room` with `keepRooms`; with a cursor `{epoch, lastSeq}` it asks for a resume. */
 export function joinCommand(room, cursor) {
@@ -74,6 +194,9 @@ export function typingText(names) {
   if (names.length === 2) return `${names[0]} and ${names[1]} are typing…`;
   return 'Several people are typing…';
 }
+
+// ---------------------------------------------------------------------------------
+// Conversation log
 
 /** Confirmed messages of one conversation, ordered by seq, without duplicates. */
 export class MessageLog {
@@ -127,15 +250,14 @@ export class MessageLog {
   get newestSeq() {
     return this.items.length ? this.items[this.items.length - 1].seq : null;
   }
-
-  /** The message that carries `clientMsgId` from one of `authorIds`. */
-  findClientMsgId(clientMsgId, authorIds) {
-    return this.items.find((m) => m.clientMsgId === clientMsgId && authorIds.has(m.userId ?? m.fromId));
-  }
 }
 
-// Which commands an error code can refuse; an error with another code refuses the
-// oldest command still waiting.
+// ---------------------------------------------------------------------------------
+// Matching errors with commands
+
+// Which commands an error code can refuse; an error with another code (`not_in_room`,
+// `invalid_field`, `too_many_requests`, the store's codes, …) refuses the oldest command
+// still waiting, which is the one the server is answering.
 const ERROR_TARGETS = {
   invalid_username: ['set_username'],
   username_taken: ['set_username'],
@@ -144,9 +266,19 @@ const ERROR_TARGETS = {
   too_many_rooms: ['join_room'],
   user_not_found: ['private_message', 'dm_history'],
   rate_limited: ['chat_message', 'private_message'],
-  // Only appends time out this way; the message may or may not be stored.
-  store_timeout: ['chat_message', 'private_message'],
 };
+
+/** The command types an error `code` can refuse, or `null` for "the oldest waiting". */
+export function errorTargets(code) {
+  return ERROR_TARGETS[code] ?? null;
+}
+
+/**
+ * Codes after which the message may have been stored after all (the store answered too
+ * late): the client keeps it and resends it with the same `clientMsgId`, which the server
+ * stores at most once.
+ */
+export const INDETERMINATE_CODES = new Set(['store_timeout']);
 
 /** Commands sent on the current connection that still await their reply or error. */
 export class Inflight {
@@ -166,126 +298,12 @@ export class Inflight {
 
   /** Removes and returns the command an `error {code}` refuses, if any is waiting. */
   forError(code) {
-    const types = ERROR_TARGETS[code];
+    const types = errorTargets(code);
     const i = types ? this.queue.findIndex((e) => types.includes(e.type)) : 0;
     return i < 0 || this.queue.length === 0 ? null : this.queue.splice(i, 1)[0];
   }
 
   clear() {
     this.queue = [];
-  }
-}
-
-/**
- * One WebSocket at a time, reopened with backoff after every close until `stop()`.
- *
- * Callbacks: `onFrame(obj)` for each JSON object received, `onOpen()`, `onClose(info)`
- * with `{code, reason, fatal}`, and `onState(state)` where state is `connecting`,
- * `open`, `reconnecting` (see `retryAt`), `offline` (the browser is offline; waits for
- * the `online` event) or `stopped`.
- */
-export class Connection {
-  constructor(url, callbacks) {
-    this.url = url;
-    this.cb = callbacks;
-    this.ws = null;
-    this.attempt = 0;
-    this.timer = null;
-    this.retryAt = 0;
-    this.state = 'idle';
-    this.stopped = false;
-    this.opens = 0;
-    window.addEventListener('online', () => {
-      if (!this.stopped && this.ws === null) this.connect();
-    });
-    window.addEventListener('offline', () => {
-      if (!this.stopped && this.ws === null) this.setState('offline');
-    });
-  }
-
-  setState(state) {
-    this.state = state;
-    this.cb.onState?.(state);
-  }
-
-  get isOpen() {
-    return this.ws !== null && this.ws.readyState === WebSocket.OPEN;
-  }
-
-  /** Opens now, cancelling any pending retry. */
-  connect() {
-    clearTimeout(this.timer);
-    this.timer = null;
-    this.stopped = false;
-    if (this.ws) return;
-    this.setState('connecting');
-    let ws;
-    try {
-      ws = new WebSocket(this.url);
-    } catch {
-      this.scheduleRetry();
-      return;
-    }
-    this.ws = ws;
-    ws.onopen = () => {
-      this.opens++;
-      this.setState('open');
-      this.cb.onOpen?.();
-    };
-    ws.onmessage = (ev) => {
-      if (typeof ev.data !== 'string') return;
-      let obj;
-      try {
-        obj = JSON.parse(ev.data);
-      } catch {
-        return;
-      }
-      if (obj && typeof obj === 'object' && typeof obj.type === 'string') this.cb.onFrame(obj);
-    };
-    ws.onclose = (ev) => {
-      if (this.ws !== ws) return;
-      this.ws = null;
-      const fatal = FATAL_CLOSES.has(ev.code);
-      this.cb.onClose?.({ code: ev.code, reason: ev.reason, fatal });
-      if (fatal) this.stop();
-      else if (!this.stopped) this.scheduleRetry();
-    };
-  }
-
-  /** The session is healthy again: the next outage starts the backoff from the beginning. */
-  markHealthy() {
-    this.attempt = 0;
-  }
-
-  scheduleRetry() {
-    if (navigator.onLine === false) {
-      this.setState('offline');
-      return;
-    }
-    const delay = backoffDelay(this.attempt++);
-    this.retryAt = Date.now() + delay;
-    this.timer = setTimeout(() => this.connect(), delay);
-    this.setState('reconnecting');
-  }
-
-  /** Sends one object; false when the socket is not open (the caller keeps its state). */
-  send(obj) {
-    if (!this.isOpen) return false;
-    this.ws.send(JSON.stringify(obj));
-    return true;
-  }
-
-  /** Closes the socket; with `reconnect` the usual backoff follows (a test hook). */
-  drop(reconnect = true) {
-    if (!reconnect) this.stopped = true;
-    this.ws?.close(4000, 'client drop');
-  }
-
-  stop() {
-    this.stopped = true;
-    clearTimeout(this.timer);
-    this.timer = null;
-    this.ws?.close(1000);
-    this.setState('stopped');
   }
 }

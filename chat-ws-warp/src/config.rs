@@ -45,6 +45,10 @@ pub struct WarpConfig {
     pub max_message_bytes: usize,
     /// Most bytes one connection may have queued for writing, in bytes. Default 8 MiB.
     ///
+    /// Applies to the tungstenite fallback only (a socket under `warp::serve`, or any
+    /// upgraded stream that is not our accept loop's `TcpStream`): our own writer keeps
+    /// no write buffer, a `send` waits until the kernel took the batch.
+    ///
     /// A cap, not an allocation: the write buffer only grows past tungstenite's 128 KiB
     /// flush threshold while the peer is not reading. It must hold that threshold plus
     /// the largest frame the server sends, or that frame can never be written: the
@@ -73,7 +77,7 @@ pub struct WarpConfig {
     /// How long `close` may spend sending the close frame to a peer that does not read.
     /// Default 1 s.
     pub close_timeout: Duration,
-    /// Serve the web client (`/`, `/app.js`, `/protocol.js`, `/style.css`) next to the
+    /// Serve the web client (`/`, its ES modules such as `/app.js`, and `/style.css`) next to the
     /// socket. Default `true`; turn it off to mount only the socket and `/healthz`.
     pub serve_web_client: bool,
     /// Where `GET /metrics` gets its text. Default `None` (no `/metrics` route).

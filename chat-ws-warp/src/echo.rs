@@ -4,17 +4,16 @@
 
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use bytes::Bytes;
 use http::HeaderValue;
 use hyper::upgrade::OnUpgrade;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{self, Message};
 use warp::Filter;
 use warp::ws::Ws;
 
 use crate::config::WarpConfig;
 use crate::handshake::cannot_upgrade;
-use crate::socket::{self, Socket};
+use crate::socket::{self, Data, Socket};
 use crate::transport::Routes;
 
 /// A route that upgrades every WebSocket request (any path) and echoes each text and
@@ -60,8 +59,8 @@ pub fn echo_routes(config: &WarpConfig) -> Routes {
 }
 
 async fn echo(socket: Socket, close_timeout: Duration) {
-    let (mut sink, mut stream) = socket.split();
-    while let Some(item) = stream.next().await {
+    let (mut messages, mut frames) = socket.into_parts();
+    while let Some(item) = messages.next().await {
         let message = match item {
             Ok(message) => message,
             Err(err) => {
@@ -71,16 +70,17 @@ async fn echo(socket: Socket, close_timeout: Duration) {
                     tungstenite::Error::Protocol(_) => 1002,
                     _ => return,
                 };
-                let close = sink.send(Message::Close(Some(CloseFrame {
-                    code: code.into(),
-                    reason: "".into(),
-                })));
-                let _ = tokio::time::timeout(close_timeout, close).await;
+                let _ = frames.close(code, "", close_timeout).await;
                 return;
             }
         };
         // Pings and close frames are answered by tungstenite on the next read.
-        if (message.is_text() || message.is_binary()) && sink.send(message).await.is_err() {
+        let sent = match message {
+            Message::Text(text) => frames.send(Data::Text, &[Bytes::from(text)]).await,
+            Message::Binary(data) => frames.send(Data::Binary, &[data]).await,
+            _ => Ok(()),
+        };
+        if sent.is_err() {
             return;
         }
     }

@@ -34,9 +34,11 @@
 //! still checks the request): warp 0.4 cannot set tungstenite's `read_buffer_size`,
 //! whose 128 KiB default is zeroed before every read and was most of an idle
 //! connection's memory. Each socket gets a 2 KiB read buffer (a larger frame reserves
-//! what it needs) and gathers writes up to 128 KiB before they go out (a flush sends
-//! them at once; `Outbound::send` feeds a whole batch and flushes once). Outbound frames
-//! are handed to tungstenite as shared `Bytes`, not copied per recipient.
+//! what it needs). tungstenite reads; on our own server the frames the socket sends are
+//! written by this crate: a whole batch per vectored write, each frame's shared `Bytes`
+//! written as it is (never copied per recipient), tungstenite's pongs and close replies
+//! slotted in between frames, and no write buffer kept between batches. Other upgraded
+//! streams (under `warp::serve`) fall back to tungstenite for writing too.
 //!
 //! ## Serving the chat
 //!
@@ -114,11 +116,13 @@
 
 mod config;
 mod echo;
+mod frame;
 mod handshake;
 mod server;
 mod socket;
 mod transport;
 mod web;
+mod wire;
 
 pub use config::{HealthSource, MetricsSource, OPENMETRICS_TEXT, PROMETHEUS_TEXT, WarpConfig};
 pub use echo::echo_routes;

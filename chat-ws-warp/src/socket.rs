@@ -7,12 +7,32 @@
 //! zeroes before every read and which is most of an idle connection's memory. Here
 //! the socket is built from hyper's upgraded connection with our own
 //! [`WebSocketConfig`] ([`websocket_config`]): a small read buffer, the configured
-//! frame, message and write-buffer limits.
+//! frame and message limits.
 //!
-//! The socket is split with `futures_util`'s `split`: the halves share it through a lock
-//! held only while one of them is being polled, so the runtime's reader and writer tasks
-//! never wait on each other across an `.await`.
+//! # Reading with tungstenite, writing ourselves
+//!
+//! When hyper's upgraded connection is the `TcpStream` our accept loop served
+//! (`Upgraded::downcast`, which also hands back the bytes hyper read past the request),
+//! the stream is split into its lock-free owned halves:
+//!
+//! * **reading** stays tungstenite's (framing, masking, UTF-8 and size checks, the
+//!   1009 on an oversized frame header): a `WebSocketStream` over [`ControlShim`],
+//!   whose reads come from the read half;
+//! * **writing** is ours ([`Wire`], in `wire.rs`): a batch of server frames goes out
+//!   in one vectored write, a 2–10 byte header per frame and the frame's shared `Bytes`
+//!   (no copy, no write buffer kept between batches). tungstenite's own writes — pongs
+//!   and the reply to a peer's close — reach the wire through the shim and are slotted
+//!   in at the next frame boundary; after a close frame (ours or that reply) nothing
+//!   else is written, so a peer answering our close gets no second one.
+//!
+//! Any other upgraded connection (`warp::serve`, whose HTTP/1–HTTP/2 detection wraps
+//! the stream; a TLS or Unix stream) is the **fallback**: tungstenite reads and writes,
+//! split with `futures_util`'s `split` as before. Both paths keep what the runtime
+//! relies on (`chat_core::transport`): `send` may be cancelled (the `close` that
+//! follows finishes a frame begun), `close` flushes, sends the close frame and
+//! half-closes, and `recv` keeps working after `close` for the runtime's linger.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -22,15 +42,15 @@ use futures_util::{SinkExt, StreamExt};
 use http::{HeaderValue, StatusCode, header};
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
 use warp::reply::{Reply, Response};
 
 use crate::config::{WRITE_BUFFER_BYTES, WarpConfig};
-
-/// Longest close reason that fits a control frame (125 bytes minus the 2-byte code).
-const MAX_CLOSE_REASON: usize = 123;
+use crate::frame;
+use crate::wire::{ControlShim, SendError, Wire};
 
 /// tungstenite's read buffer per connection, in bytes (its default is 128 KiB).
 ///
@@ -44,9 +64,11 @@ const MAX_CLOSE_REASON: usize = 123;
 pub(crate) const READ_BUFFER_BYTES: usize = 2 * 1024;
 
 /// The tungstenite settings of every socket this crate serves: the chat's and the echo
-/// route's, so Autobahn tests exactly what the chat serves. The write buffer threshold
-/// ([`WRITE_BUFFER_BYTES`]) stays tungstenite's 128 KiB: `Outbound::send` feeds a whole
-/// batch and flushes once, so a batch below it leaves in one write.
+/// route's, so Autobahn tests exactly what the chat serves. The write settings only
+/// matter on the fallback (on the direct path tungstenite writes nothing but control
+/// replies): the threshold ([`WRITE_BUFFER_BYTES`]) stays tungstenite's 128 KiB, and
+/// `Outbound::send` feeds a whole batch and flushes once, so a batch below it leaves in
+/// one write.
 pub(crate) fn websocket_config(config: &WarpConfig) -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER_BYTES)
@@ -54,6 +76,23 @@ pub(crate) fn websocket_config(config: &WarpConfig) -> WebSocketConfig {
         .max_write_buffer_size(config.effective_max_write_buffer())
         .max_frame_size(Some(config.max_frame_bytes))
         .max_message_size(Some(config.max_message_bytes))
+}
+
+/// How much of tungstenite's own control replies it may hold on the direct path: 4 KiB.
+///
+/// There tungstenite writes nothing but pongs and close replies, straight to the
+/// [`Wire`] (no write threshold). When the wire holds its maximum of replies (a peer
+/// flooding pings at a socket it does not read), tungstenite keeps them in its own
+/// buffer; past this cap it keeps only the latest pong instead of buffering one per
+/// ping up to `max_write_buffer_bytes`.
+const DIRECT_CONTROL_BUFFER_BYTES: usize = 4 * 1024;
+
+/// The settings of a socket on the direct path: [`websocket_config`]'s reading limits,
+/// with tungstenite's writing reduced to its control replies.
+fn direct_config(config: WebSocketConfig) -> WebSocketConfig {
+    config
+        .write_buffer_size(0)
+        .max_write_buffer_size(DIRECT_CONTROL_BUFFER_BYTES)
 }
 
 /// The `101 Switching Protocols` answer to a WebSocket upgrade whose
@@ -72,34 +111,235 @@ pub(crate) fn switching_protocols(key: &[u8]) -> Response {
     response
 }
 
-/// An upgraded connection as a server-side WebSocket.
-pub(crate) type Socket = WebSocketStream<TokioIo<Upgraded>>;
+/// A socket over hyper's upgraded connection when it is not a plain `TcpStream`: the
+/// fallback, entirely tungstenite's.
+pub(crate) type FallbackSocket = WebSocketStream<TokioIo<Upgraded>>;
+
+/// A WebSocket ready to be split into the runtime's halves.
+#[derive(Debug)]
+pub(crate) enum Socket {
+    /// Served by our accept loop (or `warp::serve` over TCP without its protocol
+    /// detection): tungstenite reads, our [`Wire`] writes (see the module docs).
+    Direct {
+        /// tungstenite over the read half; its control replies go to `wire`.
+        stream: WebSocketStream<ControlShim>,
+        /// The write half.
+        wire: Arc<Wire>,
+    },
+    /// Any other connection hyper upgraded: tungstenite reads and writes.
+    Fallback(FallbackSocket),
+}
 
 /// Waits until hyper hands the connection over (after it wrote our `101`), then builds
-/// the WebSocket on it with `config`.
+/// the WebSocket on it with `config`: on the `TcpStream` itself when hyper's connection
+/// is one (see the module docs), else on hyper's `Upgraded`.
 pub(crate) async fn upgrade(
     on_upgrade: OnUpgrade,
     config: WebSocketConfig,
 ) -> Result<Socket, hyper::Error> {
     let upgraded = on_upgrade.await?;
-    Ok(WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await)
+    let parts = match upgraded.downcast::<TokioIo<TcpStream>>() {
+        Ok(parts) => parts,
+        Err(upgraded) => {
+            let io = TokioIo::new(upgraded);
+            let socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
+            return Ok(Socket::Fallback(socket));
+        }
+    };
+    let config = direct_config(config);
+    let (read, write) = parts.io.into_inner().into_split();
+    let wire = Arc::new(Wire::new(write));
+    let shim = ControlShim::new(read, Arc::clone(&wire));
+    // What hyper read past the request (a client may send its first frames without
+    // waiting for our `101`) comes before anything on the socket: tungstenite starts
+    // with it in its read buffer. Copied, so hyper's whole read buffer is not kept.
+    let stream = if parts.read_buf.is_empty() {
+        WebSocketStream::from_raw_socket(shim, Role::Server, Some(config)).await
+    } else {
+        let part = parts.read_buf.to_vec();
+        WebSocketStream::from_partially_read(shim, part, Role::Server, Some(config)).await
+    };
+    Ok(Socket::Direct { stream, wire })
 }
 
-/// Splits an upgraded socket into the halves the runtime drives from two tasks.
+/// Splits an upgraded socket into the halves the runtime drives.
 pub(crate) fn split(socket: Socket, close_timeout: Duration) -> (WarpInbound, WarpOutbound) {
-    let (sink, stream) = socket.split();
+    let (messages, frames) = socket.into_parts();
     (
         WarpInbound {
-            stream,
+            messages,
             peer_close: None,
             oversized: false,
             close_timeout,
         },
         WarpOutbound {
-            sink,
+            frames,
             close_timeout,
         },
     )
+}
+
+impl Socket {
+    /// The socket's reading and writing halves.
+    pub(crate) fn into_parts(self) -> (Messages, Frames) {
+        match self {
+            Socket::Direct { stream, wire } => (Messages::Direct(stream), Frames::Direct(wire)),
+            Socket::Fallback(socket) => {
+                let (sink, stream) = socket.split();
+                (Messages::Fallback(stream), Frames::Fallback(sink))
+            }
+        }
+    }
+}
+
+/// The messages a socket receives, from tungstenite in both cases.
+// The direct variant is the common one and lives once per connection, inside the
+// boxed `Inbound`: boxing it would only add an allocation.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub(crate) enum Messages {
+    /// Over [`ControlShim`].
+    Direct(WebSocketStream<ControlShim>),
+    /// The fallback's reading half.
+    Fallback(SplitStream<FallbackSocket>),
+}
+
+impl Messages {
+    /// The next message (tungstenite has answered pings and the peer's close by then,
+    /// or queued the answer for its next read). Cancel-safe, as `StreamExt::next` is.
+    pub(crate) async fn next(&mut self) -> Option<Result<Message, tungstenite::Error>> {
+        match self {
+            Messages::Direct(stream) => stream.next().await,
+            Messages::Fallback(stream) => stream.next().await,
+        }
+    }
+
+    /// After the peer's close: reads once more, which makes tungstenite write its reply
+    /// and end the stream, and waits until the reply is in the socket (tungstenite does
+    /// not flush after it on our wire, where a write only queues it behind a frame of
+    /// ours that may be half written).
+    pub(crate) async fn finish_reply(&mut self) {
+        let _ = self.next().await;
+        if let Messages::Direct(stream) = self {
+            let _ = stream.get_ref().wire().flush().await;
+        }
+    }
+}
+
+/// What a data frame carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Data {
+    /// Text: checked to be UTF-8 before anything is written.
+    Text,
+    /// Binary (only the echo route sends it).
+    Binary,
+}
+
+/// How a socket sends: our [`Wire`], or the fallback's tungstenite sink.
+#[derive(Debug)]
+pub(crate) enum Frames {
+    /// Vectored writes of our own frames.
+    Direct(Arc<Wire>),
+    /// The fallback's writing half.
+    Fallback(SplitSink<FallbackSocket, Message>),
+}
+
+/// The error of an outbound text frame that is not UTF-8.
+fn not_utf8() -> TransportError {
+    TransportError::Io("outbound text frame is not valid UTF-8".to_owned())
+}
+
+impl Frames {
+    /// Sends `frames` as whole messages of `data`, in order, and flushes once.
+    pub(crate) async fn send(
+        &mut self,
+        data: Data,
+        frames: &[Bytes],
+    ) -> Result<(), TransportError> {
+        match self {
+            Frames::Direct(wire) => {
+                let opcode = match data {
+                    Data::Text => {
+                        if frames.iter().any(|f| std::str::from_utf8(f).is_err()) {
+                            return Err(not_utf8());
+                        }
+                        frame::TEXT
+                    }
+                    Data::Binary => frame::BINARY,
+                };
+                wire.send(opcode, frames).await.map_err(send_error)
+            }
+            Frames::Fallback(sink) => {
+                for frame in frames {
+                    // The frame is shared by every recipient of a broadcast: the message
+                    // takes another reference to it (checked to be UTF-8, not copied).
+                    // tungstenite then copies it once, into this connection's buffer.
+                    let message = match data {
+                        Data::Text => Message::Text(
+                            Utf8Bytes::try_from(frame.clone()).map_err(|_| not_utf8())?,
+                        ),
+                        Data::Binary => Message::Binary(frame.clone()),
+                    };
+                    // `feed` writes into tungstenite's buffer without flushing; one flush
+                    // below sends the whole batch in as few syscalls as the kernel allows.
+                    sink.feed(message).await.map_err(|err| write_error(&err))?;
+                }
+                sink.flush().await.map_err(|err| write_error(&err))
+            }
+        }
+    }
+
+    /// Sends an empty ping.
+    pub(crate) async fn ping(&mut self) -> Result<(), TransportError> {
+        match self {
+            Frames::Direct(wire) => wire
+                .send(frame::PING, &[Bytes::new()])
+                .await
+                .map_err(send_error),
+            Frames::Fallback(sink) => sink
+                .send(Message::Ping(Bytes::new()))
+                .await
+                .map_err(|err| write_error(&err)),
+        }
+    }
+
+    /// Finishes what is being written, sends a close frame with `code` and `reason`
+    /// (cut to fit) unless one was sent already, and shuts the write side down; bounded
+    /// by `within` (a peer that does not read would hold the flush forever; the
+    /// runtime is about to drop the connection anyway).
+    pub(crate) async fn close(
+        &mut self,
+        code: u16,
+        reason: &str,
+        within: Duration,
+    ) -> Result<(), TransportError> {
+        let closed = match self {
+            Frames::Direct(wire) => tokio::time::timeout(within, wire.close(code, reason))
+                .await
+                .map(|written| written.map_err(|err| TransportError::Io(err.to_string()))),
+            Frames::Fallback(sink) => {
+                let frame = Message::Close(Some(CloseFrame {
+                    code: code.into(),
+                    reason: frame::truncate(reason, frame::MAX_CLOSE_REASON).into(),
+                }));
+                tokio::time::timeout(within, sink.send(frame))
+                    .await
+                    .map(|sent| match sent {
+                        Ok(()) => Ok(()),
+                        // Closing an already closed socket is the outcome the caller wants.
+                        Err(
+                            tungstenite::Error::ConnectionClosed
+                            | tungstenite::Error::AlreadyClosed
+                            | tungstenite::Error::Protocol(
+                                tungstenite::error::ProtocolError::SendAfterClosing,
+                            ),
+                        ) => Ok(()),
+                        Err(err) => Err(write_error(&err)),
+                    })
+            }
+        };
+        closed.unwrap_or_else(|_elapsed| Err(TransportError::Io("close timed out".to_owned())))
+    }
 }
 
 /// Receiving half of an accepted WebSocket.
@@ -109,7 +349,7 @@ pub(crate) fn split(socket: Socket, close_timeout: Duration) -> (WarpInbound, Wa
 /// next write. A peer's close frame is answered the same way, before `recv` reports it.
 #[derive(Debug)]
 pub(crate) struct WarpInbound {
-    stream: SplitStream<Socket>,
+    messages: Messages,
     /// The peer's close, held while its reply is flushed (see `recv`), so a `recv`
     /// cancelled during that flush still reports it on the next call.
     peer_close: Option<Option<CloseCode>>,
@@ -127,11 +367,11 @@ impl Inbound for WarpInbound {
     /// before a cancellation needs no further action, and a close whose reply was being
     /// flushed is kept in `peer_close` and reported by the next call.
     ///
-    /// After the runtime's close frame (tungstenite's `ClosedByUs` state) data frames
-    /// still arrive, so the runtime's linger can read them; the peer's close reply ends
-    /// the stream. After an invalid UTF-8 frame or a framing violation reading may go
-    /// on (tungstenite consumed the frame); after an oversized one it may not (see
-    /// `oversized`).
+    /// After the runtime's close frame data frames still arrive, so the runtime's linger
+    /// can read them; the peer's close reply ends the stream (and is not answered: one
+    /// close frame was sent already). After an invalid UTF-8 frame or a framing
+    /// violation reading may go on (tungstenite consumed the frame); after an oversized
+    /// one it may not (see `oversized`).
     async fn recv(&mut self) -> Option<Result<Incoming, TransportError>> {
         if self.oversized {
             return None;
@@ -140,7 +380,7 @@ impl Inbound for WarpInbound {
             return self.finish_peer_close().await;
         }
         loop {
-            let message = match self.stream.next().await? {
+            let message = match self.messages.next().await? {
                 Ok(message) => message,
                 Err(err) => {
                     let error = read_error(&err);
@@ -173,7 +413,7 @@ impl WarpInbound {
     /// and the peer would see the connection drop (1006) instead of a clean close.
     async fn finish_peer_close(&mut self) -> Option<Result<Incoming, TransportError>> {
         // Bounded: a peer that closed but does not read cannot hold us.
-        let _ = tokio::time::timeout(self.close_timeout, self.stream.next()).await;
+        let _ = tokio::time::timeout(self.close_timeout, self.messages.finish_reply()).await;
         let code = self.peer_close.take()?;
         Some(Ok(Incoming::Close(code)))
     }
@@ -182,71 +422,34 @@ impl WarpInbound {
 /// Sending half of an accepted WebSocket.
 #[derive(Debug)]
 pub(crate) struct WarpOutbound {
-    sink: SplitSink<Socket, Message>,
+    frames: Frames,
     close_timeout: Duration,
 }
 
 #[async_trait]
 impl Outbound for WarpOutbound {
+    /// A whole batch per `writev` (see the module docs). Cancel-safe as the runtime
+    /// needs: a frame begun is finished by the `close` that follows.
     async fn send(&mut self, frames: &[Bytes]) -> Result<(), TransportError> {
-        for frame in frames {
-            // The frame is shared by every recipient of a broadcast: the message takes
-            // another reference to it (checked to be UTF-8, not copied). tungstenite
-            // then copies it once, into this connection's write buffer.
-            let text = Utf8Bytes::try_from(frame.clone()).map_err(|_| {
-                TransportError::Io("outbound text frame is not valid UTF-8".to_owned())
-            })?;
-            // `feed` writes into tungstenite's buffer without flushing; one flush below
-            // sends the whole batch in as few syscalls as the kernel allows.
-            self.sink
-                .feed(Message::Text(text))
-                .await
-                .map_err(|err| write_error(&err))?;
-        }
-        self.sink.flush().await.map_err(|err| write_error(&err))
+        self.frames.send(Data::Text, frames).await
     }
 
     async fn ping(&mut self) -> Result<bool, TransportError> {
-        self.sink
-            .send(Message::Ping(Bytes::new()))
-            .await
-            .map_err(|err| write_error(&err))?;
+        self.frames.ping().await?;
         Ok(true)
     }
 
     async fn close(&mut self, code: CloseCode, reason: &str) -> Result<(), TransportError> {
-        let frame = Message::Close(Some(CloseFrame {
-            code: code.0.into(),
-            reason: truncate(reason, MAX_CLOSE_REASON).into(),
-        }));
-        // A peer that does not read would hold the flush forever; the runtime is about to
-        // drop the connection anyway, so give up after a short while.
-        match tokio::time::timeout(self.close_timeout, self.sink.send(frame)).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(err)) => match err {
-                // Closing an already closed socket is the outcome the caller wants.
-                tungstenite::Error::ConnectionClosed
-                | tungstenite::Error::AlreadyClosed
-                | tungstenite::Error::Protocol(
-                    tungstenite::error::ProtocolError::SendAfterClosing,
-                ) => Ok(()),
-                _ => Err(write_error(&err)),
-            },
-            Err(_elapsed) => Err(TransportError::Io("close timed out".to_owned())),
-        }
+        self.frames.close(code.0, reason, self.close_timeout).await
     }
 }
 
-/// The longest prefix of `s` of at most `max` bytes that ends on a char boundary.
-fn truncate(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
+/// Translates an error of our [`Wire`].
+fn send_error(err: SendError) -> TransportError {
+    match err {
+        SendError::Closed => TransportError::Closed,
+        SendError::Io(err) => TransportError::Io(err.to_string()),
     }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }
 
 /// Translates a read error so the runtime closes with the right code: capacity → 1009,
@@ -286,15 +489,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn close_reasons_are_cut_on_char_boundaries() {
-        assert_eq!(truncate("short", 123), "short");
-        let long = "é".repeat(100); // 200 bytes
-        let cut = truncate(&long, 123);
-        assert_eq!(cut.len(), 122);
-        assert!(cut.chars().all(|c| c == 'é'));
-    }
-
-    #[test]
     fn sockets_get_a_small_read_buffer_and_the_configured_limits() {
         let config = WarpConfig {
             max_frame_bytes: 1000,
@@ -318,6 +512,25 @@ mod tests {
             ..WarpConfig::default()
         });
         assert!(low.max_write_buffer_size > low.write_buffer_size);
+    }
+
+    #[test]
+    fn on_the_direct_path_tungstenite_buffers_only_a_few_control_replies() {
+        let config = WarpConfig::default();
+        let direct = direct_config(websocket_config(&config));
+        assert_eq!(
+            direct.write_buffer_size, 0,
+            "replies go to the wire at once"
+        );
+        assert!(direct.max_write_buffer_size > direct.write_buffer_size);
+        assert!(
+            direct.max_write_buffer_size * 1000 < websocket_config(&config).max_write_buffer_size,
+            "a few control frames, not the fallback's write buffer"
+        );
+        // The reading limits are the configured ones.
+        assert_eq!(direct.read_buffer_size, READ_BUFFER_BYTES);
+        assert_eq!(direct.max_frame_size, Some(config.max_frame_bytes));
+        assert_eq!(direct.max_message_size, Some(config.max_message_bytes));
     }
 
     #[test]

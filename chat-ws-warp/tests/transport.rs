@@ -735,6 +735,31 @@ async fn the_client_assets_have_their_content_types() {
             "export function wsUrl",
         ),
         ("/style.css", "text/css; charset=utf-8", "font"),
+        (
+            "/state.js",
+            "text/javascript; charset=utf-8",
+            "export function createState",
+        ),
+        (
+            "/handlers.js",
+            "text/javascript; charset=utf-8",
+            "export const HANDLERS",
+        ),
+        (
+            "/commands.js",
+            "text/javascript; charset=utf-8",
+            "export function sendJoin",
+        ),
+        (
+            "/render.js",
+            "text/javascript; charset=utf-8",
+            "export function render",
+        ),
+        (
+            "/connection.js",
+            "text/javascript; charset=utf-8",
+            "export class Connection",
+        ),
     ];
     for (path, content_type, snippet) in cases {
         let response = http(server.local_addr(), "GET", path).await;
@@ -752,10 +777,13 @@ async fn the_client_assets_have_their_content_types() {
         assert_security_headers(&response);
         assert!(response.body.contains(snippet), "{path}");
     }
-    assert_eq!(
-        http(server.local_addr(), "GET", "/nope.js").await.status,
-        404
-    );
+    for not_served in ["/nope.js", "/package.json", "/tests/protocol.test.mjs"] {
+        assert_eq!(
+            http(server.local_addr(), "GET", not_served).await.status,
+            404,
+            "{not_served}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -1,5 +1,6 @@
 // Browser end-to-end tests of the web client against the real example server:
-// chatting in a room, typing indicators, direct messages, HTML injection, keyboard use.
+// chatting in a room, typing indicators, direct messages, HTML injection, keyboard use,
+// retrying a refused message.
 // One server and one headless Chromium for the file; each scenario has its own browser
 // contexts (one per user) and its own room and usernames.
 
@@ -210,5 +211,56 @@ test('6. keyboard only: name, room and message without the mouse', TEST, async (
     assert.equal(m.own, true);
     assert.equal(m.author, 'Kim');
     assert.equal(await byTestId(page, 'message-input').inputValue(), '', 'the composer is cleared');
+  });
+});
+
+test('7. a refused message stays with Retry and Discard; Retry resends it under the same clientMsgId', TEST, async () => {
+  await scenario('07-retry', browser, () => server.url, async (user) => {
+    const a = await user('rita');
+    await login(a, 'Rita');
+    await joinRoom(a, 'retry');
+    // More than the default burst of 10 at once: the rest is refused with rate_limited.
+    const texts = Array.from({ length: 13 }, (_, i) => `burst ${i}`);
+    await a.page.evaluate((list) => {
+      const input = document.querySelector('[data-testid="message-input"]');
+      const form = document.querySelector('[data-testid="composer"]');
+      for (const text of list) {
+        input.value = text;
+        form.requestSubmit();
+      }
+    }, texts);
+    const failed = a.page.locator('[data-testid="message"][data-status="failed"]');
+    await eventually(async () => assert.ok((await failed.count()) >= 1, 'some of the burst is refused'));
+    await eventually(async () => assert.equal(
+      (await messages(a)).filter((m) => m.pending && m.status !== 'failed').length, 0, 'the rest is confirmed'));
+    const status = await failed.first().locator('[data-testid="message-status"]').textContent();
+    assert.match(status, /^Not sent: .+\. Retry after \d+ s\./);
+
+    // Keep the first refused message, discard the others.
+    const keep = await failed.first().getAttribute('data-client-msg-id');
+    const keptText = await failed.first().locator('[data-testid="message-content"]').textContent();
+    // One at a time, each click after the render of the previous one: a render removes a
+    // row, and a click aimed before it could land on the row that moved into its place.
+    for (let n = await failed.count(); n > 1; n--) {
+      await failed.last().locator('[data-testid="discard-button"]').click();
+      await eventually(async () => assert.equal(await failed.count(), n - 1));
+    }
+
+    // Retry until the rate limit lets it through (each refusal says when to try again).
+    const kept = a.page.locator(`[data-client-msg-id="${keep}"]`);
+    await eventually(async () => {
+      if ((await kept.getAttribute('data-status', { timeout: 1000 }).catch(() => null)) === 'failed') {
+        await kept.locator('[data-testid="retry-button"]').click();
+      }
+      await waitForMessage(a, keptText, 200);
+    }, { timeout: 15000, interval: 500 });
+    const echoes = a.frames.filter((f) => f.type === 'message_received' && f.clientMsgId === keep);
+    assert.equal(echoes.length, 1, 'stored once, under the id of the first attempt');
+    assert.equal(echoes[0].content, keptText);
+    const shown = (await messages(a)).filter((m) => !m.pending).map((m) => m.content);
+    const discarded = texts.filter((t) => !shown.includes(t));
+    assert.ok(discarded.length >= 1, 'the discarded ones are gone');
+    assert.equal(await a.page.locator('[data-testid="message"][data-pending="true"]').count(), 0);
+    await shoot(a, '07-retry');
   });
 });
