@@ -404,7 +404,8 @@ pub(crate) struct Options {
 
     // ---- store --------------------------------------------------------------------
     /// Where messages are kept: `sqlite:PATH` (one file, created on first start;
-    /// history survives restarts) or `memory` (lost at exit; for benchmarks).
+    /// history survives restarts), `postgres://USER@HOST:PORT/DB` (several servers may
+    /// share it) or `memory` (lost at exit; for benchmarks).
     #[arg(
         long,
         env = "CHAT_STORE",
@@ -423,11 +424,11 @@ pub(crate) struct Options {
         help_heading = "Store"
     )]
     pub(crate) sqlite_synchronous: SynchronousArg,
-    /// SQLite store: keep only the newest N messages per room and DM conversation
+    /// SQLite and PostgreSQL stores: keep only the newest N messages per room and DM conversation
     /// (older ones are deleted in the background), or `off` to keep all.
     #[arg(long, env = "CHAT_RETENTION_KEEP_LAST", value_name = "N", value_parser = parse_optional_count, default_value = "off", help_heading = "Store")]
     pub(crate) retention_keep_last: OptionalCount,
-    /// SQLite store: delete messages older than this (e.g. `30days`), or `off`.
+    /// SQLite and PostgreSQL stores: delete messages older than this (e.g. `30days`), or `off`.
     #[arg(long, env = "CHAT_RETENTION_MAX_AGE", value_name = "DURATION", value_parser = parse_optional_duration, default_value = "off", help_heading = "Store")]
     pub(crate) retention_max_age: OptionalDuration,
     /// Memory store: messages kept per room.
@@ -656,6 +657,22 @@ impl Options {
                 ..Retention::default()
             },
             ..SqliteConfig::default()
+        }
+    }
+
+    /// The PostgreSQL store's configuration for the database at `url`. Its own timeout
+    /// is half the runtime's store timeout, so its answer (unavailable, or outcome
+    /// unknown) arrives before the runtime gives up on the operation.
+    pub(crate) fn postgres_store(&self, url: &str) -> chat_postgres_store::PostgresConfig {
+        chat_postgres_store::PostgresConfig {
+            timeout: self.store_timeout / 2,
+            retention: chat_postgres_store::Retention {
+                keep_last_per_room: self.retention_keep_last.0.map(u64::from),
+                keep_last_per_conversation: self.retention_keep_last.0.map(u64::from),
+                max_age: self.retention_max_age.0,
+                ..chat_postgres_store::Retention::default()
+            },
+            ..chat_postgres_store::PostgresConfig::new(url)
         }
     }
 

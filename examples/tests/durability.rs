@@ -1,5 +1,5 @@
 //! Durable history end to end, against the real example server binary on each durable
-//! backend of [`support::BACKENDS`]:
+//! backend of [`support::backends`] (SQLite; PostgreSQL when `CHAT_TEST_POSTGRES_URL` is set):
 //!
 //! * **Crash**: 60 concurrent senders with unique `clientMsgId`s record which sends were
 //!   acknowledged; the server is `kill -9`ed mid-stream and restarted on the same
@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::json;
-use support::{BACKENDS, Backend, Client, PROMPT, ServerProcess};
+use support::{Backend, Client, PROMPT, ServerProcess, backends};
 
 const SENDERS: usize = 60;
 const ROOMS: usize = 3;
@@ -236,7 +236,7 @@ async fn crash_and_restart(backend: Backend) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn acknowledged_messages_survive_kill_9_exactly_once() {
-    for &backend in BACKENDS {
+    for backend in backends("acknowledged_messages_survive_kill_9_exactly_once") {
         crash_and_restart(backend).await;
     }
 }
@@ -366,7 +366,7 @@ async fn lossless_reconnect(backend: Backend) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_reconnect_gets_exactly_what_it_missed_also_across_a_restart() {
-    for &backend in BACKENDS {
+    for backend in backends("a_reconnect_gets_exactly_what_it_missed_also_across_a_restart") {
         lossless_reconnect(backend).await;
     }
 }

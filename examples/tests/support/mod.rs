@@ -9,6 +9,8 @@
 //! only for `[[bin]]` targets.)
 #![allow(dead_code)] // each test file uses a different part
 
+pub(crate) mod postgres;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -34,32 +36,58 @@ pub(crate) const PROMPT: Duration = Duration::from_secs(20);
 pub(crate) enum Backend {
     /// `--store sqlite:<temporary dir>/chat.db`.
     Sqlite,
+    /// `--store postgres://…/chat_test_<random>` on the server of
+    /// `CHAT_TEST_POSTGRES_URL`.
+    Postgres,
 }
 
-/// Every durable backend; the crash and reconnect tests run once per entry.
-pub(crate) const BACKENDS: &[Backend] = &[Backend::Sqlite];
+/// Every durable backend; the crash and reconnect tests run once per entry. PostgreSQL
+/// is there when `CHAT_TEST_POSTGRES_URL` is set (see [`postgres::server_url`]: skipped
+/// with a note without it, a failure under `CI=true`).
+pub(crate) fn backends(test: &str) -> Vec<Backend> {
+    let mut backends = vec![Backend::Sqlite];
+    if postgres::server_url(test).is_some() {
+        backends.push(Backend::Postgres);
+    }
+    backends
+}
 
 /// One database of a backend for one test: the `--store` value, the same for every
 /// start of the server in that test. Dropping it removes the data.
 pub(crate) struct Database {
     pub(crate) store: String,
     _dir: tempfile::TempDir,
+    _postgres: Option<postgres::TestDb>,
 }
 
 impl Backend {
     pub(crate) fn name(self) -> &'static str {
         match self {
             Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
         }
     }
 
     /// A fresh, empty database for one test.
     pub(crate) fn database(self) -> Database {
         let dir = tempfile::tempdir().expect("temporary directory");
-        let store = match self {
-            Backend::Sqlite => format!("sqlite:{}", dir.path().join("chat.db").display()),
+        let (store, postgres) = match self {
+            Backend::Sqlite => (
+                format!("sqlite:{}", dir.path().join("chat.db").display()),
+                None,
+            ),
+            Backend::Postgres => {
+                let server = postgres::server_url("a postgres backend")
+                    .expect("backends() lists postgres only when it is configured");
+                let db = postgres::TestDb::create(&server);
+                (db.url.clone(), Some(db))
+            }
         };
-        Database { store, _dir: dir }
+        Database {
+            store,
+            _dir: dir,
+            _postgres: postgres,
+        }
     }
 }
 
