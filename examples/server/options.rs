@@ -239,7 +239,9 @@ pub(crate) struct Options {
     /// On Ctrl-C or SIGTERM, time to flush queues and close every connection with 1001.
     #[arg(long, env = "CHAT_SHUTDOWN_GRACE", default_value = "5s", value_parser = parse_duration, help_heading = "Runtime")]
     pub(crate) shutdown_grace: Duration,
-    /// Longest one store operation may take; past it the client gets `store_unavailable`.
+    /// Longest one store operation may take, counted from the request; past it the client
+    /// gets `store_timeout` (an append that may still commit: resend with the same
+    /// clientMsgId) or `store_unavailable` (it never reached the store).
     #[arg(long, env = "CHAT_STORE_TIMEOUT", default_value = "10s", value_parser = parse_duration, help_heading = "Runtime")]
     pub(crate) store_timeout: Duration,
     /// Most store operations running at once; further requests wait in order.
