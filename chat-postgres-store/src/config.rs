@@ -65,7 +65,8 @@ pub struct Retention {
     pub keep_last_per_conversation: Option<u64>,
     /// Delete messages older than this (room messages and DMs). Default: none.
     pub max_age: Option<Duration>,
-    /// How often the background task deletes. Default 60 s.
+    /// How often the background task deletes (its first round one interval after
+    /// opening; `PostgresStore::purge_now` runs one at once). Default 60 s.
     pub interval: Duration,
 }
 

@@ -56,7 +56,12 @@ pub(crate) async fn purge(pool: &Pool, retention: &Retention) -> Result<u64, Fai
 
 /// The background task: a purge every `retention.interval`, errors logged.
 pub(crate) async fn run(pool: Pool, retention: Retention) {
-    let mut ticks = tokio::time::interval(retention.interval);
+    // The first round one interval after opening, not at once: a store just opened is
+    // busy with its first work, and `purge_now` is there for whoever wants one at once.
+    let mut ticks = tokio::time::interval_at(
+        tokio::time::Instant::now() + retention.interval,
+        retention.interval,
+    );
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
