@@ -39,13 +39,11 @@ struct Args {
 
 /// The chat's transport configuration with the protocol's default size limits.
 fn conformance_config() -> WarpConfig {
-    WarpConfig {
-        max_frame_bytes: PROTOCOL_MAX_FRAME_BYTES,
-        max_message_bytes: PROTOCOL_MAX_MESSAGE_BYTES,
-        max_write_buffer_bytes: MAX_WRITE_BUFFER_BYTES,
-        serve_web_client: false,
-        ..WarpConfig::default()
-    }
+    WarpConfig::default()
+        .with_max_frame_bytes(PROTOCOL_MAX_FRAME_BYTES)
+        .with_max_message_bytes(PROTOCOL_MAX_MESSAGE_BYTES)
+        .with_max_write_buffer_bytes(MAX_WRITE_BUFFER_BYTES)
+        .with_serve_web_client(false)
 }
 
 #[tokio::main]

@@ -95,8 +95,10 @@ impl fmt::Debug for JwtAlgorithm {
     }
 }
 
-/// How [`JwtAuth`] validates tokens. Start from [`JwtConfig::new`].
+/// How [`JwtAuth`] validates tokens. Start from [`JwtConfig::new`] and change fields or
+/// chain the `with_*` setters.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct JwtConfig {
     /// The only algorithm accepted, and its key.
     pub algorithm: JwtAlgorithm,
@@ -125,6 +127,16 @@ impl JwtConfig {
             leeway: DEFAULT_LEEWAY,
             require_name: false,
         }
+    }
+}
+
+chat_core::config_setters! {
+    JwtConfig {
+        with_algorithm => algorithm: JwtAlgorithm,
+        with_issuer => issuer: Option<String>,
+        with_audience => audience: Option<String>,
+        with_leeway => leeway: Duration,
+        with_require_name => require_name: bool,
     }
 }
 

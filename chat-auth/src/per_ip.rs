@@ -50,8 +50,10 @@ use std::time::{Duration, Instant};
 use chat_core::{Admission, Admitted, ConnectionInfo, Rate, Rejection, async_trait};
 use thiserror::Error;
 
-/// Limits per client address. Start from [`PerIpConfig::default`].
+/// Limits per client address. Start from [`PerIpConfig::default`] and change fields or
+/// chain the `with_*` setters.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PerIpConfig {
     /// Connections one address may hold open at once; `None`: no limit. Default 64.
     pub max_connections: Option<u32>,
@@ -76,6 +78,16 @@ impl Default for PerIpConfig {
             max_addresses: 100_000,
             exempt_loopback: true,
         }
+    }
+}
+
+chat_core::config_setters! {
+    PerIpConfig {
+        with_max_connections => max_connections: Option<u32>,
+        with_rate => rate: Option<Rate>,
+        with_ipv6_prefix_len => ipv6_prefix_len: u8,
+        with_max_addresses => max_addresses: usize,
+        with_exempt_loopback => exempt_loopback: bool,
     }
 }
 
@@ -283,11 +295,11 @@ mod tests {
     }
 
     fn limits(max: Option<u32>, rate: Option<Rate>) -> PerIpLimits {
-        PerIpLimits::new(PerIpConfig {
-            max_connections: max,
-            rate,
-            ..PerIpConfig::default()
-        })
+        PerIpLimits::new(
+            PerIpConfig::default()
+                .with_max_connections(max)
+                .with_rate(rate),
+        )
     }
 
     #[test]
@@ -381,12 +393,12 @@ mod tests {
 
     #[test]
     fn the_table_is_bounded_and_idle_entries_are_swept() {
-        let l = PerIpLimits::new(PerIpConfig {
-            max_connections: Some(8),
-            rate: Some(Rate::per_second(1, 1)),
-            max_addresses: 4,
-            ..PerIpConfig::default()
-        });
+        let l = PerIpLimits::new(
+            PerIpConfig::default()
+                .with_max_connections(Some(8))
+                .with_rate(Some(Rate::per_second(1, 1)))
+                .with_max_addresses(4),
+        );
         let t = Instant::now();
         let addr = |i: u8| IpAddr::V4(Ipv4Addr::new(10, 0, 0, i));
         for i in 0..4 {
@@ -481,11 +493,11 @@ mod tests {
         assert!(l.admit(&proxy).await.is_ok());
         assert_eq!(l.admit(&proxy).await.expect_err("limited").status(), 429);
 
-        let strict = PerIpLimits::new(PerIpConfig {
-            max_connections: Some(1),
-            exempt_loopback: false,
-            ..PerIpConfig::default()
-        });
+        let strict = PerIpLimits::new(
+            PerIpConfig::default()
+                .with_max_connections(Some(1))
+                .with_exempt_loopback(false),
+        );
         assert!(strict.admit(&local).await.is_ok());
         assert_eq!(
             strict.admit(&local).await.expect_err("limited").status(),

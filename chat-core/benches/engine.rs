@@ -186,6 +186,8 @@ fn recipient_count(to: &Recipients) -> usize {
         Recipients::List(l) => l.len(),
         // `except` only ever names members.
         Recipients::Room { members, except } => members.len() - except.len(),
+        // A kind added later: count by walking it.
+        other => other.iter().count(),
     }
 }
 

@@ -41,8 +41,9 @@ use crate::transport::{
     Transport, TransportError,
 };
 
-/// Options of a [`ChannelTransport`].
+/// Options of a [`ChannelTransport`]. Start from [`ChannelOptions::default`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ChannelOptions {
     /// Frames each direction of a connection buffers. Default 64.
     pub capacity: usize,
@@ -66,7 +67,17 @@ impl Default for ChannelOptions {
     }
 }
 
-/// One event a client receives.
+crate::config_setters! {
+    ChannelOptions {
+        with_capacity => capacity: usize,
+        with_max_frame_len => max_frame_len: usize,
+        with_ping => ping: bool,
+        with_backlog => backlog: usize,
+    }
+}
+
+/// One event a client receives. Exhaustive on purpose: a channel carries text frames and
+/// one close, nothing else, and tests match on exactly these two.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClientEvent {
     /// A text frame (one JSON event).

@@ -28,6 +28,7 @@ pub const USER_ID_MAX_CHARS: usize = 128;
 
 /// Why a name or id was refused. Each variant maps to one wire error code.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
 pub enum NameError {
     /// Fewer than [`USERNAME_MIN_CHARS`] characters after trimming.
     #[error("Username must be at least {USERNAME_MIN_CHARS} characters")]

@@ -14,6 +14,7 @@ pub mod protocol;
 pub mod proxies;
 #[cfg(feature = "runtime")]
 pub mod runtime;
+mod setters;
 pub mod store;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;

@@ -80,6 +80,7 @@ pub struct InvalidProxy(pub String);
 
 /// What [`TrustedProxies::resolve`] concluded about a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Resolution {
     /// The peer is not a trusted proxy: it is the client, headers ignored.
     Direct,

@@ -185,6 +185,9 @@ pub struct Appended<M> {
 }
 
 /// Which part of a stream to read.
+///
+/// Deliberately exhaustive (unlike the other public enums): every [`Store`] must answer
+/// every range, so a new one changes the store contract whatever the attribute says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PageRange {
     /// The newest `limit` messages.

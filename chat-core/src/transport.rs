@@ -332,6 +332,7 @@ fn percent_decode(s: &str) -> String {
 /// Why the runtime refuses a handshake. HTTP transports answer with [`Rejection::status`]
 /// before any upgrade; others send what they can and close.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Rejection {
     /// 401: authentication required or token invalid.
     Unauthorized(String),
@@ -367,6 +368,7 @@ impl Rejection {
 
 /// Transport failures, as the runtime needs to tell them apart.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
 pub enum TransportError {
     /// A frame or message exceeded the transport's size limit (→ close 1009).
     #[error("message too big")]
@@ -402,6 +404,7 @@ impl TransportError {
 
 /// One received frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Incoming {
     /// A text frame (one JSON command).
     Text(Bytes),

@@ -68,33 +68,32 @@ type Check = Result<(), String>;
 
 /// Small limits, so every cap is reached within a few dozen operations.
 fn tight_config() -> Config {
-    Config {
-        join_history: 3,
-        history_page_max: 4,
-        resume_max: 4,
-        history_frame_bytes: 64 * 1024,
-        max_rooms_per_connection: 2,
-        max_connections_per_user: 2,
-        max_queued_commands: 3,
-        typing_timeout: Duration::from_secs(5),
-        message_rate: Some(Rate::per_second(6, 1)),
-        typing_rate: Some(Rate::per_second(4, 2)),
-        join_rate: Some(Rate::per_second(6, 1)),
-        history_rate: Some(Rate::per_second(4, 2)),
-        refusal_budget: Some(Rate::per_second(12, 1)),
-    }
+    let mut c = Config::default();
+    c.join_history = 3;
+    c.history_page_max = 4;
+    c.resume_max = 4;
+    c.history_frame_bytes = 64 * 1024;
+    c.max_rooms_per_connection = 2;
+    c.max_connections_per_user = 2;
+    c.max_queued_commands = 3;
+    c.typing_timeout = Duration::from_secs(5);
+    c.message_rate = Some(Rate::per_second(6, 1));
+    c.typing_rate = Some(Rate::per_second(4, 2));
+    c.join_rate = Some(Rate::per_second(6, 1));
+    c.history_rate = Some(Rate::per_second(4, 2));
+    c.refusal_budget = Some(Rate::per_second(12, 1));
+    c
 }
 
 /// The same caps without rate limits, so more messages race with joins and retries.
 fn unlimited_config() -> Config {
-    Config {
-        message_rate: None,
-        typing_rate: None,
-        join_rate: None,
-        history_rate: None,
-        refusal_budget: None,
-        ..tight_config()
-    }
+    let mut c = tight_config();
+    c.message_rate = None;
+    c.typing_rate = None;
+    c.join_rate = None;
+    c.history_rate = None;
+    c.refusal_budget = None;
+    c
 }
 
 /// Runs a case and settles it; `Err` names the operation after which a check failed.

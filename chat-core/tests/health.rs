@@ -112,10 +112,7 @@ async fn say(conn: &mut ClientConnection, content: &str) {
 #[tokio::test(start_paused = true)]
 async fn a_failing_or_hanging_store_degrades_health_and_a_success_heals_it() {
     let store = Arc::new(SwitchStore::default());
-    let runtime = RuntimeConfig {
-        store_timeout: Duration::from_secs(10),
-        ..RuntimeConfig::default()
-    };
+    let runtime = RuntimeConfig::default().with_store_timeout(Duration::from_secs(10));
     let server = Server::new(
         Config::unlimited(),
         runtime,

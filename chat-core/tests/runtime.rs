@@ -2,6 +2,9 @@
 //! channel transport. Time is tokio's paused clock: nothing here waits for real time, and
 //! heartbeats and timeouts happen in simulated seconds.
 #![cfg(feature = "runtime")]
+// On tokio's paused clock a sleep advances simulated time: how these tests let a timer
+// fire. The crate's ban on sleeping is about the engine and the runtime.
+#![allow(clippy::disallowed_methods)]
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -433,15 +436,10 @@ async fn a_store_that_never_answers_times_out_and_the_connection_stays_usable() 
 
 /// Queues small enough to overflow quickly; a client channel of 8 frames.
 fn small_queues() -> (RuntimeConfig, ChannelOptions) {
-    let runtime = RuntimeConfig {
-        outbound_frames: 32,
-        write_batch: 8,
-        ..RuntimeConfig::default()
-    };
-    let options = ChannelOptions {
-        capacity: 8,
-        ..ChannelOptions::default()
-    };
+    let runtime = RuntimeConfig::default()
+        .with_outbound_frames(32)
+        .with_write_batch(8);
+    let options = ChannelOptions::default().with_capacity(8);
     (runtime, options)
 }
 
@@ -512,15 +510,10 @@ async fn a_slow_reader_is_closed_with_1013_while_the_others_keep_receiving() {
 /// near empty) receive every message and are never closed.
 #[tokio::test(start_paused = true)]
 async fn past_the_global_outbound_budget_the_largest_holders_are_closed() {
-    let runtime = RuntimeConfig {
-        outbound_global_bytes: 150_000,
-        write_batch: 8,
-        ..RuntimeConfig::default()
-    };
-    let options = ChannelOptions {
-        capacity: 8,
-        ..ChannelOptions::default()
-    };
+    let runtime = RuntimeConfig::default()
+        .with_outbound_global_bytes(150_000)
+        .with_write_batch(8);
+    let options = ChannelOptions::default().with_capacity(8);
     let s = server_with(Config::unlimited(), runtime, options, None);
     let mut talker = s.member("talker", "busy").await;
     let mut fast = s.member("fast", "busy").await;
@@ -673,10 +666,7 @@ async fn a_client_that_keeps_sending_is_alive_even_without_pongs() {
 
 #[tokio::test(start_paused = true)]
 async fn heartbeats_are_off_when_the_transport_has_no_ping() {
-    let options = ChannelOptions {
-        ping: false,
-        ..ChannelOptions::default()
-    };
+    let options = ChannelOptions::default().with_ping(false);
     let s = server_with(Config::unlimited(), RuntimeConfig::default(), options, None);
     let mut c = s.member("quiet", "room").await;
     c.conn.set_auto_pong(false);
@@ -882,10 +872,7 @@ async fn every_admitted_connection_is_released_exactly_once() {
 #[tokio::test(start_paused = true)]
 async fn a_slow_admission_is_awaited_within_the_handshake_timeout_and_refused_503_past_it() {
     let admission = Arc::new(TokenAdmission::default());
-    let runtime = RuntimeConfig {
-        handshake_timeout: Duration::from_secs(5),
-        ..RuntimeConfig::default()
-    };
+    let runtime = RuntimeConfig::default().with_handshake_timeout(Duration::from_secs(5));
     let s = server_with(
         Config::unlimited(),
         runtime,
@@ -941,10 +928,7 @@ async fn a_slow_admission_is_awaited_within_the_handshake_timeout_and_refused_50
 
 #[tokio::test(start_paused = true)]
 async fn connections_over_the_limit_are_refused_with_503() {
-    let runtime = RuntimeConfig {
-        max_connections: 2,
-        ..RuntimeConfig::default()
-    };
+    let runtime = RuntimeConfig::default().with_max_connections(2);
     let s = server_with(
         Config::unlimited(),
         runtime,
@@ -1026,14 +1010,8 @@ async fn shutdown_flushes_then_closes_everyone_with_1001_and_run_returns() {
 
 #[tokio::test(start_paused = true)]
 async fn shutdown_does_not_wait_forever_for_a_client_that_never_reads() {
-    let runtime = RuntimeConfig {
-        shutdown_grace: Duration::from_secs(5),
-        ..RuntimeConfig::default()
-    };
-    let options = ChannelOptions {
-        capacity: 1,
-        ..ChannelOptions::default()
-    };
+    let runtime = RuntimeConfig::default().with_shutdown_grace(Duration::from_secs(5));
+    let options = ChannelOptions::default().with_capacity(1);
     let s = server_with(Config::unlimited(), runtime, options, None);
     let mut talker = s.member("talker", "room").await;
     let stuck = s.connect().await; // never reads: its writer blocks on a full channel

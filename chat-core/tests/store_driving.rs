@@ -151,10 +151,7 @@ async fn setup(concurrency: usize, gate: Option<Arc<Semaphore>>, members: usize)
         most_running: AtomicUsize::new(0),
         rooms: Mutex::default(),
     });
-    let runtime = RuntimeConfig {
-        store_concurrency: concurrency,
-        ..RuntimeConfig::default()
-    };
+    let runtime = RuntimeConfig::default().with_store_concurrency(concurrency);
     let (transport, connector) = ChannelTransport::new();
     let handle = Server::new(Config::unlimited(), runtime, Arc::clone(&store) as _)
         .with_id_generator(Box::new(SequentialIds::default()))

@@ -31,10 +31,7 @@
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let store = MemoryStore::with_config(MemoryConfig {
-//!     room_history: 500,
-//!     ..MemoryConfig::default()
-//! });
+//! let store = MemoryStore::with_config(MemoryConfig::default().with_room_history(500));
 //! let general = RoomName::parse("General")?;
 //! let appended = store
 //!     .append_room(NewRoomMessage {
@@ -96,9 +93,10 @@ mod streams;
 use log::Entry;
 use streams::{Shared, Stream, Streams};
 
-/// Limits of a [`MemoryStore`]. Build one with struct update syntax from the default:
-/// `MemoryConfig { room_history: 200, ..MemoryConfig::default() }`.
+/// Limits of a [`MemoryStore`]. Start from the default and change fields or chain the
+/// `with_*` setters: `MemoryConfig::default().with_room_history(200)`.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct MemoryConfig {
     /// Messages kept per room; older ones are dropped. Default 1000. At least 1 is kept
     /// (0 counts as 1), so a room's newest message can always be read back.
@@ -131,6 +129,16 @@ impl Default for MemoryConfig {
             max_dm_conversations: 100_000,
             max_bytes: DEFAULT_MAX_BYTES,
         }
+    }
+}
+
+chat_core::config_setters! {
+    MemoryConfig {
+        with_room_history => room_history: usize,
+        with_dm_history => dm_history: usize,
+        with_max_rooms => max_rooms: usize,
+        with_max_dm_conversations => max_dm_conversations: usize,
+        with_max_bytes => max_bytes: usize,
     }
 }
 
@@ -331,7 +339,6 @@ impl MemoryStore {
 /// A random v4 UUID, for message ids and the epoch.
 // The store is where ids legitimately come from (the engine's ban on random ids keeps
 // the engine deterministic; the store's choices reach it as inputs).
-#[allow(clippy::disallowed_methods)]
 fn random_uuid() -> uuid::Uuid {
     uuid::Uuid::new_v4()
 }
@@ -339,7 +346,6 @@ fn random_uuid() -> uuid::Uuid {
 /// The wall-clock time of an append.
 // The store is where wall-clock timestamps legitimately come from ("when the store
 // accepted it"); the engine never reads a clock.
-#[allow(clippy::disallowed_methods)]
 fn now() -> Timestamp {
     Timestamp::from_system_time(SystemTime::now())
 }

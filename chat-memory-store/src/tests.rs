@@ -43,10 +43,7 @@ fn dm(from: &str, to: &str) -> NewDm {
 }
 
 fn small(room_history: usize) -> MemoryStore {
-    MemoryStore::with_config(MemoryConfig {
-        room_history,
-        ..MemoryConfig::default()
-    })
+    MemoryStore::with_config(MemoryConfig::default().with_room_history(room_history))
 }
 
 /// (retained messages, idempotency entries) of a room.
@@ -165,10 +162,7 @@ async fn every_store_instance_has_its_own_epoch() {
 }
 
 fn budget(max_bytes: usize) -> MemoryStore {
-    MemoryStore::with_config(MemoryConfig {
-        max_bytes,
-        ..MemoryConfig::default()
-    })
+    MemoryStore::with_config(MemoryConfig::default().with_max_bytes(max_bytes))
 }
 
 /// What one `msg(room, author, None)` costs, with its stream's overhead when new.
@@ -188,10 +182,7 @@ fn cost(room_name: &str, author: &str) -> (usize, usize) {
 
 #[tokio::test]
 async fn bytes_are_accounted_for_messages_streams_and_dropped_history() {
-    let store = MemoryStore::with_config(MemoryConfig {
-        room_history: 3,
-        ..MemoryConfig::default()
-    });
+    let store = MemoryStore::with_config(MemoryConfig::default().with_room_history(3));
     assert_eq!(store.bytes_used(), 0);
     let (message, stream) = cost("r", "alice");
     store.append_room(msg("r", "alice", None)).await.unwrap();
@@ -286,11 +277,11 @@ async fn an_evicted_stream_starts_again_under_a_fresh_epoch_without_its_index() 
 
 #[tokio::test]
 async fn a_flood_of_new_rooms_is_never_refused() {
-    let store = MemoryStore::with_config(MemoryConfig {
-        max_rooms: 50,
-        max_bytes: 64 * 1024,
-        ..MemoryConfig::default()
-    });
+    let store = MemoryStore::with_config(
+        MemoryConfig::default()
+            .with_max_rooms(50)
+            .with_max_bytes(64 * 1024),
+    );
     for n in 0..2_000 {
         let result = store
             .append_room(msg(&format!("flood-{n}"), "mallory", None))
@@ -309,10 +300,7 @@ async fn a_flood_of_new_rooms_is_never_refused() {
 
 #[tokio::test]
 async fn conversations_beyond_the_cap_push_out_the_least_recently_used() {
-    let store = MemoryStore::with_config(MemoryConfig {
-        max_dm_conversations: 2,
-        ..MemoryConfig::default()
-    });
+    let store = MemoryStore::with_config(MemoryConfig::default().with_max_dm_conversations(2));
     store.append_dm(dm("alice", "bob")).await.unwrap();
     let reply = store.append_dm(dm("bob", "alice")).await.unwrap();
     assert_eq!(

@@ -4,11 +4,11 @@ use chat_core::testkit::store;
 use chat_memory_store::{MemoryConfig, MemoryStore};
 
 fn with_history(room_history: usize, dm_history: usize) -> MemoryStore {
-    MemoryStore::with_config(MemoryConfig {
-        room_history,
-        dm_history,
-        ..MemoryConfig::default()
-    })
+    MemoryStore::with_config(
+        MemoryConfig::default()
+            .with_room_history(room_history)
+            .with_dm_history(dm_history),
+    )
 }
 
 // Multi-threaded, so the concurrency cases race on real threads.

@@ -2,9 +2,10 @@
 
 use std::time::Duration;
 
-/// How to reach the database and how the store behaves. Build one with
-/// [`PostgresConfig::new`] and struct update syntax for the rest.
+/// How to reach the database and how the store behaves. Start from
+/// [`PostgresConfig::new`] and change fields or chain the `with_*` setters.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PostgresConfig {
     /// `postgres://USER[:PASSWORD]@HOST:PORT/DB` (anything `tokio-postgres` accepts,
     /// key/value form included).
@@ -51,6 +52,18 @@ impl PostgresConfig {
     }
 }
 
+chat_core::config_setters! {
+    PostgresConfig {
+        with_url => url: String,
+        with_pool_size => pool_size: usize,
+        with_timeout => timeout: Duration,
+        with_max_batch => max_batch: usize,
+        with_committers => committers: usize,
+        with_queue => queue: usize,
+        with_retention => retention: Retention,
+    }
+}
+
 /// Old history to delete in the background. The default keeps everything.
 ///
 /// Deleting only ever removes the oldest messages of a stream (a prefix), so pages stay
@@ -58,6 +71,7 @@ impl PostgresConfig {
 /// message's `seq` is never reused. A retry whose original was deleted is stored again
 /// (the contract's rule for dropped messages).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Retention {
     /// Keep the newest N messages of each room. Default: all.
     pub keep_last_per_room: Option<u64>,
@@ -87,5 +101,14 @@ impl Default for Retention {
             max_age: None,
             interval: Duration::from_secs(60),
         }
+    }
+}
+
+chat_core::config_setters! {
+    Retention {
+        with_keep_last_per_room => keep_last_per_room: Option<u64>,
+        with_keep_last_per_conversation => keep_last_per_conversation: Option<u64>,
+        with_max_age => max_age: Option<Duration>,
+        with_interval => interval: Duration,
     }
 }

@@ -10,6 +10,7 @@ use tokio_postgres::error::SqlState;
 /// Why [`PostgresStore::open`](crate::PostgresStore::open) failed. Meant for the operator
 /// starting the server (it may quote the database's own message); never sent to clients.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum OpenError {
     /// The URL does not parse.
     #[error("invalid PostgreSQL URL: {0}")]

@@ -292,15 +292,14 @@ async fn retention_keeps_the_newest_per_room_and_never_reuses_a_seq() {
         return;
     };
     let db = TestDb::create(&server).await;
-    let store = PostgresStore::open(PostgresConfig {
-        retention: Retention {
-            keep_last_per_room: Some(5),
-            // Long: only `purge_now` deletes during the test.
-            interval: Duration::from_secs(3600),
-            ..Retention::default()
-        },
-        ..support::config(&db.url)
-    })
+    let store = PostgresStore::open(
+        support::config(&db.url).with_retention(
+            Retention::default()
+                .with_keep_last_per_room(Some(5))
+                // Long: only `purge_now` deletes during the test.
+                .with_interval(Duration::from_secs(3600)),
+        ),
+    )
     .await
     .expect("open");
     for n in 1..=12 {
@@ -348,14 +347,13 @@ async fn age_retention_keeps_each_streams_newest_message() {
         return;
     };
     let db = TestDb::create(&server).await;
-    let store = PostgresStore::open(PostgresConfig {
-        retention: Retention {
-            max_age: Some(Duration::ZERO),
-            interval: Duration::from_secs(3600),
-            ..Retention::default()
-        },
-        ..support::config(&db.url)
-    })
+    let store = PostgresStore::open(
+        support::config(&db.url).with_retention(
+            Retention::default()
+                .with_max_age(Some(Duration::ZERO))
+                .with_interval(Duration::from_secs(3600)),
+        ),
+    )
     .await
     .expect("open");
     for n in 1..=4 {

@@ -44,10 +44,7 @@ fn pages(c: &mut Criterion) {
         let store = Arc::new(
             SqliteStore::open(
                 &path,
-                SqliteConfig {
-                    synchronous: Synchronous::Normal,
-                    ..SqliteConfig::default()
-                },
+                SqliteConfig::default().with_synchronous(Synchronous::Normal),
             )
             .expect("open"),
         );

@@ -90,6 +90,7 @@ use writer::Write;
 /// How hard a commit tries to reach the disk before the append is acknowledged. See the
 /// [crate docs](crate#what-an-acknowledgement-promises-synchronous).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum Synchronous {
     /// `PRAGMA synchronous = FULL`: the WAL is synced at every commit. An acknowledged
     /// message survives a process crash, an OS crash and a power loss.
@@ -109,8 +110,10 @@ impl Synchronous {
     }
 }
 
-/// Which old messages are deleted (in the background, by the writer thread).
+/// Which old messages are deleted (in the background, by the writer thread). Start
+/// from [`Retention::default`] (nothing deleted).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Retention {
     /// Keep only the newest N messages of each room and conversation. `None` (default):
     /// no limit.
@@ -140,6 +143,14 @@ impl Retention {
     }
 }
 
+chat_core::config_setters! {
+    Retention {
+        with_keep_last => keep_last: Option<NonZeroU64>,
+        with_max_age => max_age: Option<Duration>,
+        with_interval => interval: Duration,
+    }
+}
+
 /// Counters of a [`SqliteStore`]'s writer ([`SqliteStore::stats`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct SqliteStats {
@@ -153,8 +164,10 @@ pub struct SqliteStats {
     pub failed_commits: u64,
 }
 
-/// Settings of a [`SqliteStore`]. Build one with struct update syntax from the default.
+/// Settings of a [`SqliteStore`]. Start from [`SqliteConfig::default`] and change
+/// fields or chain the `with_*` setters.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SqliteConfig {
     /// What a commit promises. Default [`Synchronous::Full`].
     pub synchronous: Synchronous,
@@ -185,6 +198,18 @@ impl Default for SqliteConfig {
             max_bytes: None,
             busy_timeout: Duration::from_secs(5),
         }
+    }
+}
+
+chat_core::config_setters! {
+    SqliteConfig {
+        with_synchronous => synchronous: Synchronous,
+        with_retention => retention: Retention,
+        with_readers => readers: usize,
+        with_max_batch => max_batch: usize,
+        with_max_queued_writes => max_queued_writes: usize,
+        with_max_bytes => max_bytes: Option<u64>,
+        with_busy_timeout => busy_timeout: Duration,
     }
 }
 

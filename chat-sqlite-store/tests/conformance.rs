@@ -64,11 +64,11 @@ async fn sqlite_store_passes_the_store_conformance_suite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sqlite_store_passes_with_synchronous_normal_and_one_reader() {
     store::run_all(|| {
-        temporary(SqliteConfig {
-            synchronous: Synchronous::Normal,
-            readers: 1,
-            ..SqliteConfig::default()
-        })
+        temporary(
+            SqliteConfig::default()
+                .with_synchronous(Synchronous::Normal)
+                .with_readers(1),
+        )
     })
     .await;
 }

@@ -232,10 +232,7 @@ async fn a_full_database_answers_unavailable_and_keeps_what_it_acknowledged() {
     let path = dir.path().join("chat.db");
     let store = SqliteStore::open(
         &path,
-        SqliteConfig {
-            max_bytes: Some(256 * 1024),
-            ..SqliteConfig::default()
-        },
+        SqliteConfig::default().with_max_bytes(Some(256 * 1024)),
     )
     .expect("open");
     let text = "x".repeat(1000);
@@ -296,13 +293,8 @@ async fn retention_keeps_the_newest_n_per_stream() {
     let dir = tempfile::tempdir().expect("dir");
     let store = SqliteStore::open(
         dir.path().join("chat.db"),
-        SqliteConfig {
-            retention: Retention {
-                keep_last: NonZeroU64::new(10),
-                ..Retention::default()
-            },
-            ..SqliteConfig::default()
-        },
+        SqliteConfig::default()
+            .with_retention(Retention::default().with_keep_last(NonZeroU64::new(10))),
     )
     .expect("open");
     fill(&store, 25).await;
@@ -347,13 +339,8 @@ async fn retention_by_age_deletes_only_old_messages() {
     let dir = tempfile::tempdir().expect("dir");
     let store = SqliteStore::open(
         dir.path().join("chat.db"),
-        SqliteConfig {
-            retention: Retention {
-                max_age: Some(Duration::from_millis(300)),
-                ..Retention::default()
-            },
-            ..SqliteConfig::default()
-        },
+        SqliteConfig::default()
+            .with_retention(Retention::default().with_max_age(Some(Duration::from_millis(300)))),
     )
     .expect("open");
     fill(&store, 5).await;

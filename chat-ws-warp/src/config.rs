@@ -20,20 +20,19 @@ pub(crate) const WRITE_BUFFER_BYTES: usize = 128 * 1024;
 
 /// Limits and switches for [`WarpTransport`](crate::WarpTransport) and its HTTP server.
 ///
-/// Build it with struct-update syntax:
+/// Start from the default and change fields or chain the `with_*` setters:
 ///
 /// ```
 /// use std::time::Duration;
 /// use chat_ws_warp::WarpConfig;
 ///
-/// let config = WarpConfig {
-///     handshake_timeout: Duration::from_secs(5),
-///     serve_web_client: false,
-///     ..WarpConfig::default()
-/// };
+/// let config = WarpConfig::default()
+///     .with_handshake_timeout(Duration::from_secs(5))
+///     .with_serve_web_client(false);
 /// assert_eq!(config.max_frame_bytes, 64 * 1024);
 /// ```
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct WarpConfig {
     /// Largest incoming frame payload, in bytes. Default 64 KiB.
     ///
@@ -159,6 +158,28 @@ impl WarpConfig {
     /// would panic in the upgrade task).
     pub(crate) fn effective_max_write_buffer(&self) -> usize {
         self.max_write_buffer_bytes.max(WRITE_BUFFER_BYTES + 1)
+    }
+}
+
+chat_core::config_setters! {
+    WarpConfig {
+        with_max_frame_bytes => max_frame_bytes: usize,
+        with_max_message_bytes => max_message_bytes: usize,
+        with_max_write_buffer_bytes => max_write_buffer_bytes: usize,
+        with_socket_paths => socket_paths: Vec<String>,
+        with_handshake_timeout => handshake_timeout: Duration,
+        with_accept_backlog => accept_backlog: usize,
+        with_close_timeout => close_timeout: Duration,
+        with_serve_web_client => serve_web_client: bool,
+        with_metrics => metrics: Option<MetricsSource>,
+        with_health => health: Option<HealthSource>,
+        with_header_read_timeout => header_read_timeout: Duration,
+        with_max_request_headers => max_request_headers: usize,
+        with_max_request_header_bytes => max_request_header_bytes: usize,
+        with_max_http_connections => max_http_connections: usize,
+        with_max_http_connections_per_ip => max_http_connections_per_ip: Option<usize>,
+        with_trusted_proxies => trusted_proxies: TrustedProxies,
+        with_exempt_loopback => exempt_loopback: bool,
     }
 }
 

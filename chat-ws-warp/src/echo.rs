@@ -45,7 +45,7 @@ pub fn echo_routes(config: &WarpConfig) -> Routes {
                 let Some(on_upgrade) = on_upgrade else {
                     return cannot_upgrade();
                 };
-                #[allow(clippy::disallowed_methods)] // one task per echo connection
+                // One task per echo connection.
                 tokio::spawn(async move {
                     match socket::upgrade(on_upgrade, socket_config).await {
                         Ok(socket) => echo(socket, close_timeout).await,

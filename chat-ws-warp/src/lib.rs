@@ -91,7 +91,7 @@
 //! use warp::Filter;
 //!
 //! # async fn run() -> std::io::Result<()> {
-//! let config = WarpConfig { serve_web_client: false, ..WarpConfig::default() };
+//! let config = WarpConfig::default().with_serve_web_client(false);
 //! let (transport, chat) = WarpTransport::routes(config.clone());
 //! let app = warp::path!("api" / "version").map(|| "1.0").or(chat);
 //!

@@ -114,7 +114,7 @@ where
     let local_addr = listener.local_addr()?;
     let (stop, stop_rx) = watch::channel(false);
     let limits = Limits::from(config);
-    #[allow(clippy::disallowed_methods)] // the server's one long-lived task
+    // The server's one long-lived task.
     let task = tokio::spawn(accept_loop(listener, filter, limits, stop_rx));
     Ok(HttpServer {
         local_addr,
@@ -291,7 +291,7 @@ async fn accept_loop<F, R>(
             stop.clone(),
             (permit, peer_slot),
         );
-        #[allow(clippy::disallowed_methods)] // one task per HTTP connection, as hyper needs
+        // One task per HTTP connection, as hyper needs.
         tokio::spawn(connection);
     }
     drop(listener);
@@ -309,7 +309,7 @@ const REFUSAL_DRAIN: usize = 8 * 1024;
 /// buffer) and closes it in a bounded background task.
 fn refuse(stream: TcpStream) {
     let _ = stream.try_write(TOO_MANY_FROM_ADDRESS);
-    #[allow(clippy::disallowed_methods)] // bounded: REFUSAL_LINGER, REFUSAL_DRAIN
+    // Bounded: REFUSAL_LINGER, REFUSAL_DRAIN.
     tokio::spawn(close_after_refusal(stream));
 }
 

@@ -492,12 +492,10 @@ mod tests {
 
     #[test]
     fn sockets_get_a_small_read_buffer_and_the_configured_limits() {
-        let config = WarpConfig {
-            max_frame_bytes: 1000,
-            max_message_bytes: 2000,
-            max_write_buffer_bytes: 1 << 20,
-            ..WarpConfig::default()
-        };
+        let config = WarpConfig::default()
+            .with_max_frame_bytes(1000)
+            .with_max_message_bytes(2000)
+            .with_max_write_buffer_bytes(1 << 20);
         let ws = websocket_config(&config);
         assert_eq!(ws.read_buffer_size, READ_BUFFER_BYTES);
         assert!(
@@ -509,10 +507,7 @@ mod tests {
         assert_eq!(ws.max_write_buffer_size, 1 << 20);
         assert_eq!(ws.write_buffer_size, WRITE_BUFFER_BYTES);
         // tungstenite requires room for one frame above the flush threshold.
-        let low = websocket_config(&WarpConfig {
-            max_write_buffer_bytes: 10,
-            ..WarpConfig::default()
-        });
+        let low = websocket_config(&WarpConfig::default().with_max_write_buffer_bytes(10));
         assert!(low.max_write_buffer_size > low.write_buffer_size);
     }
 

@@ -303,13 +303,13 @@ async fn a_foreign_origin_is_refused_with_403_even_with_a_good_token() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_the_per_ip_cap_the_handshake_is_refused_with_429_until_one_closes() {
-    let server = server(PerIpLimits::new(PerIpConfig {
-        max_connections: Some(2),
-        rate: None,
-        // The test clients are on 127.0.0.1, exempt by default.
-        exempt_loopback: false,
-        ..PerIpConfig::default()
-    }))
+    let server = server(PerIpLimits::new(
+        PerIpConfig::default()
+            .with_max_connections(Some(2))
+            .with_rate(None)
+            // The test clients are on 127.0.0.1, exempt by default.
+            .with_exempt_loopback(false),
+    ))
     .await;
     let first = server.connect().await;
     let _second = server.connect().await;
@@ -334,13 +334,13 @@ async fn over_the_per_ip_cap_the_handshake_is_refused_with_429_until_one_closes(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connecting_too_fast_from_one_address_is_refused_with_429() {
-    let server = server(PerIpLimits::new(PerIpConfig {
-        max_connections: None,
-        rate: Some(Rate::per_second(2, 1)),
-        // The test clients are on 127.0.0.1, exempt by default.
-        exempt_loopback: false,
-        ..PerIpConfig::default()
-    }))
+    let server = server(PerIpLimits::new(
+        PerIpConfig::default()
+            .with_max_connections(None)
+            .with_rate(Some(Rate::per_second(2, 1)))
+            // The test clients are on 127.0.0.1, exempt by default.
+            .with_exempt_loopback(false),
+    ))
     .await;
     let _a = server.connect().await;
     let _b = server.connect().await;
@@ -351,13 +351,13 @@ async fn connecting_too_fast_from_one_address_is_refused_with_429() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_refusal_gives_the_per_ip_slot_back() {
     let admission = Chain::new()
-        .then(PerIpLimits::new(PerIpConfig {
-            max_connections: Some(1),
-            rate: None,
-            // The test clients are on 127.0.0.1, exempt by default.
-            exempt_loopback: false,
-            ..PerIpConfig::default()
-        }))
+        .then(PerIpLimits::new(
+            PerIpConfig::default()
+                .with_max_connections(Some(1))
+                .with_rate(None)
+                // The test clients are on 127.0.0.1, exempt by default.
+                .with_exempt_loopback(false),
+        ))
         .then(jwt(Duration::from_secs(30)));
     let server = server(admission).await;
     for _ in 0..3 {

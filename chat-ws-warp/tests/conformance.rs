@@ -41,10 +41,8 @@ impl Harness for WarpHarness {
             old.shutdown();
         }
         // The suite connects at `/` and at `/chat`.
-        let config = WarpConfig {
-            socket_paths: vec!["/".to_owned(), "/chat".to_owned()],
-            ..WarpConfig::default()
-        };
+        let config =
+            WarpConfig::default().with_socket_paths(vec!["/".to_owned(), "/chat".to_owned()]);
         let (transport, server) = WarpTransport::bind("127.0.0.1:0", config)
             .await
             .expect("bind 127.0.0.1:0");

@@ -71,17 +71,15 @@ async fn an_idle_joined_connection_costs_the_server_a_few_kib() {
 /// gets 1009.
 #[tokio::test]
 async fn the_chat_routes_upgrade_under_plain_warp_serve() {
-    let config = WarpConfig {
-        max_frame_bytes: 1024,
-        max_message_bytes: 1024,
-        ..WarpConfig::default()
-    };
+    let config = WarpConfig::default()
+        .with_max_frame_bytes(1024)
+        .with_max_message_bytes(1024);
     let (transport, routes) = WarpTransport::routes(config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind 127.0.0.1:0");
     let addr = listener.local_addr().expect("local addr");
-    #[allow(clippy::disallowed_methods)] // the test's HTTP server
+    // The test's HTTP server.
     tokio::spawn(warp::serve(routes).incoming(listener).run());
     let chat = Server::new(
         Config::default(),

@@ -68,12 +68,12 @@ async fn start(store: Arc<FlakyStore>) -> (ServerHandle, HttpServer, chat_core::
         store as Arc<dyn Store>,
     );
     let (metrics, refusals, health) = (chat.metrics(), chat.metrics(), chat.health());
-    let config = WarpConfig {
-        metrics: Some(
+    let config = WarpConfig::default()
+        .with_metrics(Some(
             MetricsSource::openmetrics(move || metrics.encode_text())
                 .counting_rejections(move |status| refusals.handshake_rejected(status)),
-        ),
-        health: Some(HealthSource::new(move || {
+        ))
+        .with_health(Some(HealthSource::new(move || {
             let report = health.check();
             let text = report.to_string();
             if report.is_healthy() {
@@ -81,9 +81,7 @@ async fn start(store: Arc<FlakyStore>) -> (ServerHandle, HttpServer, chat_core::
             } else {
                 Err(text)
             }
-        })),
-        ..WarpConfig::default()
-    };
+        })));
     let metrics = chat.metrics();
     let (transport, http) = WarpTransport::bind("127.0.0.1:0", config)
         .await

@@ -460,10 +460,7 @@ async fn keep_rooms_joins_several_rooms_and_every_room_scoped_event_carries_its_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn joining_more_rooms_than_the_cap_is_refused_with_too_many_rooms() {
-    let config = Config {
-        max_rooms_per_connection: 2,
-        ..Config::default()
-    };
+    let config = Config::default().with_max_rooms_per_connection(2);
     let server = TestServer::with(config, RuntimeConfig::default()).await;
     let mut alice = server.member("alice", "r1").await;
     alice
@@ -717,10 +714,7 @@ async fn typing_reaches_the_others_is_not_echoed_and_a_repeated_start_is_coalesc
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn typing_stops_by_itself_after_the_typing_timeout() {
     let typing_timeout = Duration::from_millis(300);
-    let config = Config {
-        typing_timeout,
-        ..Config::default()
-    };
+    let config = Config::default().with_typing_timeout(typing_timeout);
     let server = TestServer::with(config, RuntimeConfig::default()).await;
     let mut alice = server.member("alice", "lobby").await;
     let mut bob = server.member("bob", "lobby").await;
@@ -1053,10 +1047,7 @@ async fn a_frame_over_64_kib_is_closed_with_1009_and_its_user_leaves_the_room() 
 // ---- heartbeat ----------------------------------------------------------------------
 
 fn heartbeat(interval: Duration) -> RuntimeConfig {
-    RuntimeConfig {
-        heartbeat_interval: Some(interval),
-        ..RuntimeConfig::default()
-    }
+    RuntimeConfig::default().with_heartbeat_interval(Some(interval))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1186,10 +1177,7 @@ async fn store_a_full_resume(server: &TestServer) {
 async fn the_largest_frame_the_server_can_send_a_full_resume_is_delivered() {
     // With the frame budget lifted, the replay is one ~3 MB `message_history`, above
     // the old 2 MiB write-buffer cap: the transport carries it.
-    let engine = chat_core::Config {
-        history_frame_bytes: usize::MAX,
-        ..chat_core::Config::default()
-    };
+    let engine = chat_core::Config::default().with_history_frame_bytes(usize::MAX);
     let server = TestServer::with(engine, chat_core::RuntimeConfig::default()).await;
     store_a_full_resume(&server).await;
     let mut reader = server.named("reader").await;

@@ -337,10 +337,7 @@ async fn connection_info_carries_the_resolved_client_address() {
     let server = TestServer::with_admission(
         Config::default(),
         RuntimeConfig::default(),
-        |_, warp| chat_ws_warp::WarpConfig {
-            trusted_proxies: "127.0.0.0/8".parse().expect("valid"),
-            ..warp
-        },
+        |_, warp| warp.with_trusted_proxies("127.0.0.0/8".parse().expect("valid")),
         Arc::clone(&seen) as Arc<dyn Admission>,
     )
     .await;

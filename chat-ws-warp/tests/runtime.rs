@@ -4,7 +4,7 @@
 mod support;
 
 use chat_core::{Config, RuntimeConfig};
-use chat_ws_warp::{MetricsSource, OPENMETRICS_TEXT, WarpConfig};
+use chat_ws_warp::{MetricsSource, OPENMETRICS_TEXT};
 use futures_util::SinkExt;
 use serde_json::json;
 use support::{PROMPT, TestServer, Ws, close_code, next_text as event};
@@ -18,9 +18,10 @@ async fn start() -> TestServer {
     TestServer::with_warp(
         Config::default(),
         RuntimeConfig::default(),
-        |metrics, warp| WarpConfig {
-            metrics: Some(MetricsSource::openmetrics(move || metrics.encode_text())),
-            ..warp
+        |metrics, warp| {
+            warp.with_metrics(Some(MetricsSource::openmetrics(move || {
+                metrics.encode_text()
+            })))
         },
     )
     .await

@@ -1,6 +1,5 @@
 //! `WarpTransport` driven directly, against a real server on 127.0.0.1:0, with
 //! tokio-tungstenite clients: the test plays the runtime (accept, reject, read, write).
-#![allow(clippy::disallowed_methods)] // tests spawn their clients with tokio::spawn
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -107,10 +106,7 @@ async fn connects_at_root_and_at_ws() {
 
 #[tokio::test]
 async fn socket_paths_are_configurable() {
-    let config = WarpConfig {
-        socket_paths: vec!["/chat".to_owned()],
-        ..WarpConfig::default()
-    };
+    let config = WarpConfig::default().with_socket_paths(vec!["/chat".to_owned()]);
     let (mut transport, server) = start(config).await;
     let (_client, _channel, info) = connect(&mut transport, server.local_addr(), "/chat?x=1").await;
     assert_eq!(info.path, "/chat");
@@ -209,10 +205,7 @@ async fn rejections_are_http_statuses_without_upgrade() {
 
 #[tokio::test]
 async fn an_undecided_handshake_gets_503_and_a_late_accept_fails() {
-    let config = WarpConfig {
-        handshake_timeout: Duration::from_millis(200),
-        ..WarpConfig::default()
-    };
+    let config = WarpConfig::default().with_handshake_timeout(Duration::from_millis(200));
     let (mut transport, server) = start(config).await;
     let client = dial(url(server.local_addr(), "/ws"));
     let handshake = next_handshake(&mut transport).await;
@@ -228,10 +221,7 @@ async fn an_undecided_handshake_gets_503_and_a_late_accept_fails() {
 
 #[tokio::test]
 async fn a_full_backlog_answers_503_at_once() {
-    let config = WarpConfig {
-        accept_backlog: 1,
-        ..WarpConfig::default()
-    };
+    let config = WarpConfig::default().with_accept_backlog(1);
     let (mut transport, server) = start(config).await;
     let first = dial(url(server.local_addr(), "/ws"));
     // Wait until the first handshake is queued (the transport is not being read).
@@ -816,13 +806,10 @@ async fn healthz_says_ok() {
 async fn metrics_come_from_the_configured_source() {
     let scrapes = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
     let counter = std::sync::Arc::clone(&scrapes);
-    let config = WarpConfig {
-        metrics: Some(MetricsSource::new(move || {
-            let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
-            format!("# TYPE chat_scrapes counter\nchat_scrapes {n}\n")
-        })),
-        ..WarpConfig::default()
-    };
+    let config = WarpConfig::default().with_metrics(Some(MetricsSource::new(move || {
+        let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        format!("# TYPE chat_scrapes counter\nchat_scrapes {n}\n")
+    })));
     let (_transport, server) = start(config).await;
     for n in 1..=2 {
         let response = http(server.local_addr(), "GET", "/metrics").await;
@@ -849,10 +836,7 @@ async fn without_a_metrics_source_there_is_no_metrics_route() {
 
 #[tokio::test]
 async fn the_web_client_can_be_switched_off() {
-    let config = WarpConfig {
-        serve_web_client: false,
-        ..WarpConfig::default()
-    };
+    let config = WarpConfig::default().with_serve_web_client(false);
     let (mut transport, server) = start(config).await;
     let addr = server.local_addr();
     assert_ne!(http(addr, "GET", "/").await.status, 200);
@@ -887,10 +871,7 @@ async fn routes_mount_under_another_server() {
 
 #[tokio::test]
 async fn a_silent_connection_is_closed_after_the_header_timeout() {
-    let config = WarpConfig {
-        header_read_timeout: Duration::from_millis(300),
-        ..WarpConfig::default()
-    };
+    let config = WarpConfig::default().with_header_read_timeout(Duration::from_millis(300));
     let (_transport, server) = start(config).await;
     let mut tcp = TcpStream::connect(server.local_addr()).await.unwrap();
     let mut buf = Vec::new();
@@ -903,10 +884,7 @@ async fn a_silent_connection_is_closed_after_the_header_timeout() {
 
 #[tokio::test]
 async fn too_many_headers_are_refused() {
-    let config = WarpConfig {
-        max_request_headers: 8,
-        ..WarpConfig::default()
-    };
+    let config = WarpConfig::default().with_max_request_headers(8);
     let (_transport, server) = start(config).await;
     let mut request = url(server.local_addr(), "/ws")
         .into_client_request()

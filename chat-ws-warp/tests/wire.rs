@@ -3,7 +3,6 @@
 //! replies share one byte stream without ever cutting into each other, the close
 //! handshake sends exactly one close frame whoever starts it, and frames a client sent
 //! along with its upgrade request are not lost.
-#![allow(clippy::disallowed_methods)] // tests spawn their clients with tokio::spawn
 
 mod support;
 

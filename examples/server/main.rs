@@ -32,7 +32,7 @@ mod stores;
 use std::sync::Arc;
 
 use chat_core::Server;
-use chat_ws_warp::{HealthSource, MetricsSource, WarpConfig, WarpTransport};
+use chat_ws_warp::{HealthSource, MetricsSource, WarpTransport};
 use clap::Parser;
 use options::Options;
 
@@ -60,23 +60,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let metrics = chat.metrics();
     let refusals = chat.metrics();
     let health = chat.health();
-    let transport_config = WarpConfig {
-        // The runtime's registry encodes OpenMetrics text; Prometheus scrapes it. The
-        // transport adds the handshakes it refuses by itself to the runtime's count.
-        metrics: Some(
+    // The runtime's registry encodes OpenMetrics text; Prometheus scrapes it. The
+    // transport adds the handshakes it refuses by itself to the runtime's count.
+    let transport_config = options
+        .warp()
+        .with_metrics(Some(
             MetricsSource::openmetrics(move || metrics.encode_text())
                 .counting_rejections(move |status| refusals.handshake_rejected(status)),
-        ),
-        health: Some(HealthSource::new(move || {
+        ))
+        .with_health(Some(HealthSource::new(move || {
             let report = health.check();
             if report.is_healthy() {
                 Ok(report.to_string())
             } else {
                 Err(report.to_string())
             }
-        })),
-        ..options.warp()
-    };
+        })));
     let stop = stop_signal();
     let (transport, http) = WarpTransport::bind(options.addr, transport_config).await?;
     let addr = http.local_addr();

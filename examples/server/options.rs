@@ -480,67 +480,63 @@ pub(crate) struct Options {
 impl Options {
     /// The engine's configuration.
     pub(crate) fn engine(&self) -> Config {
-        Config {
-            join_history: self.join_history,
-            history_page_max: self.history_page_max,
-            resume_max: self.resume_max,
-            history_frame_bytes: Config::default().history_frame_bytes,
-            max_rooms_per_connection: self.max_rooms_per_connection,
-            max_connections_per_user: self.max_connections_per_user,
-            max_queued_commands: self.max_queued_commands,
-            typing_timeout: self.typing_timeout,
-            message_rate: self.message_rate.0,
-            typing_rate: self.typing_rate.0,
-            join_rate: self.join_rate.0,
-            history_rate: self.history_rate.0,
-            refusal_budget: self.refusal_budget.0,
-        }
+        Config::default()
+            .with_join_history(self.join_history)
+            .with_history_page_max(self.history_page_max)
+            .with_resume_max(self.resume_max)
+            .with_max_rooms_per_connection(self.max_rooms_per_connection)
+            .with_max_connections_per_user(self.max_connections_per_user)
+            .with_max_queued_commands(self.max_queued_commands)
+            .with_typing_timeout(self.typing_timeout)
+            .with_message_rate(self.message_rate.0)
+            .with_typing_rate(self.typing_rate.0)
+            .with_join_rate(self.join_rate.0)
+            .with_history_rate(self.history_rate.0)
+            .with_refusal_budget(self.refusal_budget.0)
     }
 
     /// The runtime's configuration.
     pub(crate) fn runtime(&self) -> RuntimeConfig {
-        RuntimeConfig {
-            hub_queue: self.hub_queue,
-            outbound_frames: self.outbound_frames,
-            outbound_bytes: self.outbound_bytes,
-            outbound_global_bytes: self.outbound_global_bytes,
-            write_batch: self.write_batch,
-            write_timeout: self.write_timeout,
-            heartbeat_interval: self.heartbeat.0,
-            handshake_timeout: self.handshake_timeout,
-            close_timeout: self.close_timeout,
-            close_linger: self.close_linger,
-            close_linger_bytes: self.close_linger_bytes,
-            shutdown_grace: self.shutdown_grace,
-            max_connections: self.max_connections,
-            store_timeout: self.store_timeout,
-            store_concurrency: self.store_concurrency,
-        }
+        RuntimeConfig::default()
+            .with_hub_queue(self.hub_queue)
+            .with_outbound_frames(self.outbound_frames)
+            .with_outbound_bytes(self.outbound_bytes)
+            .with_outbound_global_bytes(self.outbound_global_bytes)
+            .with_write_batch(self.write_batch)
+            .with_write_timeout(self.write_timeout)
+            .with_heartbeat_interval(self.heartbeat.0)
+            .with_handshake_timeout(self.handshake_timeout)
+            .with_close_timeout(self.close_timeout)
+            .with_close_linger(self.close_linger)
+            .with_close_linger_bytes(self.close_linger_bytes)
+            .with_shutdown_grace(self.shutdown_grace)
+            .with_max_connections(self.max_connections)
+            .with_store_timeout(self.store_timeout)
+            .with_store_concurrency(self.store_concurrency)
     }
 
     /// The WebSocket transport's configuration (metrics are attached by the caller).
     pub(crate) fn warp(&self) -> WarpConfig {
-        WarpConfig {
-            max_frame_bytes: self.max_frame_bytes,
-            max_message_bytes: self.max_message_bytes,
-            max_write_buffer_bytes: self.max_write_buffer_bytes,
-            handshake_timeout: self.handshake_timeout,
-            accept_backlog: self.accept_backlog,
-            socket_paths: self.socket_paths.clone(),
-            close_timeout: self.ws_close_timeout,
-            serve_web_client: !self.no_web_client,
-            header_read_timeout: self.header_read_timeout,
-            max_request_headers: self.max_request_headers,
-            max_request_header_bytes: self.max_request_header_bytes,
-            max_http_connections: self.max_http_connections,
-            max_http_connections_per_ip: self
-                .max_http_connections_per_ip
-                .0
-                .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
-            trusted_proxies: self.trusted_proxies.clone().unwrap_or_default(),
-            exempt_loopback: !self.limit_loopback,
-            ..WarpConfig::default()
-        }
+        WarpConfig::default()
+            .with_max_frame_bytes(self.max_frame_bytes)
+            .with_max_message_bytes(self.max_message_bytes)
+            .with_max_write_buffer_bytes(self.max_write_buffer_bytes)
+            .with_handshake_timeout(self.handshake_timeout)
+            .with_accept_backlog(self.accept_backlog)
+            .with_socket_paths(self.socket_paths.clone())
+            .with_close_timeout(self.ws_close_timeout)
+            .with_serve_web_client(!self.no_web_client)
+            .with_header_read_timeout(self.header_read_timeout)
+            .with_max_request_headers(self.max_request_headers)
+            .with_max_request_header_bytes(self.max_request_header_bytes)
+            .with_max_http_connections(self.max_http_connections)
+            .with_max_http_connections_per_ip(
+                self.max_http_connections_per_ip
+                    .0
+                    .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+            )
+            .with_trusted_proxies(self.trusted_proxies.clone().unwrap_or_default())
+            .with_exempt_loopback(!self.limit_loopback)
     }
 
     /// The admission policies, in the order they run: Origin (cheapest, and a foreign
@@ -555,12 +551,10 @@ impl Options {
                     .allow_missing(self.allow_missing_origin),
             )
         };
-        let per_ip = PerIpConfig {
-            max_connections: self.max_connections_per_ip.0,
-            rate: self.connections_per_ip_rate.0,
-            exempt_loopback: !self.limit_loopback,
-            ..PerIpConfig::default()
-        };
+        let per_ip = PerIpConfig::default()
+            .with_max_connections(self.max_connections_per_ip.0)
+            .with_rate(self.connections_per_ip_rate.0)
+            .with_exempt_loopback(!self.limit_loopback);
         let per_ip = (per_ip.max_connections.is_some() || per_ip.rate.is_some())
             .then(|| PerIpLimits::new(per_ip));
         let jwt = self.jwt()?.map(JwtAuth::new).transpose()?;
@@ -587,13 +581,13 @@ impl Options {
         } else {
             return Ok(None);
         };
-        Ok(Some(JwtConfig {
-            issuer: self.jwt_issuer.clone(),
-            audience: self.jwt_audience.clone(),
-            leeway: self.jwt_leeway,
-            require_name: self.jwt_require_name,
-            ..JwtConfig::new(algorithm)
-        }))
+        Ok(Some(
+            JwtConfig::new(algorithm)
+                .with_issuer(self.jwt_issuer.clone())
+                .with_audience(self.jwt_audience.clone())
+                .with_leeway(self.jwt_leeway)
+                .with_require_name(self.jwt_require_name),
+        ))
     }
 
     /// One line for the startup log: which policies are on (never a key).
@@ -645,48 +639,44 @@ impl Options {
 
     /// The SQLite store's configuration.
     pub(crate) fn sqlite_store(&self) -> SqliteConfig {
-        SqliteConfig {
-            synchronous: match self.sqlite_synchronous {
+        SqliteConfig::default()
+            .with_synchronous(match self.sqlite_synchronous {
                 SynchronousArg::Full => Synchronous::Full,
                 SynchronousArg::Normal => Synchronous::Normal,
-            },
-            retention: Retention {
-                keep_last: self
-                    .retention_keep_last
-                    .0
-                    .map(|n| NonZeroU64::new(u64::from(n)).unwrap_or(NonZeroU64::MIN)),
-                max_age: self.retention_max_age.0,
-                ..Retention::default()
-            },
-            ..SqliteConfig::default()
-        }
+            })
+            .with_retention(
+                Retention::default()
+                    .with_keep_last(
+                        self.retention_keep_last
+                            .0
+                            .map(|n| NonZeroU64::new(u64::from(n)).unwrap_or(NonZeroU64::MIN)),
+                    )
+                    .with_max_age(self.retention_max_age.0),
+            )
     }
 
     /// The PostgreSQL store's configuration for the database at `url`. Its own timeout
     /// is half the runtime's store timeout, so its answer (unavailable, or outcome
     /// unknown) arrives before the runtime gives up on the operation.
     pub(crate) fn postgres_store(&self, url: &str) -> chat_postgres_store::PostgresConfig {
-        chat_postgres_store::PostgresConfig {
-            timeout: self.store_timeout / 2,
-            retention: chat_postgres_store::Retention {
-                keep_last_per_room: self.retention_keep_last.0.map(u64::from),
-                keep_last_per_conversation: self.retention_keep_last.0.map(u64::from),
-                max_age: self.retention_max_age.0,
-                ..chat_postgres_store::Retention::default()
-            },
-            ..chat_postgres_store::PostgresConfig::new(url)
-        }
+        chat_postgres_store::PostgresConfig::new(url)
+            .with_timeout(self.store_timeout / 2)
+            .with_retention(
+                chat_postgres_store::Retention::default()
+                    .with_keep_last_per_room(self.retention_keep_last.0.map(u64::from))
+                    .with_keep_last_per_conversation(self.retention_keep_last.0.map(u64::from))
+                    .with_max_age(self.retention_max_age.0),
+            )
     }
 
     /// The memory store's configuration.
     pub(crate) fn memory_store(&self) -> MemoryConfig {
-        MemoryConfig {
-            room_history: self.room_history,
-            dm_history: self.dm_history,
-            max_rooms: self.store_max_rooms,
-            max_dm_conversations: self.store_max_dm_conversations,
-            max_bytes: self.store_max_bytes,
-        }
+        MemoryConfig::default()
+            .with_room_history(self.room_history)
+            .with_dm_history(self.dm_history)
+            .with_max_rooms(self.store_max_rooms)
+            .with_max_dm_conversations(self.store_max_dm_conversations)
+            .with_max_bytes(self.store_max_bytes)
     }
 }
 

@@ -199,11 +199,9 @@ async fn twenty_sending_tcp_clients_all_get_their_lines_and_1001_at_shutdown() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tcp_peer_that_never_answers_the_close_costs_at_most_the_linger_time() {
-    let runtime = RuntimeConfig {
-        close_linger: Duration::from_secs(1),
-        close_linger_bytes: usize::MAX,
-        ..RuntimeConfig::default()
-    };
+    let runtime = RuntimeConfig::default()
+        .with_close_linger(Duration::from_secs(1))
+        .with_close_linger_bytes(usize::MAX);
     let (server, addr) = start(runtime).await;
     let mut client = Client::connect(addr).await;
     let started = Instant::now();

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 /// A token-bucket rate: `burst` requests at once, then one every `interval`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Rate {
     /// Requests allowed back to back.
     pub burst: u32,
@@ -13,6 +14,11 @@ pub struct Rate {
 }
 
 impl Rate {
+    /// `burst` at once, then one more every `interval`.
+    pub const fn new(burst: u32, interval: Duration) -> Rate {
+        Rate { burst, interval }
+    }
+
     /// `burst` at once, then `per_second` per second.
     pub const fn per_second(burst: u32, per_second: u32) -> Rate {
         Rate {
@@ -22,8 +28,11 @@ impl Rate {
     }
 }
 
-/// Limits and behaviour of the [`Engine`](super::Engine).
+/// Limits and behaviour of the [`Engine`](super::Engine). Start from
+/// [`Config::default`] (or [`Config::unlimited`]) and change fields or chain the
+/// `with_*` setters (see [`config_setters!`](crate::config_setters)).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Config {
     /// Messages in the `message_history` that answers a plain join. Default 50
     /// (PROTOCOL.md).
@@ -92,13 +101,29 @@ impl Default for Config {
 impl Config {
     /// The defaults with every rate limit switched off (for load tests and simulations).
     pub fn unlimited() -> Self {
-        Config {
-            message_rate: None,
-            typing_rate: None,
-            join_rate: None,
-            history_rate: None,
-            refusal_budget: None,
-            ..Config::default()
-        }
+        Config::default()
+            .with_message_rate(None)
+            .with_typing_rate(None)
+            .with_join_rate(None)
+            .with_history_rate(None)
+            .with_refusal_budget(None)
+    }
+}
+
+crate::config_setters! {
+    Config {
+        with_join_history => join_history: usize,
+        with_history_page_max => history_page_max: usize,
+        with_resume_max => resume_max: usize,
+        with_history_frame_bytes => history_frame_bytes: usize,
+        with_max_rooms_per_connection => max_rooms_per_connection: usize,
+        with_max_connections_per_user => max_connections_per_user: usize,
+        with_max_queued_commands => max_queued_commands: usize,
+        with_typing_timeout => typing_timeout: Duration,
+        with_message_rate => message_rate: Option<Rate>,
+        with_typing_rate => typing_rate: Option<Rate>,
+        with_join_rate => join_rate: Option<Rate>,
+        with_history_rate => history_rate: Option<Rate>,
+        with_refusal_budget => refusal_budget: Option<Rate>,
     }
 }

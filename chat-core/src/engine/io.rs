@@ -103,6 +103,7 @@ pub struct StoreRequest {
 
 /// The store work the engine can ask for.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub enum StoreOp {
     /// [`Store::append_room`].
     AppendRoom(NewRoomMessage),
@@ -157,6 +158,7 @@ impl StoreOp {
 
 /// The outcome of a [`StoreOp`], variant for variant.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub enum StoreReply {
     /// Outcome of [`StoreOp::AppendRoom`].
     RoomAppended(Result<Appended<StoredMessage>, StoreError>),
@@ -187,6 +189,7 @@ impl StoreReply {
 /// membership changed), so a message to a room of 10,000 costs the engine O(1): the
 /// caller walks the list once while writing the encoded bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Recipients {
     /// One connection.
     One(ConnId),

@@ -16,6 +16,7 @@ use crate::ids::Seq;
 
 /// A decoded client command. String fields are raw (not yet trimmed or validated).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ClientCommand {
     /// `set_username {username}`.
     SetUsername {

@@ -141,6 +141,7 @@ impl WireError {
 /// Why a frame could not be decoded into a command. Never a panic: every byte string
 /// decodes to a command or to one of these.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
 pub enum DecodeError {
     /// Not JSON at all (or not UTF-8, a lone surrogate, nesting past serde_json's limit).
     #[error("Invalid JSON: {0}")]

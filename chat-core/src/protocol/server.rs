@@ -53,6 +53,7 @@ pub struct History {
 
 /// Every event the server sends.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum ServerEvent {
     /// `connection {clientId}`: first frame of every connection.
     Connection {

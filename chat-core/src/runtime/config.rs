@@ -8,8 +8,9 @@
 use std::time::Duration;
 
 /// Limits and timings of the runtime. Start from [`RuntimeConfig::default`] and change
-/// what you need.
+/// what you need: fields, or the chainable `with_*` setters.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RuntimeConfig {
     /// Inputs (decoded commands, connects, disconnects) that may wait for the hub. When it
     /// is full, connection readers stop reading, so a fast client meets TCP backpressure
@@ -114,5 +115,25 @@ impl Default for RuntimeConfig {
             store_timeout: Duration::from_secs(10),
             store_concurrency: 64,
         }
+    }
+}
+
+crate::config_setters! {
+    RuntimeConfig {
+        with_hub_queue => hub_queue: usize,
+        with_outbound_frames => outbound_frames: usize,
+        with_outbound_bytes => outbound_bytes: usize,
+        with_outbound_global_bytes => outbound_global_bytes: usize,
+        with_write_batch => write_batch: usize,
+        with_write_timeout => write_timeout: Duration,
+        with_heartbeat_interval => heartbeat_interval: Option<Duration>,
+        with_handshake_timeout => handshake_timeout: Duration,
+        with_close_timeout => close_timeout: Duration,
+        with_close_linger => close_linger: Duration,
+        with_close_linger_bytes => close_linger_bytes: usize,
+        with_shutdown_grace => shutdown_grace: Duration,
+        with_max_connections => max_connections: usize,
+        with_store_timeout => store_timeout: Duration,
+        with_store_concurrency => store_concurrency: usize,
     }
 }

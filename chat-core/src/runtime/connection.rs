@@ -47,14 +47,14 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use tokio::sync::{oneshot, watch};
-use tokio::time::{Instant, Interval, MissedTickBehavior, interval_at, sleep_until, timeout};
+use tokio::time::{Instant, Interval, MissedTickBehavior, interval_at, timeout};
 
 use super::admission::{Admission, Admitted};
 use super::config::RuntimeConfig;
 use super::hub::{HubMsg, HubSender};
 use super::metrics::Metrics;
-use super::now;
 use super::outbound::{GlobalBudget, Next, OutboundQueue, QueueLimits, SLOW_READER};
+use super::{now, sleep_until};
 use crate::engine::Identity;
 use crate::ids::ConnId;
 use crate::protocol::{self, DecodeError};

@@ -36,13 +36,13 @@ use std::time::Duration;
 use slab::Slab;
 use smallvec::SmallVec;
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio::time::{Instant, sleep_until};
+use tokio::time::Instant;
 
 use super::health::Health;
 use super::metrics::Metrics;
-use super::now;
 use super::outbound::{GlobalBudget, OutboundQueue, Pushed};
 use super::store_driver::{Ending, Finished, StoreDriver};
+use super::{now, sleep_until};
 use crate::engine::{Engine, Identity, Input, Output, Recipients};
 use crate::ids::ConnId;
 use crate::protocol::{self, ClientCommand, DecodeError, ServerEvent};

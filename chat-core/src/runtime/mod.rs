@@ -104,6 +104,14 @@ where
     tokio::spawn(task)
 }
 
+/// The runtime's one timer: the engine's next deadline, store timeouts, token expiry and
+/// the accept loop's retry pause all wait with it, on tokio's clock (see [`now`]).
+pub(crate) fn sleep_until(deadline: tokio::time::Instant) -> tokio::time::Sleep {
+    // Waiting belongs to the runtime; the engine only names its deadlines.
+    #[allow(clippy::disallowed_methods)]
+    tokio::time::sleep_until(deadline)
+}
+
 /// Why [`Server::run`] failed.
 #[derive(Debug, Error)]
 #[non_exhaustive]
@@ -257,11 +265,15 @@ impl Server {
                         }
                         match ctx.try_reserve() {
                             Some(slot) => {
+                                // Connection tasks live in this set, so shutdown joins them.
+                                #[allow(clippy::disallowed_methods)]
                                 connections.spawn(connection::serve(handshake, Arc::clone(&ctx), slot));
                             }
                             None => {
                                 let ctx = Arc::clone(&ctx);
                                 let why = Rejection::Unavailable("server full".into());
+                                // As above: the refusal is joined on shutdown too.
+                                #[allow(clippy::disallowed_methods)]
                                 connections.spawn(async move { connection::reject(handshake, why, &ctx).await });
                             }
                         }
@@ -273,7 +285,7 @@ impl Server {
                         tokio::select! {
                             biased;
                             () = &mut shutdown => break true,
-                            () = tokio::time::sleep(ACCEPT_RETRY_PAUSE) => {}
+                            () = sleep_until(now() + ACCEPT_RETRY_PAUSE) => {}
                         }
                     }
                     None => break false,

@@ -35,8 +35,9 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use tokio::time::{Instant, Sleep, sleep_until};
+use tokio::time::{Instant, Sleep};
 
+use super::sleep_until;
 use crate::engine::{StoreOp, StoreReply, StoreRequest, Ticket};
 use crate::store::{Store, StoreError};
 

@@ -603,10 +603,7 @@ impl Store for NoStore {
 /// Rule 12: the transport behind a real [`Server`]: greeting, a refusal, a shutdown.
 pub async fn through_a_server<H: Harness>(h: &mut H) {
     let t = h.start().await;
-    let config = RuntimeConfig {
-        max_connections: 1,
-        ..RuntimeConfig::default()
-    };
+    let config = RuntimeConfig::default().with_max_connections(1);
     let server = Server::new(
         crate::engine::Config::default(),
         config,

@@ -459,6 +459,7 @@ impl World {
                 StoreOp::AppendDm(m) => Some(m.from.to_string()),
                 StoreOp::DmPage { a, .. } => Some(a.to_string()),
                 StoreOp::RoomPage { .. } => None,
+                other => return Err(format!("unexpected store operation {other:?}")),
             };
             self.tickets
                 .insert(request.ticket, TicketInfo { owner, user });

@@ -101,11 +101,9 @@ impl Drop for TestDb {
 
 /// The test configuration: defaults, but a 1 s timeout and a small pool.
 pub fn config(url: &str) -> PostgresConfig {
-    PostgresConfig {
-        timeout: Duration::from_secs(1),
-        pool_size: 4,
-        ..PostgresConfig::new(url)
-    }
+    PostgresConfig::new(url)
+        .with_timeout(Duration::from_secs(1))
+        .with_pool_size(4)
 }
 
 /// A connected client (its connection driven by a spawned task).
