@@ -16,7 +16,7 @@ pub mod proxies;
 pub mod runtime;
 mod setters;
 pub mod store;
-#[cfg(any(test, feature = "testkit"))]
+#[cfg(any(test, feature = "sim"))]
 pub mod testkit;
 pub mod transport;
 

@@ -1,6 +1,7 @@
 //! Test support shipped as a library (feature `testkit`): the deterministic simulation
 //! used by this crate's tests and fuzz targets, and reusable conformance suites for
-//! implementations of chat-core's traits.
+//! implementations of chat-core's traits. Feature `sim` enables the simulation alone,
+//! without tokio or the runtime.
 //!
 //! Every implementation of [`Store`](crate::Store) runs the same suite, so a rule of the
 //! trait's contract is written down once, as executable cases, instead of once per backend
