@@ -142,11 +142,11 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 /// use chat_auth::{PerIpConfig, PerIpLimits};
 /// use chat_core::Rate;
 ///
-/// let limits = PerIpLimits::new(PerIpConfig {
-///     max_connections: Some(16),
-///     rate: Some(Rate::per_second(10, 2)),
-///     ..PerIpConfig::default()
-/// });
+/// let limits = PerIpLimits::new(
+///     PerIpConfig::default()
+///         .with_max_connections(Some(16))
+///         .with_rate(Some(Rate::per_second(10, 2))),
+/// );
 /// # drop(limits);
 /// ```
 #[derive(Debug)]

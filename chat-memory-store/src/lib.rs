@@ -149,7 +149,8 @@ pub struct MemoryStore {
     rooms: Streams<RoomName, StoredMessage>,
     /// Keyed by the pair of users in sorted order, so both directions share one log.
     dms: Streams<(UserId, UserId), StoredDm>,
-    /// Operations still to fail (see [`MemoryStore::fail_next`]).
+    /// Operations still to fail (see `MemoryStore::fail_next`, feature `test-hooks`).
+    #[cfg(any(test, feature = "test-hooks"))]
     failures: AtomicUsize,
     /// Held by the one append running an eviction round: the others go on without one
     /// (what they add, the running round or the next one sees).
@@ -192,6 +193,7 @@ impl MemoryStore {
                 config.max_dm_conversations,
                 |(a, b): &(UserId, UserId)| a.as_str().len() + b.as_str().len(),
             ),
+            #[cfg(any(test, feature = "test-hooks"))]
             failures: AtomicUsize::new(0),
             evicting: Mutex::new(()),
             fruitless: AtomicBool::new(false),
@@ -225,19 +227,24 @@ impl MemoryStore {
     /// Makes the next `n` operations (appends and page reads, in whatever order they
     /// come) fail with [`StoreError::Unavailable`] without any effect: a hook for tests
     /// of how an engine or runtime handles a failing store. Replaces any count left.
+    ///
+    /// Test-only (feature `test-hooks`): not part of the stable API.
+    #[cfg(any(test, feature = "test-hooks"))]
     pub fn fail_next(&self, n: usize) {
         self.failures.store(n, Ordering::SeqCst);
     }
 
-    /// Consumes one injected failure, if any is left.
+    /// Consumes one injected failure, if any is left (never, without `test-hooks`).
     fn injected_failure(&self) -> Result<(), StoreError> {
-        match self
+        #[cfg(any(test, feature = "test-hooks"))]
+        if self
             .failures
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
         {
-            Ok(_) => Err(StoreError::unavailable("injected failure (fail_next)")),
-            Err(_) => Ok(()),
+            return Err(StoreError::unavailable("injected failure (fail_next)"));
         }
+        Ok(())
     }
 
     fn empty_page<M>(&self) -> Page<M> {

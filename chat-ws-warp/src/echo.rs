@@ -19,6 +19,8 @@ use crate::transport::Routes;
 /// A route that upgrades every WebSocket request (any path) and echoes each text and
 /// binary message back, with the limits of `config`.
 ///
+/// Test-only (feature `test-hooks`): not part of the stable API.
+///
 /// Errors end the connection with the close code the chat would use: 1009 for a frame
 /// or message over the limit, 1007 for invalid UTF-8, 1002 for other protocol errors.
 ///

@@ -54,20 +54,18 @@
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let chat = Server::new(Config::default(), RuntimeConfig::default(), Arc::new(MemoryStore::new()));
 //! let (metrics, refusals, health) = (chat.metrics(), chat.metrics(), chat.health());
-//! let config = WarpConfig {
+//! let config = WarpConfig::default()
 //!     // The runtime encodes OpenMetrics text; the handshakes the transport refuses by
 //!     // itself are added to the runtime's count.
-//!     metrics: Some(
+//!     .with_metrics(Some(
 //!         MetricsSource::openmetrics(move || metrics.encode_text())
 //!             .counting_rejections(move |status| refusals.handshake_rejected(status)),
-//!     ),
+//!     ))
 //!     // `/healthz`: 200 `ok`, or 503 with what is wrong.
-//!     health: Some(HealthSource::new(move || {
+//!     .with_health(Some(HealthSource::new(move || {
 //!         let report = health.check();
 //!         if report.is_healthy() { Ok(report.to_string()) } else { Err(report.to_string()) }
-//!     })),
-//!     ..WarpConfig::default()
-//! };
+//!     })));
 //! let (transport, http) = WarpTransport::bind("0.0.0.0:8080", config).await?;
 //! println!("open http://{}/", http.local_addr());
 //!
@@ -110,11 +108,12 @@
 //!
 //! ## Conformance
 //!
-//! [`echo_routes`] serves an echo socket on exactly the same WebSocket stack (same
-//! upgrade, same tungstenite settings and limits, same error translation), for the
-//! Autobahn test suite.
+//! `echo_routes` (feature `test-hooks`, test-only) serves an echo socket on exactly the
+//! same WebSocket stack (same upgrade, same tungstenite settings and limits, same error
+//! translation), for the Autobahn test suite.
 
 mod config;
+#[cfg(feature = "test-hooks")]
 mod echo;
 mod frame;
 mod handshake;
@@ -125,6 +124,7 @@ mod web;
 mod wire;
 
 pub use config::{HealthSource, MetricsSource, OPENMETRICS_TEXT, PROMETHEUS_TEXT, WarpConfig};
+#[cfg(feature = "test-hooks")]
 pub use echo::echo_routes;
 pub use server::{HttpServer, serve};
 pub use transport::{Routes, WarpTransport};
