@@ -73,7 +73,10 @@ fn dm_history_pages_the_conversation() {
 /// newest stay and `hasMore` says the client can page on from the oldest it got.
 #[test]
 fn a_dm_history_page_is_cut_at_the_byte_budget() {
-    let config = Config::unlimited().with_history_frame_bytes(2_000);
+    let config = Config {
+        history_frame_bytes: 2_000,
+        ..Config::unlimited()
+    };
     let mut s = Sim::new(config);
     let a = named(&mut s, "alice");
     let b = named(&mut s, "bob");

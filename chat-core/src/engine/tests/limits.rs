@@ -33,7 +33,10 @@ fn chat_over_the_rate_is_refused_with_retry_after_and_not_stored() {
 
 #[test]
 fn dms_share_the_chat_rate() {
-    let config = Config::default().with_message_rate(Some(Rate::per_second(2, 1)));
+    let config = Config {
+        message_rate: Some(Rate::per_second(2, 1)),
+        ..Config::default()
+    };
     let mut s = Sim::new(config);
     let a = member(&mut s, "alice", "lobby");
     let b = named(&mut s, "bob");
@@ -53,7 +56,10 @@ fn dms_share_the_chat_rate() {
 
 #[test]
 fn typing_has_its_own_rate() {
-    let config = Config::default().with_typing_rate(Some(Rate::per_second(2, 1)));
+    let config = Config {
+        typing_rate: Some(Rate::per_second(2, 1)),
+        ..Config::default()
+    };
     let mut s = Sim::new(config);
     let a = member(&mut s, "alice", "lobby");
     s.send(a, json!({"type":"typing_start"}));

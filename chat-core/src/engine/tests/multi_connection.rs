@@ -68,7 +68,10 @@ fn an_authenticated_name_cannot_be_changed_or_shadowed() {
 
 #[test]
 fn connections_per_user_are_capped() {
-    let config = Config::default().with_max_connections_per_user(2);
+    let config = Config {
+        max_connections_per_user: 2,
+        ..Config::default()
+    };
     let mut s = Sim::new(config);
     s.connect_as("u", "alice");
     s.connect_as("u", "alice");

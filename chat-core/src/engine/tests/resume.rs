@@ -438,7 +438,10 @@ fn an_epoch_change_before_any_message_is_adopted_without_a_stream_reset() {
 /// `room_users`; a plain join's page stays one frame whatever its size.
 #[test]
 fn a_large_resume_is_sent_in_frames_within_the_byte_budget() {
-    let config = Config::unlimited().with_history_frame_bytes(2_000);
+    let config = Config {
+        history_frame_bytes: 2_000,
+        ..Config::unlimited()
+    };
     let mut s = Sim::new(config);
     let a = member(&mut s, "alice", "lobby");
     for i in 1..=20 {
@@ -489,7 +492,10 @@ fn a_large_resume_is_sent_in_frames_within_the_byte_budget() {
 /// says the client can page on from the oldest it got.
 #[test]
 fn a_history_page_is_cut_at_the_byte_budget() {
-    let config = Config::unlimited().with_history_frame_bytes(2_000);
+    let config = Config {
+        history_frame_bytes: 2_000,
+        ..Config::unlimited()
+    };
     let mut s = Sim::new(config);
     let a = member(&mut s, "alice", "lobby");
     for i in 1..=20 {
