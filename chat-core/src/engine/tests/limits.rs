@@ -268,10 +268,10 @@ fn a_message_flood_is_rate_limited_then_closed_with_1008() {
 /// `too_many_rooms` refusals spend the refusal budget like any other.
 #[test]
 fn joining_past_the_room_cap_spends_the_refusal_budget_and_closes_with_1008() {
-    let mut config = Config::default();
-    config.join_rate = None;
-    config.max_rooms_per_connection = 2;
-    let mut s = Sim::new(config);
+    let mut s = Sim::new(config(|c| {
+        c.join_rate = None;
+        c.max_rooms_per_connection = 2;
+    }));
     let roomer = member(&mut s, "roomer", "r0");
     s.send(
         roomer,

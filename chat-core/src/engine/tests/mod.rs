@@ -14,6 +14,14 @@ pub(super) fn sim() -> Sim {
     Sim::new(Config::default())
 }
 
+/// The default configuration with `edit` applied (configs are built by assigning
+/// fields, never by struct literals: they are `#[non_exhaustive]` outside this crate).
+pub(super) fn config(edit: impl FnOnce(&mut Config)) -> Config {
+    let mut config = Config::default();
+    edit(&mut config);
+    config
+}
+
 pub(super) fn client_id(sim: &mut Sim, conn: ConnId) -> String {
     sim.engine.user_of(conn).expect("connected").to_string()
 }

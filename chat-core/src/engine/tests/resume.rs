@@ -620,3 +620,42 @@ fn live_messages_continue_right_after_a_resumed_page() {
         vec![received(6, "lobby", 6, &ida, "alice", "m6")]
     );
 }
+
+/// With the default budget (64 KiB), the largest resume — 500 messages (the resume cap)
+/// of 1,000 control characters, each escaped to six bytes of JSON, ~3 MB — leaves in
+/// continued frames of at most 64 KiB of messages, in order, each once.
+#[test]
+fn a_full_resume_leaves_in_continued_frames_of_at_most_64_kib() {
+    let mut s = Sim::new(config(|c| c.message_rate = None));
+    let writer = member(&mut s, "writer", "big");
+    let content = format!("x{}x", "\u{1}".repeat(998));
+    for _ in 0..500 {
+        chat(&mut s, writer, &content);
+    }
+    s.take(writer);
+    let reader = named(&mut s, "reader");
+    s.send(
+        reader,
+        json!({"type":"join_room","room":"big","since":0,"epoch":"sim-epoch"}),
+    );
+    let frames = s.take(reader);
+    assert_eq!(frames[0]["type"], "room_joined");
+    assert_eq!(frames.last().unwrap()["type"], "room_users");
+    let pages = &frames[1..frames.len() - 1];
+    assert!(pages.len() >= 45, "{} frames", pages.len());
+    let mut seqs = Vec::new();
+    for (i, page) in pages.iter().enumerate() {
+        assert_eq!(page["recovered"], true);
+        let last = i + 1 == pages.len();
+        assert_eq!(page["lastSeq"].as_u64(), history_seqs(page).last().copied());
+        assert_eq!(page.get("continued").is_some(), !last, "frame {i}");
+        let bytes = serde_json::to_vec(&page["messages"]).unwrap().len();
+        assert!(
+            bytes <= 64 * 1024 + 2,
+            "{bytes} bytes of messages in frame {i}"
+        );
+        seqs.extend(history_seqs(page));
+    }
+    assert_eq!(pages.last().unwrap()["lastSeq"], 500);
+    assert_eq!(seqs, (1..=500).collect::<Vec<_>>(), "in order, each once");
+}

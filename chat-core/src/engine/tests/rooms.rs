@@ -423,9 +423,7 @@ fn keep_rooms_joins_several_rooms_and_every_room_scoped_event_carries_its_room()
 
 #[test]
 fn past_the_room_cap_a_join_is_too_many_rooms_and_changes_nothing() {
-    let mut config = Config::default();
-    config.max_rooms_per_connection = 2;
-    let mut s = Sim::new(config);
+    let mut s = Sim::new(config(|c| c.max_rooms_per_connection = 2));
     let a = member(&mut s, "alice", "r1");
     let ida = client_id(&mut s, a);
     s.send(a, json!({"type":"join_room","room":"r2","keepRooms":true}));

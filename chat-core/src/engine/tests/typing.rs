@@ -142,9 +142,7 @@ fn flapping_typing_sends_one_indicator_per_actual_change() {
 /// The timeout is the configured one, not a constant.
 #[test]
 fn typing_stops_after_the_configured_typing_timeout() {
-    let mut config = Config::default();
-    config.typing_timeout = Duration::from_millis(300);
-    let mut s = Sim::new(config);
+    let mut s = Sim::new(config(|c| c.typing_timeout = Duration::from_millis(300)));
     let a = member(&mut s, "alice", "lobby");
     let b = member(&mut s, "bob", "lobby");
     s.take(a);
