@@ -24,7 +24,7 @@ use support::{
     PROMPT, Peer, RawFrame, RawWs, TIMESTAMP, TestServer, UUID, assert_frame, history_seqs,
     next_text,
 };
-use tokio::time::{Instant, timeout};
+use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::Message;
 
 /// The expected `message_received` for a message `from` sent to `room`, with any id and
@@ -281,18 +281,15 @@ async fn a_client_that_never_answers_pings_is_terminated_and_leaves_its_rooms() 
         assert_eq!(silent.next().await["type"], kind);
     }
 
-    // Bob reads all along, so tungstenite answers his pings.
+    // Bob reads all along, so tungstenite answers his pings. (When, exactly, a silent
+    // client is dropped is the runtime's rule, tested on a paused clock in
+    // chat-core/tests/runtime.rs; here it must happen within `PROMPT`, far sooner than
+    // the default 30 s interval would allow.)
     let mut bob = server.member("bob", "lobby").await;
-    let started = Instant::now();
     bob.expect(
         json!({"type": "user_left", "room": "lobby", "username": "silent", "userId": silent_id}),
     )
     .await;
-    let gone_after = started.elapsed();
-    assert!(
-        gone_after < 4 * interval + Duration::from_secs(1),
-        "terminated only after {gone_after:?}"
-    );
 
     // The silent client's socket was pinged, then closed: it ends (EOF or reset).
     let frames = timeout(PROMPT, async {
@@ -323,10 +320,20 @@ async fn a_client_that_answers_pings_stays_connected_over_many_intervals() {
     let server = TestServer::with(Config::default(), heartbeat(interval)).await;
     let mut alice = server.member("alice", "lobby").await;
 
-    // Without pongs it would be gone after two intervals.
-    let (frames, pings) = alice.read_for(6 * interval).await;
-    assert!(frames.is_empty(), "{frames:?}");
-    assert!(pings >= 4, "only {pings} pings in 6 intervals");
+    // Without pongs it would be gone after two intervals. The server's own pings mark
+    // the intervals: six of them in a row, answered (tungstenite answers while reading),
+    // and nothing else, show that it stayed.
+    let mut pings = 0;
+    while pings < 6 {
+        match timeout(PROMPT, futures_util::StreamExt::next(&mut alice.ws))
+            .await
+            .expect("the next ping in time")
+        {
+            Some(Ok(Message::Ping(_))) => pings += 1,
+            Some(Ok(Message::Pong(_))) => {}
+            other => panic!("expected only pings, got {other:?}"),
+        }
+    }
     alice.send(chat("still here")).await;
     alice
         .expect(received("lobby", 1, &alice, "alice", "still here"))
