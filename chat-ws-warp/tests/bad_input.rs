@@ -293,11 +293,13 @@ async fn headers_that_never_end_are_cut_off_after_the_header_read_timeout() {
         .await
         .expect("the server acts on the timeout");
     let after = started.elapsed();
-    // hyper closes the connection without a response.
+    // hyper closes the connection without a response: not before the 1 s timeout, and
+    // (the `timeout` above) within `PROMPT`, half the default timeout of 10 s — so it is
+    // the flag that acts, with no upper window for a loaded machine to miss.
     assert!(response.is_none(), "{response:?}");
     assert!(
-        after >= Duration::from_millis(900) && after < Duration::from_secs(4),
-        "cut off after {after:?} (header read timeout 1 s)"
+        after >= Duration::from_millis(900),
+        "cut off after {after:?}, before the header read timeout of 1 s"
     );
     suite.finish("slow headers").await;
 }
@@ -396,14 +398,13 @@ async fn a_header_announcing_1_gib_is_closed_with_1009_at_once_without_memory_gr
     // (which RFC 6455 forbids).
     for len in [1 << 30, i64::MAX as u64, u64::MAX] {
         let mut raw = raw_member(&suite, "announcer", "frames").await;
-        let started = Instant::now();
         let mut bytes = frames::header(true, 0, TEXT, true, len);
         bytes.extend(frames::masked(&[b'x'; 1000]));
         raw.write(&bytes).await.expect("write");
         // …and then nothing more: the server must not wait for (or reserve) the payload.
+        // A server that waited would never close (the heartbeat is 30 s away):
+        // `close_code` waits at most `PROMPT`.
         assert_eq!(raw.close_code().await, 1009, "announcing {len} bytes");
-        let took = started.elapsed();
-        assert!(took < Duration::from_secs(2), "1009 only after {took:?}");
         let rss = suite.sample_rss();
         assert!(
             rss <= suite.baseline_kib + support::suite::RSS_TOLERANCE_KIB,
@@ -419,23 +420,19 @@ async fn a_header_announcing_1_gib_is_closed_with_1009_at_once_without_memory_gr
 async fn a_never_finished_frame_is_dropped_by_the_heartbeat() {
     let mut suite = Suite::start(&["--heartbeat", "500ms"]).await;
     let mut raw = raw_member(&suite, "stalled", "frames").await;
-    let started = Instant::now();
     // A header announcing 1000 bytes, 10 of them, then silence (no pong can follow: the
     // frame is never finished).
     let mut bytes = frames::header(true, 0, TEXT, true, 1000);
     bytes.extend(frames::masked(b"{\"type\":\"c"));
     raw.write(&bytes).await.expect("write");
+    // Dropped by the 500 ms heartbeat: the default one (30 s) would not end it within
+    // these 5 s.
     let frames = raw.frames_until_end(Duration::from_secs(5)).await;
-    let took = started.elapsed();
     assert!(frames.contains(&RawFrame::Ping), "{frames:?}");
     assert_eq!(
         frames.last(),
         Some(&RawFrame::Close(Some(1001))),
         "{frames:?}"
-    );
-    assert!(
-        took < Duration::from_secs(3),
-        "dropped only after {took:?} (heartbeat 500 ms: 1 to 2 intervals)"
     );
     suite.sample_rss();
     suite.finish("never-finished frame").await;
