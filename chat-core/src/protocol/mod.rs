@@ -10,6 +10,8 @@
 mod client;
 mod error;
 mod server;
+#[cfg(test)]
+pub(crate) mod tests;
 
 pub use client::{CONTENT_MAX_BYTES, ClientCommand, ERROR_TEXT_MAX_BYTES, FIELD_MAX_BYTES, decode};
 pub use error::{DecodeError, ErrorCode, WireError};
