@@ -1,7 +1,9 @@
 //! The echo server that the Autobahn|Testsuite cases run against (`conformance/run.sh`,
 //! docs/CONFORMANCE.md): `chat_ws_warp::echo_routes` behind `chat_ws_warp::serve`, so
 //! the cases exercise exactly the WebSocket stack the chat serves — our upgrade and
-//! tungstenite settings, our HTTP server and our error translation.
+//! tungstenite settings, our HTTP server and our error translation. `echo_routes` is a
+//! test hook (chat-ws-warp feature `test-hooks`), enabled by this package's
+//! dev-dependencies, which examples are built with.
 //!
 //! ```sh
 //! cargo run --release --example autobahn_echo                       # 127.0.0.1:9001
