@@ -31,7 +31,7 @@ pub use ids::{
     ClientMsgId, ConnId, Content, Epoch, IdGenerator, MessageId, NameError, RoomName, Seq,
     SequentialIds, UserId, Username,
 };
-pub use message::{NewDm, NewRoomMessage, StoredDm, StoredMessage, Timestamp};
+pub use message::{NewDm, NewRoomMessage, Stored, StoredDm, StoredMessage, Timestamp};
 pub use protocol::{ClientCommand, DecodeError, ErrorCode, ServerEvent, WireError};
 pub use proxies::TrustedProxies;
 #[cfg(feature = "runtime")]
