@@ -659,47 +659,23 @@ async fn non_json_is_answered_with_invalid_json() {
     answers_each(
         &suite,
         &[
-            (
-                "hello",
-                error(
-                    "Invalid JSON: expected value at line 1 column 1",
-                    "invalid_json",
-                ),
-            ),
+            ("hello", error("Invalid JSON", "invalid_json")),
             (
                 "<script>alert(1)</script>",
-                error(
-                    "Invalid JSON: expected value at line 1 column 1",
-                    "invalid_json",
-                ),
+                error("Invalid JSON", "invalid_json"),
             ),
-            (
-                "",
-                error(
-                    "Invalid JSON: EOF while parsing a value at line 1 column 0",
-                    "invalid_json",
-                ),
-            ),
+            ("", error("Invalid JSON", "invalid_json")),
             (
                 "\u{feff}{\"type\":\"typing_stop\"}",
-                error(
-                    "Invalid JSON: expected value at line 1 column 1",
-                    "invalid_json",
-                ),
+                error("Invalid JSON", "invalid_json"),
             ),
             (
                 "{'type': 'chat_message'}",
-                error(
-                    "Invalid JSON: key must be a string at line 1 column 2",
-                    "invalid_json",
-                ),
+                error("Invalid JSON", "invalid_json"),
             ),
             (
                 "{\"type\":\"typing_stop\"} trailing",
-                error(
-                    "Invalid JSON: trailing characters at line 1 column 24",
-                    "invalid_json",
-                ),
+                error("Invalid JSON", "invalid_json"),
             ),
         ],
     )
@@ -715,32 +691,14 @@ async fn truncated_json_is_answered_with_invalid_json() {
         &[
             (
                 "{\"type\":\"chat_message\",\"content\":\"hi",
-                error(
-                    "Invalid JSON: EOF while parsing a string at line 1 column 36",
-                    "invalid_json",
-                ),
+                error("Invalid JSON", "invalid_json"),
             ),
             (
                 "{\"type\":\"chat_message\",",
-                error(
-                    "Invalid JSON: EOF while parsing a value at line 1 column 23",
-                    "invalid_json",
-                ),
+                error("Invalid JSON", "invalid_json"),
             ),
-            (
-                "{",
-                error(
-                    "Invalid JSON: EOF while parsing an object at line 1 column 1",
-                    "invalid_json",
-                ),
-            ),
-            (
-                "[1, 2",
-                error(
-                    "Invalid JSON: EOF while parsing a list at line 1 column 5",
-                    "invalid_json",
-                ),
-            ),
+            ("{", error("Invalid JSON", "invalid_json")),
+            ("[1, 2", error("Invalid JSON", "invalid_json")),
         ],
     )
     .await;
@@ -782,42 +740,42 @@ async fn fields_of_the_wrong_type_are_invalid_message() {
             (
                 r#"{"type":5}"#,
                 error(
-                    "Invalid message: invalid type: integer `5`, expected a string at line 1 column 9",
+                    "Invalid message: \"type\" must be a string",
                     "invalid_message",
                 ),
             ),
             (
                 r#"{"type":"chat_message","content":5}"#,
                 error(
-                    "Invalid message: invalid type: integer `5`, expected a string at line 1 column 34",
+                    "Invalid message: \"content\" must be a string",
                     "invalid_message",
                 ),
             ),
             (
                 r#"{"type":"chat_message","content":["a"]}"#,
                 error(
-                    "Invalid message: invalid type: sequence, expected a string at line 1 column 33",
+                    "Invalid message: \"content\" must be a string",
                     "invalid_message",
                 ),
             ),
             (
                 r#"{"type":"set_username","username":{"first":"a"}}"#,
                 error(
-                    "Invalid message: invalid type: map, expected a string at line 1 column 34",
+                    "Invalid message: \"username\" must be a string",
                     "invalid_message",
                 ),
             ),
             (
                 r#"{"type":"join_room","room":"x","keepRooms":"yes"}"#,
                 error(
-                    "Invalid message: invalid type: string \"yes\", expected a boolean at line 1 column 48",
+                    "Invalid message: \"keepRooms\" must be true or false",
                     "invalid_message",
                 ),
             ),
             (
                 r#"{"type":"history","room":"json","limit":1.5}"#,
                 error(
-                    "Invalid message: invalid type: floating point `1.5`, expected u64 at line 1 column 43",
+                    "Invalid message: \"limit\" must be a non-negative integer",
                     "invalid_message",
                 ),
             ),
@@ -883,7 +841,7 @@ async fn deep_nesting_is_refused_or_skipped_without_harm() {
             (
                 &in_known_field,
                 error(
-                    "Invalid message: invalid type: sequence, expected a string at line 1 column 33",
+                    "Invalid message: \"content\" must be a string",
                     "invalid_message",
                 ),
             ),
@@ -893,7 +851,10 @@ async fn deep_nesting_is_refused_or_skipped_without_harm() {
                 &in_unknown_field,
                 json!({"type": "username_set", "username": "sender"}),
             ),
-            (&objects, json!({"type": "username_set", "username": "sender"})),
+            (
+                &objects,
+                json!({"type": "username_set", "username": "sender"}),
+            ),
         ],
     )
     .await;
@@ -908,24 +869,15 @@ async fn duplicate_keys_are_invalid_message() {
         &[
             (
                 r#"{"type":"chat_message","content":"a","content":"b"}"#,
-                error(
-                    "Invalid message: duplicate field `content` at line 1 column 46",
-                    "invalid_message",
-                ),
+                error("Invalid message: a field appears twice", "invalid_message"),
             ),
             (
                 r#"{"type":"chat_message","type":"set_username","username":"x"}"#,
-                error(
-                    "Invalid message: duplicate field `type` at line 1 column 29",
-                    "invalid_message",
-                ),
+                error("Invalid message: a field appears twice", "invalid_message"),
             ),
             (
                 r#"{"type":"set_username","username":"a1","username":"admin"}"#,
-                error(
-                    "Invalid message: duplicate field `username` at line 1 column 49",
-                    "invalid_message",
-                ),
+                error("Invalid message: a field appears twice", "invalid_message"),
             ),
         ],
     )
@@ -941,31 +893,19 @@ async fn lone_surrogates_are_invalid_json() {
         &[
             (
                 r#"{"type":"chat_message","content":"\ud800"}"#,
-                error(
-                    "Invalid JSON: unexpected end of hex escape at line 1 column 41",
-                    "invalid_json",
-                ),
+                error("Invalid JSON", "invalid_json"),
             ),
             (
                 r#"{"type":"chat_message","content":"\udc00"}"#,
-                error(
-                    "Invalid JSON: lone leading surrogate in hex escape at line 1 column 40",
-                    "invalid_json",
-                ),
+                error("Invalid JSON", "invalid_json"),
             ),
             (
                 r#"{"type":"chat_message","content":"\ud800\u0041"}"#,
-                error(
-                    "Invalid JSON: lone leading surrogate in hex escape at line 1 column 46",
-                    "invalid_json",
-                ),
+                error("Invalid JSON", "invalid_json"),
             ),
             (
                 r#"{"type":"set_username","username":"ab\ud83d"}"#,
-                error(
-                    "Invalid JSON: unexpected end of hex escape at line 1 column 44",
-                    "invalid_json",
-                ),
+                error("Invalid JSON", "invalid_json"),
             ),
         ],
     )
@@ -1362,7 +1302,7 @@ async fn invalid_client_msg_ids_are_invalid_field() {
         .await;
     poster
         .expect_error(
-            "Invalid message: invalid type: integer `7`, expected a string at line 1 column 52",
+            "Invalid message: \"clientMsgId\" must be a string",
             "invalid_message",
         )
         .await;
@@ -1483,24 +1423,23 @@ async fn resume_with_a_negative_or_non_numeric_since_is_invalid_message() {
     for (since, message) in [
         (
             "-1",
-            "Invalid message: invalid value: integer `-1`, expected u64 at line 1 column 46",
+            "Invalid message: \"since\" must be a non-negative integer",
         ),
         (
             "\"3\"",
-            "Invalid message: invalid type: string \"3\", expected u64 at line 1 column 47",
+            "Invalid message: \"since\" must be a non-negative integer",
         ),
         (
             "2.5",
-            "Invalid message: invalid type: floating point `2.5`, expected u64 at line 1 column 47",
+            "Invalid message: \"since\" must be a non-negative integer",
         ),
         (
             "18446744073709551616",
-            "Invalid message: invalid type: floating point `1.8446744073709552e+19`, expected u64 \
-             at line 1 column 64",
+            "Invalid message: \"since\" must be a non-negative integer",
         ),
         (
             "[3]",
-            "Invalid message: invalid type: sequence, expected u64 at line 1 column 44",
+            "Invalid message: \"since\" must be a non-negative integer",
         ),
     ] {
         late.send_text(format!(
@@ -1513,7 +1452,7 @@ async fn resume_with_a_negative_or_non_numeric_since_is_invalid_message() {
     late.send_text(r#"{"type":"join_room","room":"resume","since":2,"epoch":7}"#)
         .await;
     late.expect_error(
-        "Invalid message: invalid type: integer `7`, expected a string at line 1 column 55",
+        "Invalid message: \"epoch\" must be a string",
         "invalid_message",
     )
     .await;
@@ -1579,7 +1518,7 @@ async fn history_with_a_zero_negative_or_out_of_range_cursor_is_bounded() {
         .await;
     poster
         .expect_error(
-            "Invalid message: invalid value: integer `-5`, expected u64 at line 1 column 45",
+            "Invalid message: \"limit\" must be a non-negative integer",
             "invalid_message",
         )
         .await;
@@ -1717,10 +1656,7 @@ async fn a_garbage_flood_spends_the_refusal_budget_and_is_closed_with_1008() {
     flooder.expect_type("user_joined").await;
     let started = Instant::now();
     blast(&mut flooder, (0..40).map(|_| "garbage".to_owned())).await;
-    let refusal = error(
-        "Invalid JSON: expected value at line 1 column 1",
-        "invalid_json",
-    );
+    let refusal = error("Invalid JSON", "invalid_json");
     let (ok, refused, code, reason) = read_until_close(&mut flooder, "-", &refusal, 0).await;
     assert!(ok.is_empty());
     assert_eq!((code, reason.as_str()), (1008, "too many refused requests"));

@@ -947,19 +947,9 @@ async fn invalid_json_is_answered_with_invalid_json_and_the_connection_stays_usa
     let server = TestServer::start().await;
     let mut alice = server.member("alice", "lobby").await;
     alice.send_text("{not json").await;
-    alice
-        .expect_error(
-            "Invalid JSON: key must be a string at line 1 column 2",
-            "invalid_json",
-        )
-        .await;
+    alice.expect_error("Invalid JSON", "invalid_json").await;
     alice.send_text("hello").await;
-    alice
-        .expect_error(
-            "Invalid JSON: expected value at line 1 column 1",
-            "invalid_json",
-        )
-        .await;
+    alice.expect_error("Invalid JSON", "invalid_json").await;
     alice.send(chat("still here")).await;
     alice
         .expect(received("lobby", 1, &alice, "alice", "still here"))
