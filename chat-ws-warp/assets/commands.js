@@ -1,5 +1,6 @@
 // commands.js — what the client sends, and the bookkeeping each send needs: the store
-// records the command as in flight (so an `error` can be matched with it) and marks
+// records the command as in flight under a fresh `ref`, which the frame carries and the
+// server echoes on the `error` that refuses it (docs/PROTOCOL.md, "Errors"), and marks
 // messages `sending` only when the frame really left.
 //
 // Every function takes the store `s` and a port `io`: `io.send(frame)` returns false when
@@ -13,10 +14,14 @@ import { activeConv, roomCursor, setActive } from './state.js';
 /** Messages per `history` / `dm_history` page. */
 export const PAGE = 50;
 
-/** Sends a command; `entry` marks it as awaiting a reply (for error matching). */
+/**
+ * Sends a command; `entry` marks it as awaiting a reply, and the frame then carries a
+ * `ref` naming it, so that an error can be attributed to it.
+ */
 export function send(s, io, frame, entry) {
-  if (!io.send(frame)) return false;
-  if (entry) s.inflight.push({ type: frame.type, ...entry });
+  const ref = entry ? s.inflight.nextRef() : null;
+  if (!io.send(ref ? { ...frame, ref } : frame)) return false;
+  if (entry) s.inflight.push({ type: frame.type, ref, ...entry });
   return true;
 }
 
