@@ -264,6 +264,7 @@ pub(crate) fn bounded_error_text(text: String) -> String {
 /// What a field of a refused frame holds, read without recursion (nested values are
 /// skipped by serde_json without a depth limit) and without failing on any type.
 enum Probe {
+    Null,
     Str(String),
     Bool,
     Count,
@@ -277,6 +278,9 @@ impl<'de> Deserialize<'de> for Probe {
             type Value = Probe;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("any JSON value")
+            }
+            fn visit_unit<E>(self) -> Result<Probe, E> {
+                Ok(Probe::Null)
             }
             fn visit_bool<E>(self, _: bool) -> Result<Probe, E> {
                 Ok(Probe::Bool)
@@ -306,52 +310,112 @@ impl<'de> Deserialize<'de> for Probe {
     }
 }
 
-/// Every field any command has, each read as a [`Probe`]: the only shape error this
-/// can meet is a repeated key.
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
+/// The JSON type a known field must have.
+#[derive(Clone, Copy)]
+enum Expect {
+    Str,
+    Count,
+    Bool,
+}
+
+impl Expect {
+    /// `null` stands for "absent", as in the decoder.
+    fn accepts(self, p: &Probe) -> bool {
+        matches!(
+            (self, p),
+            (_, Probe::Null)
+                | (Expect::Str, Probe::Str(_))
+                | (Expect::Count, Probe::Count)
+                | (Expect::Bool, Probe::Bool)
+        )
+    }
+}
+
+/// Every field of [`RawFrame`], its type, and the refusal when it has another one, in
+/// the order a refused frame is checked.
+const FIELDS: [(&str, Expect, Refusal); 13] = [
+    ("type", Expect::Str, Refusal::TypeNotString),
+    ("username", Expect::Str, Refusal::UsernameNotString),
+    ("room", Expect::Str, Refusal::RoomNotString),
+    ("content", Expect::Str, Refusal::ContentNotString),
+    ("targetId", Expect::Str, Refusal::TargetIdNotString),
+    ("userId", Expect::Str, Refusal::UserIdNotString),
+    ("clientMsgId", Expect::Str, Refusal::ClientMsgIdNotString),
+    ("epoch", Expect::Str, Refusal::EpochNotString),
+    ("ref", Expect::Str, Refusal::RefNotString),
+    ("since", Expect::Count, Refusal::SinceNotCount),
+    ("before", Expect::Count, Refusal::BeforeNotCount),
+    ("limit", Expect::Count, Refusal::LimitNotCount),
+    ("keepRooms", Expect::Bool, Refusal::KeepRoomsNotBool),
+];
+
+/// Index of `ref` in [`FIELDS`].
+const REF_FIELD: usize = 8;
+
+/// A refused object, read leniently: each known field as a [`Probe`] (the first time it
+/// appears), and which known fields appear more than once.
 struct ProbeFrame {
-    #[serde(rename = "type")]
-    kind: Option<Probe>,
-    username: Option<Probe>,
-    room: Option<Probe>,
-    content: Option<Probe>,
-    target_id: Option<Probe>,
-    user_id: Option<Probe>,
-    client_msg_id: Option<Probe>,
-    epoch: Option<Probe>,
-    #[serde(rename = "ref")]
-    reference: Option<Probe>,
-    since: Option<Probe>,
-    before: Option<Probe>,
-    limit: Option<Probe>,
-    keep_rooms: Option<Probe>,
+    fields: [Option<Probe>; FIELDS.len()],
+    repeated: [bool; FIELDS.len()],
+}
+
+impl<'de> Deserialize<'de> for ProbeFrame {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> de::Visitor<'de> for V {
+            type Value = ProbeFrame;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<ProbeFrame, A::Error> {
+                let mut frame = ProbeFrame {
+                    fields: Default::default(),
+                    repeated: [false; FIELDS.len()],
+                };
+                while let Some(key) = map.next_key::<Text<'de>>()? {
+                    match FIELDS.iter().position(|(name, ..)| *name == key.0) {
+                        Some(i) if frame.fields[i].is_some() => {
+                            frame.repeated[i] = true;
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                        Some(i) => frame.fields[i] = Some(map.next_value()?),
+                        None => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(frame)
+            }
+        }
+        d.deserialize_map(V)
+    }
 }
 
 impl ProbeFrame {
-    /// The first field (in the table's order) whose value has the wrong type.
-    fn wrong_field(&self) -> Option<Refusal> {
-        let string = |p: &Option<Probe>| !matches!(p, None | Some(Probe::Str(_)));
-        let count = |p: &Option<Probe>| !matches!(p, None | Some(Probe::Count));
-        let checks = [
-            (string(&self.kind), Refusal::TypeNotString),
-            (string(&self.username), Refusal::UsernameNotString),
-            (string(&self.room), Refusal::RoomNotString),
-            (string(&self.content), Refusal::ContentNotString),
-            (string(&self.target_id), Refusal::TargetIdNotString),
-            (string(&self.user_id), Refusal::UserIdNotString),
-            (string(&self.client_msg_id), Refusal::ClientMsgIdNotString),
-            (string(&self.epoch), Refusal::EpochNotString),
-            (string(&self.reference), Refusal::RefNotString),
-            (count(&self.since), Refusal::SinceNotCount),
-            (count(&self.before), Refusal::BeforeNotCount),
-            (count(&self.limit), Refusal::LimitNotCount),
-            (
-                !matches!(self.keep_rooms, None | Some(Probe::Bool)),
-                Refusal::KeepRoomsNotBool,
-            ),
-        ];
-        checks.into_iter().find(|(bad, _)| *bad).map(|(_, r)| r)
+    /// Why the decoder refused this object: the first field (in [`FIELDS`] order) of
+    /// the wrong type, else a repeated key.
+    fn refusal(&self) -> Refusal {
+        let wrong = FIELDS
+            .iter()
+            .zip(&self.fields)
+            .find(|((_, expect, _), probe)| probe.as_ref().is_some_and(|p| !expect.accepts(p)));
+        match wrong {
+            Some(((.., refusal), _)) => *refusal,
+            None if self.repeated.contains(&true) => Refusal::DuplicateField,
+            None => Refusal::OtherShape,
+        }
+    }
+
+    /// The frame's `ref`, when it is valid and given once (of two, neither is the
+    /// client's word for the request).
+    fn reference(&self) -> Option<RequestRef> {
+        if self.repeated[REF_FIELD] {
+            return None;
+        }
+        match &self.fields[REF_FIELD] {
+            Some(Probe::Str(s)) => RequestRef::parse(s),
+            _ => None,
+        }
     }
 }
 
@@ -368,18 +432,8 @@ fn refused(frame: &[u8], e: serde_json::Error) -> Decoded {
         };
     }
     let (refusal, reference) = match serde_json::from_slice::<ProbeFrame>(frame) {
-        Ok(probe) => {
-            let reference = match &probe.reference {
-                Some(Probe::Str(s)) => RequestRef::parse(s),
-                _ => None,
-            };
-            (
-                probe.wrong_field().unwrap_or(Refusal::OtherShape),
-                reference,
-            )
-        }
-        // Every value is acceptable to the probe: what is left is a repeated key.
-        Err(_) => (Refusal::DuplicateField, None),
+        Ok(probe) => (probe.refusal(), probe.reference()),
+        Err(_) => (Refusal::OtherShape, None),
     };
     Decoded {
         command: Err(DecodeError::Shape { refusal, detail }),
@@ -797,6 +851,35 @@ mod tests {
             assert!(detail.len() <= ERROR_TEXT_MAX_BYTES + 40, "{detail}");
             assert!(!err.to_wire().message.contains(detail), "{detail}");
             assert!(err.to_wire().message.len() < 80);
+        }
+    }
+
+    /// Each row of the probe's table is a field the decoder reads with that type: a
+    /// value of another type is refused with the row's text, and only that one.
+    #[test]
+    fn the_probe_table_matches_the_decoder() {
+        assert_eq!(FIELDS[REF_FIELD].0, "ref");
+        for (name, expect, refusal) in FIELDS {
+            let wrong = match expect {
+                Expect::Str | Expect::Bool => "5",
+                Expect::Count => "\"5\"",
+            };
+            let right = match expect {
+                Expect::Str => "\"x\"",
+                Expect::Count => "5",
+                Expect::Bool => "true",
+            };
+            let kind = if name == "type" {
+                ""
+            } else {
+                r#""type":"history","#
+            };
+            let bad = format!(r#"{{{kind}"{name}":{wrong}}}"#);
+            let err = decode(bad.as_bytes()).unwrap_err();
+            assert_eq!(err.refusal(), refusal, "{bad}");
+            let twice = format!(r#"{{"type":"history","{name}":{right},"{name}":{right}}}"#);
+            let err = decode(twice.as_bytes()).unwrap_err();
+            assert_eq!(err.refusal(), Refusal::DuplicateField, "{twice}");
         }
     }
 
