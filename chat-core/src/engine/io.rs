@@ -108,18 +108,18 @@ pub struct StoreRequest {
 /// The store work the engine can ask for.
 #[derive(Debug, Clone)]
 pub enum StoreOp {
-    /// [`Store::append_room`].
+    /// [`Store::append_room`](crate::Store::append_room).
     AppendRoom(NewRoomMessage),
-    /// [`Store::room_page`].
+    /// [`Store::room_page`](crate::Store::room_page).
     RoomPage {
         /// Which room.
         room: RoomName,
         /// Which part.
         range: PageRange,
     },
-    /// [`Store::append_dm`].
+    /// [`Store::append_dm`](crate::Store::append_dm).
     AppendDm(NewDm),
-    /// [`Store::dm_page`].
+    /// [`Store::dm_page`](crate::Store::dm_page).
     DmPage {
         /// One user of the conversation.
         a: UserId,

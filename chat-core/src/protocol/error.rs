@@ -1,9 +1,14 @@
-//! Wire error codes and decoding errors.
+//! Wire error codes, the table of refusals, and decoding errors.
 //!
-//! Every refusal the server can send is one [`ErrorCode`], declared once in the table
-//! below with its stable snake_case name. Layer errors (decoding, name validation, the
-//! engine's rules, the store) map onto it in one place each, so a client can rely on
-//! `code` while `message` stays human-readable.
+//! Two tables, each declared once:
+//!
+//! * [`ErrorCode`]: every machine-readable `code`, with its stable snake_case name;
+//! * [`Refusal`]: every reason the server refuses a frame — decoding, name validation,
+//!   the engine's rules, the store — each with its code and its fixed text.
+//!
+//! Layer errors ([`DecodeError`], [`NameError`], store failures) map onto a
+//! [`Refusal`] in one place each, and the engine refuses only with a [`Refusal`], so a
+//! client can rely on `code`, and `message` is one of a known set of texts.
 
 use std::borrow::Cow;
 
