@@ -12,8 +12,7 @@ use smallvec::SmallVec;
 
 use crate::ids::{ConnId, RoomName, UserId, Username};
 use crate::message::{NewDm, NewRoomMessage, StoredDm, StoredMessage};
-use crate::protocol::CloseCode;
-use crate::protocol::{ClientCommand, DecodeError, RequestRef, ServerEvent};
+use crate::protocol::{ClientCommand, CloseCode, DecodeError, RequestRef, ServerEvent};
 use crate::store::{Appended, Page, PageRange, StoreError};
 
 /// An authenticated identity, established by the runtime (for example from a JWT)

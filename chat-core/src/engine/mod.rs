@@ -38,8 +38,9 @@ pub use config::{Config, Rate};
 pub use io::{Identity, Input, Output, Recipients, StoreOp, StoreReply, StoreRequest, Ticket};
 
 use crate::ids::{ClientMsgId, ConnId, IdGenerator, RoomName, UserId};
-use crate::protocol::CloseCode;
-use crate::protocol::{ClientCommand, DecodeError, Refusal, RequestRef, ServerEvent, WireError};
+use crate::protocol::{
+    ClientCommand, CloseCode, DecodeError, Refusal, RequestRef, ServerEvent, WireError,
+};
 use outbox::Outbox;
 use rate::Bucket;
 use room::Room;

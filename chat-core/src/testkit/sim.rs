@@ -17,8 +17,7 @@ use serde_json::Value;
 use crate::engine::{Config, Engine, Identity, Input, Output, StoreOp, StoreReply, StoreRequest};
 use crate::ids::{ConnId, Epoch, MessageId, RoomName, Seq, SequentialIds, UserId, Username};
 use crate::message::{NewDm, NewRoomMessage, StoredDm, StoredMessage, Timestamp};
-use crate::protocol::CloseCode;
-use crate::protocol::{Decoded, decode_frame, encode};
+use crate::protocol::{CloseCode, Decoded, decode_frame, encode};
 use crate::store::{Appended, Page, PageRange, StoreError};
 
 /// When the simulation performs store requests.

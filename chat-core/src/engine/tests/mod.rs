@@ -7,8 +7,7 @@ use serde_json::{Value, json};
 
 use super::{Config, Rate};
 use crate::ids::{ConnId, RoomName};
-use crate::protocol::CloseCode;
-use crate::protocol::WireError;
+use crate::protocol::{CloseCode, WireError};
 use crate::testkit::sim::{Sim, StoreMode};
 
 pub(super) fn sim() -> Sim {
