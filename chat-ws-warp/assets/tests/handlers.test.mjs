@@ -8,7 +8,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 
 import { HANDLERS, NAME_RETRIES, NAME_RETRY_MS, TYPING_EXPIRY_MS, handleFrame } from '../handlers.js';
-import { flushPending, loadOlder, sendJoin } from '../commands.js';
+import { flushPending, loadOlder, send, sendJoin } from '../commands.js';
 import {
   activeConv, chooseUsername, createState, dmFor, expireTyping, markDisconnected, queueMessage,
   requeuePending, setActive,
@@ -532,11 +532,11 @@ test('sends that fail (socket closed) leave messages queued and record nothing i
   assert.equal(sendJoin(t.s, t.io, 'x', true), false);
 });
 
-test('every tracked command carries a fresh ref; untracked sends carry none', () => {
+test('every command carries a fresh ref, recorded with the commands that await a reply', () => {
   const t = inRoom();
   write(t, 'a');
   write(t, 'b');
-  loadOlder(t.s, t.io);
+  send(t.s, t.io, { type: 'typing_start', room: 'lobby' });
   const sent = t.takeWithRefs();
   const refs = sent.map((f) => f.ref);
   assert.equal(new Set(refs).size, refs.length, 'unique');
@@ -586,4 +586,15 @@ test('without a ref, an echoed clientMsgId names the message', () => {
   const b = write(t, 'b');
   t.on({ type: 'error', code: 'store_unavailable', message: 'not stored', clientMsgId: 'c-b' });
   assert.deepEqual([a.status, b.status], ['sending', 'failed']);
+});
+
+test('an error about a command that awaits no reply (typing) fails no message', () => {
+  const t = inRoom();
+  const p = write(t, 'hi');
+  send(t.s, t.io, { type: 'typing_start', room: 'lobby' });
+  const typing = t.takeWithRefs().find((f) => f.type === 'typing_start');
+  // rate_limited without a ref would be taken for the message's refusal.
+  t.on({ type: 'error', code: 'rate_limited', message: 'Typing updates too fast', retryAfterMs: 400, ref: typing.ref });
+  assert.equal(p.status, 'sending');
+  assert.equal(t.s.inflight.queue.length, 1);
 });
