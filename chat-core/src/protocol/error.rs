@@ -322,6 +322,12 @@ impl From<Refusal> for WireError {
     }
 }
 
+impl From<&NameError> for WireError {
+    fn from(e: &NameError) -> Self {
+        Refusal::from(e).to_wire()
+    }
+}
+
 /// Why a frame could not be decoded into a command. Never a panic: every byte string
 /// decodes to a command or to one of these.
 ///
