@@ -13,6 +13,8 @@ mod client;
 mod close;
 mod error;
 mod server;
+#[cfg(test)]
+pub(crate) mod tests;
 
 pub use client::{
     CONTENT_MAX_BYTES, ClientCommand, Decoded, ERROR_TEXT_MAX_BYTES, FIELD_MAX_BYTES,
