@@ -13,6 +13,8 @@ use thiserror::Error;
 use unicode_normalization::UnicodeNormalization;
 use unicode_security::confusable_detection::skeleton;
 
+use crate::protocol::Refusal;
+
 /// Most characters a username may have; longer names are cut (PROTOCOL.md).
 pub const USERNAME_MAX_CHARS: usize = 20;
 /// Fewest characters a username may have after trimming.
@@ -26,34 +28,35 @@ pub const CLIENT_MSG_ID_MAX_CHARS: usize = 64;
 /// Most characters of a user id coming from an authenticator (e.g. a JWT `sub`).
 pub const USER_ID_MAX_CHARS: usize = 128;
 
-/// Why a name or id was refused. Each variant maps to one wire error code.
+/// Why a name or id was refused. Each variant is one row of the [`Refusal`] table,
+/// which holds its wire code and its text (the `Display` here).
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[non_exhaustive]
 pub enum NameError {
     /// Fewer than [`USERNAME_MIN_CHARS`] characters after trimming.
-    #[error("Username must be at least {USERNAME_MIN_CHARS} characters")]
+    #[error("{}", Refusal::from(self).text())]
     UsernameTooShort,
     /// Control, format (bidi, zero-width) or separator characters.
-    #[error("Username contains invisible or control characters")]
+    #[error("{}", Refusal::from(self).text())]
     UsernameCharacters,
     /// Empty after trimming.
-    #[error("Room name required")]
+    #[error("{}", Refusal::from(self).text())]
     RoomEmpty,
     /// Control, format or separator characters in a room name.
-    #[error("Room name contains invisible or control characters")]
+    #[error("{}", Refusal::from(self).text())]
     RoomCharacters,
     /// A `clientMsgId` that is empty, too long or has control characters.
-    #[error("clientMsgId must be 1 to {CLIENT_MSG_ID_MAX_CHARS} visible characters")]
+    #[error("{}", Refusal::from(self).text())]
     ClientMsgId,
     /// A user id that is empty, too long or has control characters.
-    #[error("user id must be 1 to {USER_ID_MAX_CHARS} visible characters")]
+    #[error("{}", Refusal::from(self).text())]
     UserId,
 }
 
 /// True for characters that render as nothing or reorder text: C0/C1 controls, the
 /// Unicode "format" characters that matter for spoofing (bidi embeddings, overrides and
 /// isolates, zero-width characters, BOM, tags) and line/paragraph separators.
-fn is_invisible(c: char) -> bool {
+pub(crate) fn is_invisible(c: char) -> bool {
     c.is_control()
         || matches!(c,
             '\u{00AD}'

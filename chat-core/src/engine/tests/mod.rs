@@ -7,8 +7,8 @@ use serde_json::{Value, json};
 
 use super::{Config, Rate};
 use crate::ids::{ConnId, RoomName};
+use crate::protocol::{CloseCode, WireError};
 use crate::testkit::sim::{Sim, StoreMode};
-use crate::transport::CloseCode;
 
 pub(super) fn sim() -> Sim {
     Sim::new(Config::default())
@@ -96,6 +96,7 @@ mod identity;
 mod limits;
 mod messages;
 mod multi_connection;
+mod references;
 mod resume;
 mod rooms;
 mod typing;
