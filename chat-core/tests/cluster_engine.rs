@@ -29,7 +29,7 @@ fn named(m: &mut Mesh, node: usize, name: &str) -> (ConnId, String) {
     send(m, c, json!({"type":"set_username","username":name}));
     let frames = m.take(c);
     assert_eq!(frames[1], json!({"type":"username_set","username":name}));
-    let id = frames[0]["clientId"].as_str().unwrap().to_owned();
+    let id = frames[0]["clientId"].as_str().expect("present").to_owned();
     (c, id)
 }
 
@@ -120,7 +120,7 @@ fn seqs(frames: &[Value]) -> Vec<u64> {
     frames
         .iter()
         .filter(|f| f["type"] == "message_received")
-        .map(|f| f["seq"].as_u64().unwrap())
+        .map(|f| f["seq"].as_u64().expect("present"))
         .collect()
 }
 
@@ -143,7 +143,7 @@ fn messages_from_every_node_arrive_in_seq_order_everywhere() {
         assert_eq!(seqs(&frames), vec![1, 2, 3, 4], "{conn:?} saw {frames:?}");
         let contents: Vec<&str> = frames
             .iter()
-            .map(|f| f["content"].as_str().unwrap())
+            .map(|f| f["content"].as_str().expect("present"))
             .collect();
         assert_eq!(contents, ["a1", "b1", "c1", "a2"]);
     }

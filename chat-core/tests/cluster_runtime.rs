@@ -199,9 +199,9 @@ async fn three_servers_share_rooms_presence_and_dms() {
     let users = carol.expect("room_users").await;
     let mut names: Vec<&str> = users["users"]
         .as_array()
-        .unwrap()
+        .expect("present")
         .iter()
-        .map(|u| u["username"].as_str().unwrap())
+        .map(|u| u["username"].as_str().expect("present"))
         .collect();
     names.sort_unstable();
     assert_eq!(
@@ -223,7 +223,7 @@ async fn three_servers_share_rooms_presence_and_dms() {
     let mut views = vec![vec![(first["seq"].as_u64(), first["content"].clone())]];
     for (client, missing) in [(&mut a, 2), (&mut b, 3), (&mut carol, 3)] {
         let mut view = if missing == 2 {
-            views.pop().unwrap()
+            views.pop().expect("present")
         } else {
             Vec::new()
         };
@@ -268,7 +268,8 @@ async fn three_servers_share_rooms_presence_and_dms() {
         node.handle.join().await.expect("clean shutdown");
     }
     assert_eq!(
-        c.bus.room_members(&RoomName::parse("lobby").unwrap()),
+        c.bus
+            .room_members(&RoomName::parse("lobby").expect("present")),
         vec![]
     );
 }
