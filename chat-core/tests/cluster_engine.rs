@@ -359,3 +359,62 @@ fn typing_crosses_nodes_and_stops_by_itself_when_the_origin_goes_quiet() {
     m.settle();
     assert_eq!(m.take(b), vec![off]);
 }
+
+#[test]
+fn a_first_join_without_the_bus_fails_and_a_later_one_succeeds() {
+    let mut m = mesh(2);
+    let (a, _) = named(&mut m, 0, "alice");
+    m.disconnect_node(0);
+    m.send(a, json!({"type":"join_room","room":"lobby"}));
+    m.send(
+        a,
+        json!({"type":"chat_message","content":"queued behind the join"}),
+    );
+    m.settle();
+    assert_eq!(
+        m.take(a),
+        vec![
+            json!({"type":"error",
+                   "message":"The cluster is unavailable; nothing was changed. Try again later",
+                   "code":"cluster_unavailable"}),
+            json!({"type":"error","message":"Join a room first","code":"not_in_room"}),
+        ],
+        "the join fails, and the command queued behind it runs after it"
+    );
+    m.reconnect_node(0);
+    send(&mut m, a, json!({"type":"join_room","room":"lobby"}));
+    assert_eq!(
+        m.take_types(a),
+        ["room_joined", "message_history", "room_users"]
+    );
+    let (b, _) = member(&mut m, 1, "bob", "lobby");
+    send(&mut m, b, json!({"type":"chat_message","content":"hello"}));
+    assert_eq!(m.take_types(a), ["user_joined", "message_received"]);
+}
+
+#[test]
+fn joins_wait_for_the_member_snapshot() {
+    let mut m = mesh(2);
+    let (_, bob) = member(&mut m, 1, "bob", "lobby");
+    let (a, _) = named(&mut m, 0, "alice");
+    // The store page is in at once; the snapshot only when the bus moves.
+    m.send(a, json!({"type":"join_room","room":"lobby"}));
+    m.send(a, json!({"type":"chat_message","content":"after the join"}));
+    assert_eq!(
+        m.take(a),
+        Vec::<Value>::new(),
+        "nothing before the snapshot"
+    );
+    m.settle();
+    let frames = m.take(a);
+    assert_eq!(frames[0]["type"], "room_joined");
+    assert_eq!(
+        frames[2]["users"][1]["id"],
+        bob.as_str(),
+        "the snapshot's member is listed"
+    );
+    assert_eq!(
+        frames[3]["type"], "message_received",
+        "the queued message went after the join"
+    );
+}

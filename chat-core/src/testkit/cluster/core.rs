@@ -198,17 +198,19 @@ impl BusCore {
             _ => {}
         }
         if !link.connected {
-            // Requests fail; the rest is lost (and re-asserted on reconnect).
-            return match op.ticket() {
-                Some(ticket) => vec![(
-                    from.clone(),
-                    ClusterEvent::Reply {
-                        ticket,
-                        reply: ClusterReply::Failed,
-                    },
-                )],
-                None => Vec::new(),
+            // Requests fail and subscriptions cannot be read; the rest is lost (and
+            // re-asserted on reconnect).
+            let failed = match (&op, op.ticket()) {
+                (_, Some(ticket)) => ClusterEvent::Reply {
+                    ticket,
+                    reply: ClusterReply::Failed,
+                },
+                (ClusterOp::Subscribe { room }, None) => {
+                    ClusterEvent::RoomUnavailable { room: room.clone() }
+                }
+                _ => return Vec::new(),
             };
+            return vec![(from.clone(), failed)];
         }
         let out = match op {
             ClusterOp::Subscribe { room } => vec![(from.clone(), self.snapshot(from, &room))],
