@@ -36,7 +36,11 @@ struct Link {
     drop_next: usize,
 }
 
-/// The bus's shared state. See the [module docs](self).
+/// The bus's shared state: the registry (room members, online users, name claims, live
+/// nodes), who receives which announcement, and the fault knobs. Each node also keeps
+/// its own record of what it asserted, as a real bus client does: when a node comes back
+/// from a disconnection (or from being declared down while it was only paused) it
+/// re-asserts that record and gets a fresh `RoomMembers` for every room it listens to.
 #[derive(Debug, Default)]
 pub struct BusCore {
     links: BTreeMap<NodeId, Link>,
