@@ -172,10 +172,14 @@ fn a_lost_announcement_is_filled_from_the_store_before_the_next_is_delivered() {
 fn a_resync_after_a_disconnection_sends_the_membership_diff_and_what_was_missed() {
     let mut m = mesh(2);
     let (a, _) = member(&mut m, 0, "alice", "lobby");
+    let (dave, dave_id) = member(&mut m, 0, "dave", "lobby");
     let (b, _) = member(&mut m, 1, "bob", "lobby");
     m.take(a);
+    m.take(dave);
     m.disconnect_node(1);
-    // Meanwhile carol joins on node 0 and alice posts: node 1 hears neither.
+    // Meanwhile dave leaves and carol joins on node 0, alice posts: node 1 hears none
+    // of it.
+    send(&mut m, dave, json!({"type":"leave_room"}));
     let (carol, carol_id) = member(&mut m, 0, "carol", "lobby");
     send(
         &mut m,
@@ -184,18 +188,21 @@ fn a_resync_after_a_disconnection_sends_the_membership_diff_and_what_was_missed(
     );
     m.take(a);
     m.take(carol);
+    assert_eq!(m.take(b), Vec::<Value>::new());
     m.reconnect_node(1);
     m.settle();
     let frames = m.take(b);
     assert_eq!(
-        frames,
-        vec![
+        frames[..2],
+        [
+            json!({"type":"user_left","room":"lobby","username":"dave","userId":dave_id}),
             json!({"type":"user_joined","room":"lobby","username":"carol","userId":carol_id}),
-            frames[1].clone(),
-        ]
+        ],
+        "the snapshot's diff"
     );
-    assert_eq!(frames[1]["content"], "while away");
-    assert_eq!(frames[1]["seq"], 1);
+    assert_eq!(frames.len(), 3, "{frames:?}");
+    assert_eq!(frames[2]["content"], "while away", "then the catch-up read");
+    assert_eq!(frames[2]["seq"], 1);
     assert_eq!(
         m.take(a),
         Vec::<Value>::new(),
@@ -417,4 +424,33 @@ fn joins_wait_for_the_member_snapshot() {
         frames[3]["type"], "message_received",
         "the queued message went after the join"
     );
+}
+
+#[test]
+fn authenticated_names_are_disambiguated_across_nodes() {
+    let mut m = mesh(2);
+    let first = m.connect_as(0, "u-1", "carol");
+    m.settle();
+    let second = m.connect_as(1, "u-2", "Carol");
+    m.settle();
+    assert_eq!(
+        m.take(first)[1],
+        json!({"type":"username_set","username":"carol"})
+    );
+    assert_eq!(
+        m.take(second)[1],
+        json!({"type":"username_set","username":"Carol (2)"}),
+        "the name another node's user holds is disambiguated, not refused"
+    );
+}
+
+#[test]
+fn an_authenticated_connect_without_the_bus_is_closed_with_1013() {
+    let mut m = mesh(1);
+    m.disconnect_node(0);
+    let c = m.connect_as(0, "u-1", "carol");
+    m.settle();
+    assert_eq!(m.take_types(c), ["connection"]);
+    let (code, reason) = m.closed(c).expect("closed");
+    assert_eq!((code.0, reason), (1013, "cluster unavailable"));
 }
