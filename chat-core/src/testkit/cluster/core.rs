@@ -34,6 +34,9 @@ struct Link {
     record: Record,
     /// Announcements to this node still to drop (fault injection).
     drop_next: usize,
+    /// Stored messages and DMs this node announced while cut off, published when it is
+    /// back (late is harmless: receivers ignore what they have and fill what they miss).
+    unsent: Vec<ClusterOp>,
 }
 
 /// The bus's shared state: the registry (room members, online users, name claims, live
@@ -78,6 +81,13 @@ impl BusCore {
         }
     }
 
+    /// Forgets the announcements still to drop for `node`.
+    pub fn stop_dropping(&mut self, node: &NodeId) {
+        if let Some(link) = self.links.get_mut(node) {
+            link.drop_next = 0;
+        }
+    }
+
     /// Cuts `node` off the bus: its announcements and registry writes are lost (it
     /// keeps its own record), its requests fail, nothing reaches it.
     pub fn disconnect(&mut self, node: &NodeId) {
@@ -87,7 +97,8 @@ impl BusCore {
     }
 
     /// Reconnects `node`: it re-asserts its record (the others see `Joined`/`Left` for
-    /// what changed meanwhile) and gets `RoomMembers` for each room it listens to.
+    /// what changed meanwhile), gets `RoomMembers` for each room it listens to, and
+    /// publishes the messages and DMs it stored while cut off.
     pub fn reconnect(&mut self, node: &NodeId) -> Vec<Delivery> {
         let Some(link) = self.links.get_mut(node) else {
             return Vec::new();
@@ -136,7 +147,16 @@ impl BusCore {
         for room in &record.rooms {
             out.push((node.clone(), self.snapshot(node, room)));
         }
-        self.filter(out)
+        let mut out = self.filter(out);
+        let unsent = self
+            .links
+            .get_mut(node)
+            .map(|l| std::mem::take(&mut l.unsent))
+            .unwrap_or_default();
+        for op in unsent {
+            out.extend(self.perform(node, op));
+        }
+        out
     }
 
     /// Reaps `node` (its lease expired, or it left cleanly): its members and online
@@ -211,6 +231,10 @@ impl BusCore {
                 },
                 (ClusterOp::Subscribe { room }, None) => {
                     ClusterEvent::RoomUnavailable { room: room.clone() }
+                }
+                (ClusterOp::Message { .. } | ClusterOp::Dm { .. }, None) => {
+                    link.unsent.push(op);
+                    return Vec::new();
                 }
                 _ => return Vec::new(),
             };
