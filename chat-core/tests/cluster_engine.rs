@@ -467,10 +467,12 @@ impl Rng {
     }
 }
 
-/// What one client has seen of the room: the last `seq`, and whether it is a member.
-#[derive(Debug, Clone, Copy)]
+/// What one client has seen of the room: the last `seq` (`None` when not a member) and
+/// who is present.
+#[derive(Debug, Clone, Default)]
 struct View {
     last: Option<u64>,
+    present: std::collections::BTreeSet<String>,
 }
 
 /// Checks one client's new frames: every `message_received` continues its view by
@@ -489,7 +491,34 @@ fn check_frames(who: usize, view: &mut View, frames: &[Value]) -> bool {
                 assert_eq!(seq, last + 1, "client {who}: gap or duplicate: {f}");
                 view.last = Some(seq);
             }
-            Some("room_left") => view.last = None,
+            Some("room_users") => {
+                view.present = f["users"]
+                    .as_array()
+                    .expect("users")
+                    .iter()
+                    .map(|u| u["id"].as_str().expect("id").to_owned())
+                    .collect();
+                assert_eq!(
+                    view.present.len(),
+                    f["users"].as_array().map_or(0, Vec::len),
+                    "client {who}: a user listed twice: {f}"
+                );
+            }
+            Some("user_joined") => {
+                let id = f["userId"].as_str().expect("userId").to_owned();
+                assert!(view.present.insert(id), "client {who}: joined twice: {f}");
+            }
+            Some("user_left") => {
+                let id = f["userId"].as_str().expect("userId");
+                assert!(
+                    view.present.remove(id),
+                    "client {who}: left while absent: {f}"
+                );
+            }
+            Some("room_left") => {
+                view.last = None;
+                view.present.clear();
+            }
             Some("error") if f["code"] == "cluster_unavailable" && view.last.is_none() => {
                 ok = false;
             }
@@ -507,15 +536,16 @@ fn random_traffic_with_bus_faults_keeps_every_view_gapless_and_complete() {
     for seed in 1..=50u64 {
         let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
         let mut m = mesh(3);
-        let clients: Vec<ConnId> = (0..6)
-            .map(|i| member(&mut m, i % 3, &format!("user{i}"), "lobby").0)
-            .collect();
-        let mut views = [View { last: Some(0) }; 6];
+        let (clients, ids): (Vec<ConnId>, Vec<String>) = (0..6)
+            .map(|i| named(&mut m, i % 3, &format!("user{i}")))
+            .unzip();
+        let mut views: Vec<View> = vec![View::default(); 6];
+        for (i, conn) in clients.iter().enumerate() {
+            send(&mut m, *conn, json!({"type":"join_room","room":"lobby"}));
+            check_frames(i, &mut views[i], &m.take(*conn));
+        }
         let mut joined = [true; 6];
         let mut cut = [false; 3];
-        for conn in &clients {
-            m.take(*conn);
-        }
         for step in 0..300 {
             let who = rng.below(6);
             match rng.below(12) {
@@ -554,14 +584,26 @@ fn random_traffic_with_bus_faults_keeps_every_view_gapless_and_complete() {
                 }
             }
         }
-        // Heal: every node back and no more drops; one more message from each node
-        // reveals any gap an earlier drop left.
+        // Heal: no more drops, every node resyncs (a lost `Joined`/`Left` is corrected
+        // by the next snapshot), and one more message from each node reveals any gap an
+        // earlier drop left.
         for (node, is_cut) in cut.iter().enumerate() {
             let id = m.node_id(node);
             m.bus.stop_dropping(&id);
             if *is_cut {
                 m.reconnect_node(node);
             }
+        }
+        m.settle();
+        for (i, conn) in clients.iter().enumerate() {
+            let frames = m.take(*conn);
+            if !check_frames(i, &mut views[i], &frames) {
+                joined[i] = false;
+            }
+        }
+        for node in 0..3 {
+            m.disconnect_node(node);
+            m.reconnect_node(node);
         }
         m.settle();
         for (i, conn) in clients.iter().enumerate() {
@@ -581,9 +623,14 @@ fn random_traffic_with_bus_faults_keeps_every_view_gapless_and_complete() {
             .store
             .room_messages(&chat_core::RoomName::parse("lobby").expect("room"))
             .len() as u64;
+        let everyone: std::collections::BTreeSet<String> = ids.iter().cloned().collect();
         for (i, conn) in clients.iter().enumerate() {
             let frames = m.take(*conn);
             assert!(check_frames(i, &mut views[i], &frames));
+            assert_eq!(
+                views[i].present, everyone,
+                "seed {seed}: client {i}'s member list"
+            );
             assert_eq!(
                 views[i].last,
                 Some(stored),
