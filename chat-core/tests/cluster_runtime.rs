@@ -252,6 +252,7 @@ async fn three_servers_share_rooms_presence_and_dms() {
     // Health and metrics show the bus.
     let report = c.nodes[0].handle.health().check();
     assert!(report.is_healthy(), "{report}");
+    assert_eq!(report.to_string(), "ok (node node-0: bus ok)");
     assert!(report.cluster.is_some_and(|h| h.connected));
     let metrics = c.nodes[0].handle.metrics();
     assert!(metrics.cluster_ops("message") >= 1);
