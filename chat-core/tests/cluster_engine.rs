@@ -640,3 +640,42 @@ fn random_traffic_with_bus_faults_keeps_every_view_gapless_and_complete() {
         }
     }
 }
+
+#[test]
+fn a_client_resumes_on_another_node_with_exactly_what_it_missed() {
+    let mut m = mesh(2);
+    let (a, _) = member(&mut m, 0, "alice", "lobby");
+    let (b, _) = member(&mut m, 1, "bob", "lobby");
+    send(&mut m, b, json!({"type":"chat_message","content":"seen"}));
+    let seen = m.take(a);
+    assert_eq!(seqs(&seen), [1]);
+    m.disconnect(a);
+    m.settle();
+    send(
+        &mut m,
+        b,
+        json!({"type":"chat_message","content":"missed 1"}),
+    );
+    send(
+        &mut m,
+        b,
+        json!({"type":"chat_message","content":"missed 2"}),
+    );
+    // alice comes back through the balancer, on node 1 this time.
+    let (again, _) = named(&mut m, 1, "alice");
+    send(
+        &mut m,
+        again,
+        json!({"type":"join_room","room":"lobby","since":1,"epoch":"sim-epoch"}),
+    );
+    let frames = m.take(again);
+    assert_eq!(frames[1]["type"], "message_history");
+    assert_eq!(frames[1]["recovered"], true);
+    let contents: Vec<&str> = frames[1]["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(|m| m["content"].as_str().expect("content"))
+        .collect();
+    assert_eq!(contents, ["missed 1", "missed 2"]);
+}
