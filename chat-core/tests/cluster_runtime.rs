@@ -267,6 +267,11 @@ async fn three_servers_share_rooms_presence_and_dms() {
     for node in c.nodes {
         node.handle.shutdown();
         node.handle.join().await.expect("clean shutdown");
+        assert!(
+            !c.bus.is_alive(&node.id),
+            "{}: the bus left the cluster before the server returned",
+            node.id
+        );
     }
     assert_eq!(
         c.bus
