@@ -237,6 +237,31 @@ fn a_crashed_node_s_users_leave_when_the_bus_declares_it_down() {
 }
 
 #[test]
+fn what_a_crashed_node_stored_but_never_announced_is_read_when_it_is_declared_down() {
+    let mut m = mesh(2);
+    let (a, _) = member(&mut m, 0, "alice", "lobby");
+    let (b, bob) = member(&mut m, 1, "bob", "lobby");
+    m.take(a);
+    // Stored (and acknowledged to bob) but the announcement is still in node 1's queue
+    // when it dies.
+    m.send(b, json!({"type":"chat_message","content":"last words"}));
+    assert_eq!(m.take(b)[0]["content"], "last words", "bob got his ack");
+    m.crash(1);
+    m.settle();
+    assert_eq!(m.take(a), Vec::<Value>::new(), "never announced");
+    m.declare_down(1);
+    m.settle();
+    let frames = m.take(a);
+    assert_eq!(
+        frames[0],
+        json!({"type":"user_left","room":"lobby","username":"bob","userId":bob})
+    );
+    assert_eq!(frames.len(), 2, "{frames:?}");
+    assert_eq!(frames[1]["content"], "last words");
+    assert_eq!(frames[1]["seq"], 1);
+}
+
+#[test]
 fn two_nodes_claiming_one_name_at_once_exactly_one_wins() {
     let mut m = mesh(2);
     let a = m.connect(0);

@@ -241,7 +241,11 @@ impl Engine {
         self.forget_if_idle(room);
     }
 
-    /// `node` left the cluster: its users leave every room here.
+    /// `node` left the cluster: its users leave every room here, and every synced room
+    /// reads on from its cursor once. A node that crashed between its store's commit and
+    /// its announcement took the announcement with it: without this read, its last
+    /// messages (already acknowledged to its clients) would reach this node's members only
+    /// with the room's next message, or never in a room that falls silent.
     fn on_node_down(&mut self, node: &NodeId) {
         let mut names: Vec<RoomName> = self.rooms.keys().cloned().collect();
         names.sort();
@@ -250,7 +254,11 @@ impl Engine {
                 continue;
             };
             let stopped = r.remote_node_down(&mut self.out, &name, node);
+            if r.remote.sync == Sync::Synced {
+                r.stream.catch_up = true;
+            }
             self.drop_remote_typing_timers(&name, stopped);
+            self.check_gap(&name);
         }
     }
 
