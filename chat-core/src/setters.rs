@@ -1,5 +1,5 @@
 //! [`config_setters!`](crate::config_setters): the one style every public config of the
-//! workspace follows (docs/ARCHITECTURE.md, decision 19).
+//! workspace follows (docs/ARCHITECTURE.md, decision 20).
 
 /// Generates chainable setters for fields of a config struct: for every
 /// `with_x => x: T`, a `#[must_use] pub fn with_x(self, value: T) -> Self` that sets

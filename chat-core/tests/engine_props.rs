@@ -82,6 +82,7 @@ fn tight_config() -> Config {
     c.join_rate = Some(Rate::per_second(6, 1));
     c.history_rate = Some(Rate::per_second(4, 2));
     c.refusal_budget = Some(Rate::per_second(12, 1));
+    c.cluster = false;
     c
 }
 

@@ -480,6 +480,7 @@ pub(crate) struct Options {
 impl Options {
     /// The engine's configuration.
     pub(crate) fn engine(&self) -> Config {
+        // `cluster` stays off: `Server::with_cluster` sets it when the server joins one.
         Config::default()
             .with_join_history(self.join_history)
             .with_history_page_max(self.history_page_max)

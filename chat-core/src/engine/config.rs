@@ -76,6 +76,15 @@ pub struct Config {
     /// Refused requests (errors) a connection may provoke before it is closed with 1008.
     /// Default burst 30, then 1 per second: a person never gets there, a flood does.
     pub refusal_budget: Option<Rate>,
+    /// This engine is one node of a cluster: it exchanges [`ClusterOp`]s and
+    /// [`ClusterEvent`]s with the other nodes (ARCHITECTURE.md decision 19). Set by the
+    /// runtime when a [`Cluster`](crate::runtime::Cluster) is given (set without one,
+    /// every cluster request is answered as by an unavailable bus). Default `false`: a
+    /// single node, no cluster output at all.
+    ///
+    /// [`ClusterOp`]: crate::cluster::ClusterOp
+    /// [`ClusterEvent`]: crate::cluster::ClusterEvent
+    pub cluster: bool,
 }
 
 impl Default for Config {
@@ -94,6 +103,7 @@ impl Default for Config {
             join_rate: Some(Rate::per_second(10, 1)),
             history_rate: Some(Rate::per_second(10, 2)),
             refusal_budget: Some(Rate::per_second(30, 1)),
+            cluster: false,
         }
     }
 }
@@ -125,5 +135,6 @@ crate::config_setters! {
         with_join_rate => join_rate: Option<Rate>,
         with_history_rate => history_rate: Option<Rate>,
         with_refusal_budget => refusal_budget: Option<Rate>,
+        with_cluster => cluster: bool,
     }
 }

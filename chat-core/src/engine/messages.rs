@@ -74,6 +74,9 @@ impl Engine {
     ) {
         if let Some(room) = self.rooms.get_mut(name) {
             room.stream.inflight = room.stream.inflight.saturating_sub(1);
+            if let Some(left) = room.stream.patience.as_mut() {
+                *left = left.saturating_sub(1);
+            }
         }
         match result {
             Err(e) => {
@@ -85,6 +88,7 @@ impl Engine {
                 duplicate,
                 epoch,
             }) => {
+                self.announce_message(name, &message, &epoch);
                 if let Some(room) = self.rooms.get_mut(name) {
                     if room.is_retired(&epoch) {
                         // Stored in a stream the store forgot since (its reply lost the
@@ -130,13 +134,20 @@ impl Engine {
         };
         let target = beyond.max(ahead);
         let nobody_needs_it = room.members.is_empty() && room.pending_joins == 0;
-        if nobody_needs_it
-            || room.stream.inflight > 0
-            || room.stream.gap_fill
-            || target.is_none_or(|t| t <= cursor)
-        {
+        let wanted = target.is_some_and(|t| t > cursor) || room.stream.catch_up;
+        if !wanted {
+            room.stream.patience = None;
+        }
+        // An append of ours in flight may fill the gap. A cluster node waits only for
+        // the appends in flight when the gap was seen (see `Stream::patience`).
+        let own_may_fill = room.stream.inflight > 0
+            && wanted
+            && (!self.config.cluster
+                || *room.stream.patience.get_or_insert(room.stream.inflight) > 0);
+        if nobody_needs_it || own_may_fill || room.stream.gap_fill || !wanted {
             return;
         }
+        room.stream.patience = None;
         room.stream.gap_fill = true;
         let ticket = self.out.store(StoreOp::RoomPage {
             room: name.clone(),
@@ -172,6 +183,10 @@ impl Engine {
             self.check_gap(name);
             self.forget_if_idle(name);
             return;
+        }
+        if !page.has_more {
+            // The read reached the end of the stream: a catch-up is complete.
+            room.stream.catch_up = false;
         }
         let before = room.stream.cursor;
         for message in page.messages {

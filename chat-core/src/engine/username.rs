@@ -36,6 +36,10 @@ impl Engine {
             // Members' lists would go stale: the protocol has no rename event.
             return self.refuse(now, conn, Refusal::RenameInRoom);
         }
+        if !unchanged && self.config.cluster {
+            // Unique cluster-wide: claimed on the bus, answered when it replies.
+            return self.claim_rename(conn, user_id, name);
+        }
         let display: Arc<str> = name.shared();
         if !unchanged {
             self.users.rename(&user_id, name);

@@ -86,6 +86,9 @@ error_codes! {
     /// Resending it with the same `clientMsgId` is safe (a stored original comes back
     /// as the answer, never a second copy).
     StoreTimeout => "store_timeout",
+    /// The cluster bus that connects this server to the others is unavailable; nothing
+    /// was changed. Try again later.
+    ClusterUnavailable => "cluster_unavailable",
 }
 
 impl Serialize for ErrorCode {
@@ -227,6 +230,12 @@ refusals! {
         "The message store is unavailable; nothing was stored. Try again later";
     /// The store did not answer in time: the message may or may not be stored.
     StoreTimeout => StoreTimeout, "may or may not be stored; resend with the same clientMsgId";
+
+    // The cluster bus (decision 19).
+    /// The bus could not answer (a name claim, a user lookup, a room's member list);
+    /// nothing was changed.
+    ClusterUnavailable => ClusterUnavailable,
+        "The cluster is unavailable; nothing was changed. Try again later";
 }
 
 impl Refusal {
@@ -299,6 +308,9 @@ impl WireError {
 
     /// The fixed text of every `store_timeout` error (from the [`Refusal`] table).
     pub const STORE_TIMEOUT_TEXT: &'static str = Refusal::StoreTimeout.text();
+
+    /// The fixed text of every `cluster_unavailable` error (from the [`Refusal`] table).
+    pub const CLUSTER_UNAVAILABLE_TEXT: &'static str = Refusal::ClusterUnavailable.text();
 
     /// `store_unavailable` with its fixed text.
     pub fn store_unavailable() -> Self {

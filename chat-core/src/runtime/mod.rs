@@ -15,6 +15,8 @@
 //!                                         Close   → close a queue
 //!                                         Store   → store future polled by the hub
 //!                                                   → reply into the engine
+//!                                         Cluster → op queue ──▶ Cluster::run (bus task)
+//!                                       cluster events ◀── bounded queue ◀──┘
 //! ```
 //!
 //! * `hub` owns the engine (no locks; one task).
@@ -23,6 +25,8 @@
 //! * [`Metrics`] is the server's Prometheus registry.
 //! * [`Health`] says whether the hub is turning and the store answering (for `/healthz`).
 //! * [`RuntimeConfig`] holds every bound and timeout, with documented defaults.
+//! * [`Cluster`] is the bus that makes the server one node of a cluster
+//!   ([`Server::with_cluster`]; ARCHITECTURE.md decision 19).
 //!
 //! # Time and tasks
 //!
@@ -48,6 +52,7 @@
 //! ```
 
 mod admission;
+mod cluster;
 mod config;
 mod connection;
 mod health;
@@ -67,6 +72,10 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
 pub use admission::{Admission, Admitted, AllowAnonymous};
+pub use cluster::{
+    BusStopped, Cluster, ClusterEventReceiver, ClusterEvents, ClusterHealth, ClusterOpSender,
+    ClusterOps, EVENT_QUEUE, HubStopped,
+};
 pub use config::RuntimeConfig;
 pub use health::{
     HUB_STALL, Health, HealthReport, HubStatus, STORE_FAILING_HOLD, STORE_FAILURES, StoreStatus,
@@ -150,6 +159,7 @@ pub struct Server {
     admission: Arc<dyn Admission>,
     metrics: Metrics,
     health: Health,
+    cluster: Option<Arc<dyn Cluster>>,
 }
 
 impl std::fmt::Debug for Server {
@@ -157,6 +167,7 @@ impl std::fmt::Debug for Server {
         f.debug_struct("Server")
             .field("engine", &self.engine)
             .field("config", &self.config)
+            .field("cluster", &self.cluster)
             .finish_non_exhaustive()
     }
 }
@@ -173,7 +184,20 @@ impl Server {
             admission: Arc::new(AllowAnonymous),
             metrics: Metrics::new(),
             health: Health::default(),
+            cluster: None,
         }
+    }
+
+    /// Makes this server a node of a cluster (ARCHITECTURE.md decision 19): rooms,
+    /// presence, names and DMs are shared with the other nodes through `cluster`, which
+    /// must share this server's store with them. Sets the engine's
+    /// [`Config::cluster`](engine::Config::cluster); the bus's health joins
+    /// [`health`](Self::health).
+    pub fn with_cluster(mut self, cluster: Arc<dyn Cluster>) -> Self {
+        self.engine.cluster = true;
+        self.health.watch_cluster(Arc::clone(&cluster));
+        self.cluster = Some(cluster);
+        self
     }
 
     /// Replaces the source of anonymous user ids (e.g. [`SequentialIds`](crate::SequentialIds)
@@ -205,7 +229,9 @@ impl Server {
     /// accepting, gives every connection what is queued for it and a 1001 close ("server
     /// shutting down"), lingers until each peer has answered it (see
     /// [`RuntimeConfig::close_linger`]), lets store requests in flight finish — all within
-    /// [`RuntimeConfig::shutdown_grace`] — aborts whatever is left, and returns.
+    /// [`RuntimeConfig::shutdown_grace`] — aborts whatever is left, and returns. A cluster
+    /// node then lets its bus perform the departures the closed connections caused and
+    /// leave the cluster (within what is left of the grace period) before returning.
     ///
     /// If the transport stops accepting (its `accept` returns `None`), open connections
     /// are served on, and `run` returns once they have all ended (or at `shutdown`). A
@@ -224,6 +250,7 @@ impl Server {
             admission,
             metrics,
             health,
+            cluster,
         } = self;
         let (stop_tx, stop_rx) = watch::channel(false);
         let (tx, rx) = mpsc::channel(config.hub_queue.max(1));
@@ -232,7 +259,7 @@ impl Server {
         let (lost_tx, lost_rx) = mpsc::unbounded_channel();
         let outbound_budget = Arc::new(outbound::GlobalBudget::new(config.outbound_global_bytes));
         metrics.watch_outbound(&outbound_budget);
-        let hub = Hub::new(
+        let mut hub = Hub::new(
             Engine::new(engine, ids),
             StoreDriver::new(store, config.store_timeout, config.store_concurrency),
             metrics.clone(),
@@ -240,6 +267,17 @@ impl Server {
             Arc::clone(&outbound_budget),
         )
         .with_health(health);
+        // The bus runs on a task of its own; it stops when the hub, its op sender's only
+        // owner, is gone (after the engine emitted every departure at shutdown).
+        let mut bus = None;
+        if let Some(cluster) = cluster {
+            let (op_tx, ops) = ClusterOps::channel();
+            let (events, event_rx) = ClusterEvents::channel(EVENT_QUEUE);
+            metrics.watch_cluster(&op_tx);
+            hub = hub.with_cluster(op_tx, event_rx);
+            bus = Some(spawn(async move { cluster.run(ops, events).await }));
+        }
+        let config_grace = config.shutdown_grace;
         let mut hub_task = spawn(hub.run(rx, lost_rx, stop_rx.clone()));
         let ctx = Arc::new(Context {
             config,
@@ -290,7 +328,10 @@ impl Server {
                     }
                     None => break false,
                 },
-                done = &mut hub_task => return hub_result(done),
+                done = &mut hub_task => {
+                    stop_bus(bus, now() + config_grace).await;
+                    return hub_result(done);
+                }
             }
         };
         // Dropping the transport closes its listener: nobody new gets in.
@@ -305,6 +346,7 @@ impl Server {
                 () = &mut shutdown => {}
                 done = &mut hub_task => {
                     connections.shutdown().await;
+                    stop_bus(bus, now() + grace).await;
                     return hub_result(done);
                 }
             }
@@ -314,6 +356,10 @@ impl Server {
         let grace_over = now() + grace;
         let _ = stop_tx.send(true);
         let done = hub_task.await;
+        // The hub is gone, and with it the bus's op queue: the bus has every departure the
+        // engine emitted while closing the connections, performs them, leaves the cluster
+        // and returns — within what is left of the grace period.
+        stop_bus(bus, grace_over).await;
         // Connections the hub has forgotten may still be lingering after their 1001 (see
         // `RuntimeConfig::close_linger`): aborting them now would reset the peers and
         // lose the close. They get what is left of the grace period.
@@ -350,6 +396,21 @@ impl Server {
             task,
             metrics,
             health,
+        }
+    }
+}
+
+/// Waits for the bus task to leave the cluster until `deadline`, then aborts it.
+async fn stop_bus(bus: Option<JoinHandle<()>>, deadline: tokio::time::Instant) {
+    let Some(mut bus) = bus else {
+        return;
+    };
+    match tokio::time::timeout_at(deadline, &mut bus).await {
+        Ok(Err(e)) if e.is_panic() => tracing::error!(error = %e, "the cluster bus panicked"),
+        Ok(_) => {}
+        Err(_) => {
+            tracing::warn!("the cluster bus did not leave the cluster within the grace period");
+            bus.abort();
         }
     }
 }
