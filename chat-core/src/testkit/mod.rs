@@ -18,10 +18,14 @@
 //!
 //! * [`sim`]: a deterministic simulation of the engine with a synchronous store whose
 //!   replies the test can hold and reorder.
+//! * [`model`]: the reference model of the engine's properties over the simulation,
+//!   driven by the property tests and the `engine` fuzz target alike.
 //! * `store`: the [`Store`](crate::Store) conformance suite.
 //! * [`transport`]: the conformance suite every [`Transport`](crate::Transport)
 //!   implementation runs, so they all behave alike for the runtime.
 
+#[cfg(feature = "testkit")]
+pub mod model;
 pub mod sim;
 #[cfg(feature = "testkit")]
 pub mod store;
