@@ -233,21 +233,33 @@ async fn a_full_backlog_answers_503_at_once() {
         ..WarpConfig::default()
     };
     let (mut transport, server) = start(config).await;
-    let first = dial(url(server.local_addr(), "/ws"));
-    // Wait until the first handshake is queued (the transport is not being read).
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let second = timeout(
-        PROMPT,
-        tokio_tungstenite::connect_async(url(server.local_addr(), "/ws")),
-    )
+    // Two handshakes while the transport is not read: whichever reaches the queue first
+    // takes its one place and waits (for up to the 10 s handshake timeout); the other
+    // is answered 503 at once. No need to know (or wait for) which is first.
+    let mut first = dial(url(server.local_addr(), "/ws"));
+    let mut second = dial(url(server.local_addr(), "/ws"));
+    let (refused, mut queued) = timeout(PROMPT, async {
+        tokio::select! {
+            answer = &mut first => (answer, second),
+            answer = &mut second => (answer, first),
+        }
+    })
     .await
-    .expect("the second handshake is answered at once");
-    match second {
+    .expect("one of the handshakes is answered at once");
+    match refused.expect("client task") {
         Err(tungstenite::Error::Http(response)) => assert_eq!(response.status(), 503),
         other => panic!("expected 503, got {other:?}"),
     }
+    assert!(
+        !queued.is_finished(),
+        "the queued handshake waits for the runtime"
+    );
     next_handshake(&mut transport).await.accept().await.unwrap();
-    first.await.unwrap().unwrap();
+    timeout(PROMPT, &mut queued)
+        .await
+        .expect("the queued handshake completes once accepted")
+        .expect("client task")
+        .expect("upgraded");
 }
 
 #[tokio::test]

@@ -2,8 +2,8 @@
 //! `MemoryStore` behind a `WarpTransport` on an ephemeral port, real tokio-tungstenite
 //! clients, and exact frame assertions.
 //!
-//! Every wait is bounded: "the next frame" waits at most [`PROMPT`], "no frame" watches
-//! for a caller-given window (keep it at or below [`QUIET`]).
+//! Every wait is bounded: "the next frame" waits at most [`PROMPT`]. "No frame" is proved
+//! by a round trip ([`Peer::expect_nothing_pending`]), never by a quiet window alone.
 
 // Each test crate uses a different subset of these helpers.
 #![allow(dead_code)]
@@ -33,7 +33,8 @@ pub(crate) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 /// Upper bound for anything that should happen "at once".
 pub(crate) const PROMPT: Duration = Duration::from_secs(5);
 
-/// The window of a "nothing arrives" check.
+/// The window of a "nothing arrives" check ([`Peer::expect_silence`]), for frames a
+/// timer might send; what earlier input causes is checked by a round trip after it.
 pub(crate) const QUIET: Duration = Duration::from_millis(200);
 
 /// In an expected frame: any hyphenated lower-case UUID.
@@ -229,17 +230,40 @@ impl Peer {
             .await;
     }
 
+    /// Asserts that nothing is on its way to this peer: everything the server was sent
+    /// before (by this peer, and by any peer whose reply was read) has been handled, and
+    /// produced no frame for this one.
+    ///
+    /// The proof is a round trip, not a wait: the peer sends a command of an unknown type
+    /// and the very next frame must be its `unknown_type` error. The engine handles every
+    /// connection's input in one order and each connection's frames leave in the order
+    /// they were produced, so any frame caused by earlier input would come first — on a
+    /// slow server as on a fast one. (The probe spends one unit of the refusal budget.)
+    pub(crate) async fn expect_nothing_pending(&mut self) {
+        self.send(json!({"type": "nothing-pending-probe"})).await;
+        let frame = self.next().await;
+        assert!(
+            frame["type"] == "error" && frame["code"] == "unknown_type",
+            "expected nothing before the probe's unknown_type error, got {frame}"
+        );
+    }
+
     /// Asserts that no text, binary or close frame arrives within `window` (pings are
-    /// answered meanwhile).
+    /// answered meanwhile), and then that nothing is pending at all
+    /// ([`expect_nothing_pending`](Self::expect_nothing_pending)): the window alone would
+    /// pass by default on a server too slow to answer within it. The window only matters
+    /// for frames a timer could send later; for the effects of input already sent, the
+    /// round trip is the whole check.
     pub(crate) async fn expect_silence(&mut self, window: Duration) {
         let deadline = Instant::now() + window;
         loop {
             match tokio::time::timeout_at(deadline, self.ws.next()).await {
-                Err(_elapsed) => return,
+                Err(_elapsed) => break,
                 Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => {}
                 Ok(other) => panic!("expected no frame within {window:?}, got {other:?}"),
             }
         }
+        self.expect_nothing_pending().await;
     }
 
     /// Reads for `window`, answering pings: the text frames and the number of pings
