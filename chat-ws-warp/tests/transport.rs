@@ -406,7 +406,9 @@ async fn a_huge_frame_header_fails_at_once_without_waiting_for_the_payload() {
     client.get_mut().write_all(&header).await.unwrap();
     client.get_mut().flush().await.unwrap();
 
-    let result = timeout(Duration::from_secs(2), channel.inbound.recv())
+    // A server that waited for the payload would never answer: PROMPT is a bound, not
+    // a window to pass by default.
+    let result = timeout(PROMPT, channel.inbound.recv())
         .await
         .expect("recv fails promptly after the header");
     assert_eq!(result, Some(Err(TransportError::MessageTooBig)));
@@ -462,15 +464,26 @@ async fn a_peer_that_does_not_read_blocks_send_instead_of_growing_buffers() {
     let batch: Vec<Bytes> = (0..16)
         .map(|_| Bytes::from("z".repeat(64 * 1024)))
         .collect();
+    let mut sent_mib = 0;
     let flood = async {
         for _ in 0..64 {
             channel.outbound.send(&batch).await?;
+            sent_mib += 1;
         }
         Ok::<_, TransportError>(())
     };
     assert!(
         timeout(Duration::from_secs(2), flood).await.is_err(),
         "send should block on a peer that does not read"
+    );
+    // What was taken before `send` blocked: the kernel's socket buffers (which loopback
+    // autotunes to a few MiB) and tungstenite's bounded write buffer. Counting it, not
+    // only timing out, is what a slow machine cannot pass by default: a transport that
+    // buffered without bound would take all 64 MiB, each `send` a memory copy.
+    eprintln!("a peer that does not read: send blocked after {sent_mib} MiB");
+    assert!(
+        sent_mib <= 16,
+        "{sent_mib} MiB taken for a peer that reads nothing"
     );
 }
 
@@ -634,8 +647,11 @@ async fn sending_to_a_vanished_client_fails() {
         other => panic!("expected the end of the connection, got {other:?}"),
     }
     let frame = [Bytes::from("x".repeat(1024))];
+    // The peer's kernel answers the first write after its close with a reset, which no
+    // signal announces: retry until a write fails, bounded by PROMPT.
+    let deadline = tokio::time::Instant::now() + PROMPT;
     let mut failed = false;
-    for _ in 0..100 {
+    while tokio::time::Instant::now() < deadline {
         if channel.outbound.send(&frame).await.is_err() {
             failed = true;
             break;

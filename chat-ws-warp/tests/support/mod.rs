@@ -30,8 +30,10 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 /// A tokio-tungstenite client socket.
 pub(crate) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-/// Upper bound for anything that should happen "at once".
-pub(crate) const PROMPT: Duration = Duration::from_secs(5);
+/// Upper bound for anything that should happen "at once": a deadline, never a window
+/// that passes by default, so it is generous enough for a loaded 2-core CI (a passing
+/// wait ends as soon as its event comes).
+pub(crate) const PROMPT: Duration = Duration::from_secs(10);
 
 /// The window of a "nothing arrives" check ([`Peer::expect_silence`]), for frames a
 /// timer might send; what earlier input causes is checked by a round trip after it.
