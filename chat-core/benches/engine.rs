@@ -156,6 +156,7 @@ fn join(conn: ConnId) -> Input {
             epoch: None,
             keep_rooms: false,
         },
+        reference: None,
     }
 }
 
@@ -165,6 +166,7 @@ fn leave(conn: ConnId) -> Input {
         command: ClientCommand::LeaveRoom {
             room: Some(ROOM.into()),
         },
+        reference: None,
     }
 }
 
@@ -176,6 +178,7 @@ fn chat(conn: ConnId) -> Input {
             room: Some(ROOM.into()),
             client_msg_id: Some("c-18f2a9-42".into()),
         },
+        reference: None,
     }
 }
 

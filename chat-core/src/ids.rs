@@ -13,6 +13,8 @@ use thiserror::Error;
 use unicode_normalization::UnicodeNormalization;
 use unicode_security::confusable_detection::skeleton;
 
+use crate::protocol::Refusal;
+
 /// Most characters a username may have; longer names are cut (PROTOCOL.md).
 pub const USERNAME_MAX_CHARS: usize = 20;
 /// Fewest characters a username may have after trimming.
@@ -26,33 +28,34 @@ pub const CLIENT_MSG_ID_MAX_CHARS: usize = 64;
 /// Most characters of a user id coming from an authenticator (e.g. a JWT `sub`).
 pub const USER_ID_MAX_CHARS: usize = 128;
 
-/// Why a name or id was refused. Each variant maps to one wire error code.
+/// Why a name or id was refused. Each variant is one row of the [`Refusal`] table,
+/// which holds its wire code and its text (the `Display` here).
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum NameError {
     /// Fewer than [`USERNAME_MIN_CHARS`] characters after trimming.
-    #[error("Username must be at least {USERNAME_MIN_CHARS} characters")]
+    #[error("{}", Refusal::from(self).text())]
     UsernameTooShort,
     /// Control, format (bidi, zero-width) or separator characters.
-    #[error("Username contains invisible or control characters")]
+    #[error("{}", Refusal::from(self).text())]
     UsernameCharacters,
     /// Empty after trimming.
-    #[error("Room name required")]
+    #[error("{}", Refusal::from(self).text())]
     RoomEmpty,
     /// Control, format or separator characters in a room name.
-    #[error("Room name contains invisible or control characters")]
+    #[error("{}", Refusal::from(self).text())]
     RoomCharacters,
     /// A `clientMsgId` that is empty, too long or has control characters.
-    #[error("clientMsgId must be 1 to {CLIENT_MSG_ID_MAX_CHARS} visible characters")]
+    #[error("{}", Refusal::from(self).text())]
     ClientMsgId,
     /// A user id that is empty, too long or has control characters.
-    #[error("user id must be 1 to {USER_ID_MAX_CHARS} visible characters")]
+    #[error("{}", Refusal::from(self).text())]
     UserId,
 }
 
 /// True for characters that render as nothing or reorder text: C0/C1 controls, the
 /// Unicode "format" characters that matter for spoofing (bidi embeddings, overrides and
 /// isolates, zero-width characters, BOM, tags) and line/paragraph separators.
-fn is_invisible(c: char) -> bool {
+pub(crate) fn is_invisible(c: char) -> bool {
     c.is_control()
         || matches!(c,
             '\u{00AD}'
@@ -413,5 +416,174 @@ mod tests {
         let mut b = SequentialIds::default();
         assert_eq!(a.user_id(), b.user_id());
         assert_ne!(a.user_id(), SequentialIds::default().user_id());
+    }
+}
+
+/// The name and id rules as tables: every case the bad-input suite sent over a socket,
+/// checked where the rule lives. (The engine's answers on the wire are in
+/// `engine/tests/usernames.rs` and `rooms.rs`.)
+#[cfg(test)]
+mod rule_tables {
+    use super::*;
+
+    #[test]
+    fn control_characters_in_usernames_are_refused() {
+        for name in [
+            "ab\u{7}cd",
+            "tab\tname",
+            "new\nline",
+            "\u{0}nul",
+            "del\u{7f}x",
+            "c1\u{85}x",
+            "esc\u{1b}[31m",
+        ] {
+            assert_eq!(
+                Username::parse(name),
+                Err(NameError::UsernameCharacters),
+                "{name:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn white_space_of_any_script_is_trimmed_so_only_white_space_is_too_short() {
+        for name in ["", " a ", "\u{3000}\u{3000}", " \t\n ", "\u{a0}x\u{a0}"] {
+            assert_eq!(
+                Username::parse(name),
+                Err(NameError::UsernameTooShort),
+                "{name:?}"
+            );
+        }
+        assert_eq!(Username::parse("  alice \t").unwrap().as_str(), "alice");
+        assert_eq!(Username::parse("ab").unwrap().as_str(), "ab");
+    }
+
+    #[test]
+    fn bidi_controls_in_usernames_are_refused() {
+        for name in [
+            "\u{202e}evil",         // right-to-left override
+            "ab\u{202a}cd",         // left-to-right embedding
+            "ab\u{200f}cd",         // right-to-left mark
+            "ab\u{2066}cd\u{2069}", // isolates
+            "\u{61c}ab",            // Arabic letter mark
+        ] {
+            assert_eq!(
+                Username::parse(name),
+                Err(NameError::UsernameCharacters),
+                "{name:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn zero_width_and_other_invisible_characters_in_usernames_are_refused() {
+        for name in [
+            "a\u{200b}b",   // zero-width space
+            "a\u{200d}b",   // zero-width joiner
+            "\u{feff}ab",   // BOM
+            "a\u{ad}b",     // soft hyphen
+            "a\u{2060}b",   // word joiner
+            "ab\u{e0041}",  // tag character
+            "ab\u{2028}cd", // line separator
+        ] {
+            assert_eq!(
+                Username::parse(name),
+                Err(NameError::UsernameCharacters),
+                "{name:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_cut_that_leaves_a_trailing_space_drops_it() {
+        let name = Username::parse("abcdefghijklmnopqrs uvwxyz").unwrap();
+        assert_eq!(name.as_str(), "abcdefghijklmnopqrs");
+    }
+
+    /// Every look-alike of `Alice` has Alice's key, so it is `username_taken` while
+    /// she is online.
+    #[test]
+    fn look_alike_usernames_share_one_key() {
+        let alice = Username::parse("Alice").unwrap();
+        for name in [
+            "alice",
+            "ALICE",
+            " Alice ",
+            "\u{410}lice", // Cyrillic capital A
+            "\u{430}lice", // Cyrillic small a
+            "\u{391}LICE", // Greek capital alpha
+            "ａｌｉｃｅ",  // full-width
+            "al\u{456}ce", // Cyrillic і
+            "Alic\u{435}", // Cyrillic е
+        ] {
+            assert_eq!(
+                Username::parse(name).unwrap().key(),
+                alice.key(),
+                "{name:?}"
+            );
+        }
+        assert_ne!(Username::parse("Alicia").unwrap().key(), alice.key());
+    }
+
+    #[test]
+    fn invisible_characters_in_room_names_are_refused_and_blank_names_are_empty() {
+        for room in ["ro\u{7}om", "\u{202e}moor", "a\u{200b}b", "x\u{0}y"] {
+            assert_eq!(
+                RoomName::parse(room),
+                Err(NameError::RoomCharacters),
+                "{room:?}"
+            );
+        }
+        for room in ["", "   ", "  \t ", "\u{3000}"] {
+            assert_eq!(RoomName::parse(room), Err(NameError::RoomEmpty), "{room:?}");
+        }
+    }
+
+    #[test]
+    fn room_names_are_trimmed_lower_cased_and_cut_to_30() {
+        for (raw, name) in [
+            ("  Lobby ", "lobby"),
+            (
+                "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789",
+                "abcdefghijklmnopqrstuvwxyz0123",
+            ),
+            ("<script>x</script>", "<script>x</script>"),
+        ] {
+            assert_eq!(RoomName::parse(raw).unwrap().as_str(), name, "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn content_is_cut_to_1000_characters_not_bytes_and_blank_content_is_none() {
+        let cut = Content::parse(&"é".repeat(5_000)).unwrap();
+        assert_eq!(cut.as_str(), "é".repeat(1_000));
+        for blank in ["", "   ", "\n\t\r", "\u{3000}\u{2028}"] {
+            assert_eq!(Content::parse(blank), None, "{blank:?}");
+        }
+    }
+
+    #[test]
+    fn invalid_client_msg_ids_are_refused() {
+        let long = "x".repeat(65);
+        for id in ["", long.as_str(), "a\u{0}b", "\u{202e}id", "a\u{200b}"] {
+            assert_eq!(
+                ClientMsgId::parse(id),
+                Err(NameError::ClientMsgId),
+                "{id:?}"
+            );
+        }
+        let longest = "x".repeat(64);
+        assert_eq!(ClientMsgId::parse(&longest).unwrap().as_str(), longest);
+    }
+
+    #[test]
+    fn user_ids_are_1_to_128_visible_characters() {
+        for id in ["", "a\u{0}b", "\u{202e}x", "a\u{200b}"] {
+            assert_eq!(UserId::parse(id), Err(NameError::UserId), "{id:?}");
+        }
+        assert_eq!(UserId::parse(&"é".repeat(129)), Err(NameError::UserId));
+        for id in ["nobody", "<script>", "idp|1", &"é".repeat(128)] {
+            assert_eq!(UserId::parse(id).unwrap().as_str(), id);
+        }
     }
 }

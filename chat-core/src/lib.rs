@@ -31,8 +31,10 @@ pub use ids::{
     ClientMsgId, ConnId, Content, Epoch, IdGenerator, MessageId, NameError, RoomName, Seq,
     SequentialIds, UserId, Username,
 };
-pub use message::{NewDm, NewRoomMessage, StoredDm, StoredMessage, Timestamp};
-pub use protocol::{ClientCommand, DecodeError, ErrorCode, ServerEvent, WireError};
+pub use message::{NewDm, NewRoomMessage, Stored, StoredDm, StoredMessage, Timestamp};
+pub use protocol::{
+    ClientCommand, CloseCode, DecodeError, ErrorCode, Refusal, RequestRef, ServerEvent, WireError,
+};
 pub use proxies::TrustedProxies;
 #[cfg(feature = "runtime")]
 pub use runtime::{
@@ -41,6 +43,6 @@ pub use runtime::{
 };
 pub use store::{Appended, Page, PageRange, Store, StoreError};
 pub use transport::{
-    Channel, CloseCode, ConnectionInfo, Handshake, Inbound, Incoming, MAX_FRAME_BYTES, Outbound,
-    Peer, Rejection, Transport, TransportError, closed_frame, rejected_frame,
+    Channel, ConnectionInfo, Handshake, Inbound, Incoming, MAX_FRAME_BYTES, Outbound, Peer,
+    Rejection, Transport, TransportError, closed_frame, rejected_frame,
 };

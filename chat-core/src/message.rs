@@ -171,6 +171,66 @@ impl Serialize for StoredDm {
     }
 }
 
+/// What a stored room message and a stored DM have in common, for code written once
+/// over both kinds of stream: a store's log (numbering, idempotency, retention) and the
+/// store conformance checks of `testkit`.
+pub trait Stored {
+    /// Its id.
+    fn id(&self) -> MessageId;
+    /// Its number in its room or conversation.
+    fn seq(&self) -> Seq;
+    /// When it was stored.
+    fn timestamp(&self) -> Timestamp;
+    /// Its author (the sender of a DM): the user whose `client_msg_id` this is.
+    fn sender(&self) -> &UserId;
+    /// Its text.
+    fn content(&self) -> &Content;
+    /// The client's idempotency key, if it sent one.
+    fn client_msg_id(&self) -> Option<&ClientMsgId>;
+}
+
+impl Stored for StoredMessage {
+    fn id(&self) -> MessageId {
+        self.id
+    }
+    fn seq(&self) -> Seq {
+        self.seq
+    }
+    fn timestamp(&self) -> Timestamp {
+        self.timestamp
+    }
+    fn sender(&self) -> &UserId {
+        &self.user_id
+    }
+    fn content(&self) -> &Content {
+        &self.content
+    }
+    fn client_msg_id(&self) -> Option<&ClientMsgId> {
+        self.client_msg_id.as_ref()
+    }
+}
+
+impl Stored for StoredDm {
+    fn id(&self) -> MessageId {
+        self.id
+    }
+    fn seq(&self) -> Seq {
+        self.seq
+    }
+    fn timestamp(&self) -> Timestamp {
+        self.timestamp
+    }
+    fn sender(&self) -> &UserId {
+        &self.from
+    }
+    fn content(&self) -> &Content {
+        &self.content
+    }
+    fn client_msg_id(&self) -> Option<&ClientMsgId> {
+        self.client_msg_id.as_ref()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -55,6 +55,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use thiserror::Error;
 
+use crate::engine::{StoreOp, StoreReply};
 use crate::ids::{Epoch, RoomName, Seq, UserId};
 use crate::message::{NewDm, NewRoomMessage, StoredDm, StoredMessage};
 
@@ -300,3 +301,36 @@ forward_store!(
     /// A `Box<dyn Store>` is a store.
     Box
 );
+
+/// Performing a [`StoreOp`] is the one piece of store work every driver shares. It lives
+/// here, next to the [`Store`] trait it calls, rather than in the engine, which is sans-IO
+/// and never awaits, or in the `runtime`, since a driver built without that feature (a
+/// test harness, another executor) needs it too.
+impl StoreOp {
+    /// Performs this operation with `store`. This is all a driver needs to do with an
+    /// [`Output::Store`](crate::engine::Output::Store) besides handing the result back.
+    ///
+    /// A failure is logged here (with the `tracing` of the `runtime` feature), with its
+    /// detail and source chain: the engine answers clients with a fixed text only.
+    pub async fn perform(self, store: &dyn Store) -> StoreReply {
+        let reply = self.perform_quietly(store).await;
+        #[cfg(feature = "runtime")]
+        if let Some((op, e)) = reply.failure() {
+            tracing::warn!(op, error = %e.chain(), "store operation failed");
+        }
+        reply
+    }
+
+    async fn perform_quietly(self, store: &dyn Store) -> StoreReply {
+        match self {
+            StoreOp::AppendRoom(m) => StoreReply::RoomAppended(store.append_room(m).await),
+            StoreOp::RoomPage { room, range } => {
+                StoreReply::RoomPage(store.room_page(&room, range).await)
+            }
+            StoreOp::AppendDm(m) => StoreReply::DmAppended(store.append_dm(m).await),
+            StoreOp::DmPage { a, b, range } => {
+                StoreReply::DmPage(store.dm_page(&a, &b, range).await)
+            }
+        }
+    }
+}

@@ -10,15 +10,11 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use chat_core::{Appended, ClientMsgId, Epoch, Page, PageRange, Seq, StoredDm, StoredMessage};
-use chat_core::{Timestamp, UserId};
+use chat_core::{Stored, Timestamp, UserId};
 
-/// What a log needs to know about the messages it keeps.
-pub(crate) trait Entry {
-    fn seq(&self) -> Seq;
-    fn timestamp(&self) -> Timestamp;
-    /// The user whose `client_msg_id` this is (the author; the sender of a DM).
-    fn sender(&self) -> &UserId;
-    fn client_msg_id(&self) -> Option<&ClientMsgId>;
+/// What a log needs to know about the messages it keeps: the accessors shared by room
+/// messages and DMs ([`Stored`]), and what each costs in memory.
+pub(crate) trait Entry: Stored {
     /// The bytes this message holds in the store: its struct, the `Arc` around it, its
     /// slot in the log, its strings, and its idempotency entry if it has one. An
     /// estimate (allocator rounding is not counted), the same on the way in and out.
@@ -47,18 +43,6 @@ impl Entry for StoredMessage {
             + self.client_msg_id.as_ref().map_or(0, |c| c.as_str().len())
             + index_bytes(&self.user_id, self.client_msg_id.as_ref())
     }
-    fn seq(&self) -> Seq {
-        self.seq
-    }
-    fn timestamp(&self) -> Timestamp {
-        self.timestamp
-    }
-    fn sender(&self) -> &UserId {
-        &self.user_id
-    }
-    fn client_msg_id(&self) -> Option<&ClientMsgId> {
-        self.client_msg_id.as_ref()
-    }
 }
 
 impl Entry for StoredDm {
@@ -73,18 +57,6 @@ impl Entry for StoredDm {
             + self.content.as_str().len()
             + self.client_msg_id.as_ref().map_or(0, |c| c.as_str().len())
             + index_bytes(&self.from, self.client_msg_id.as_ref())
-    }
-    fn seq(&self) -> Seq {
-        self.seq
-    }
-    fn timestamp(&self) -> Timestamp {
-        self.timestamp
-    }
-    fn sender(&self) -> &UserId {
-        &self.from
-    }
-    fn client_msg_id(&self) -> Option<&ClientMsgId> {
-        self.client_msg_id.as_ref()
     }
 }
 

@@ -1,6 +1,7 @@
-// commands.js — what the client sends, and the bookkeeping each send needs: the store
-// records the command as in flight (so an `error` can be matched with it) and marks
-// messages `sending` only when the frame really left.
+// commands.js — what the client sends, and the bookkeeping each send needs: every frame
+// carries a fresh `ref`, which the server echoes on the `error` that refuses it
+// (docs/PROTOCOL.md, "Errors"); the store records the commands that await a reply as in
+// flight under that `ref`, and marks messages `sending` only when the frame really left.
 //
 // Every function takes the store `s` and a port `io`: `io.send(frame)` returns false when
 // the socket is not open, `io.now()` is the clock in ms. app.js passes the Connection and
@@ -13,10 +14,16 @@ import { activeConv, roomCursor, setActive } from './state.js';
 /** Messages per `history` / `dm_history` page. */
 export const PAGE = 50;
 
-/** Sends a command; `entry` marks it as awaiting a reply (for error matching). */
+/**
+ * Sends a command with a fresh `ref`; `entry` marks it as awaiting a reply under that
+ * `ref`, so that an error can be attributed to it. A command without an entry (typing)
+ * still carries a `ref`: an error about it then names no waiting command, instead of
+ * being taken for the refusal of one.
+ */
 export function send(s, io, frame, entry) {
-  if (!io.send(frame)) return false;
-  if (entry) s.inflight.push({ type: frame.type, ...entry });
+  const ref = s.inflight.nextRef();
+  if (!io.send({ ...frame, ref })) return false;
+  if (entry) s.inflight.push({ type: frame.type, ref, ...entry });
   return true;
 }
 

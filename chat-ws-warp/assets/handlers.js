@@ -13,7 +13,7 @@
 //   {type: 'closeDrawers'}          close the sidebar / member drawers (narrow screens)
 //
 // Why: the rules of the client (what a resume replay does, which pending message an
-// error fails, when a room counts as rejoined) are then testable in Node without a page
+// error fails — the one its `ref` names —, when a room counts as rejoined) are then testable in Node without a page
 // or a socket (tests/handlers.test.mjs), and app.js only wires frames to handlers and
 // effects to the DOM.
 
@@ -198,7 +198,9 @@ export const HANDLERS = {
 
   error(s, f, io) {
     const message = typeof f.message === 'string' && f.message ? f.message : 'Something went wrong.';
-    const entry = s.inflight.forError(f.code);
+    // Attributed by the echoed `ref` (or `clientMsgId`); guessed from the code only when
+    // the server sent neither.
+    const entry = s.inflight.forError(f.code, f);
     switch (entry?.type) {
       case 'set_username':
         return onUsernameError(s, f, message);

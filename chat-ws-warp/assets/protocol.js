@@ -12,9 +12,11 @@
 // * commands: `joinCommand` (with the resume cursor), `newClientMsgId`, `wsUrl`;
 // * `MessageLog`: a conversation's confirmed messages, ordered by `seq`, deduplicated by
 //   `id` and by `seq` (a resume replay may overlap what is already shown);
-// * `Inflight` and `errorTargets`: the commands awaiting a reply, so that an `error`
-//   (which names no command) can be matched with the command it refuses. The server
-//   handles a connection's commands strictly in order (docs/PROTOCOL.md, "Order").
+// * `Inflight` and `errorTargets`: the commands awaiting a reply, so that an `error` can
+//   be matched with the command it refuses. Each tracked command carries a `ref` that
+//   the server echoes on the `error` answering it (docs/PROTOCOL.md, "Errors"); only an
+//   error without one (a server that predates `ref`) is matched by its code, relying on
+//   the server handling a connection's commands strictly in order.
 
 export const BACKOFF_BASE_MS = 500;
 export const BACKOFF_CAP_MS = 15000;
@@ -255,9 +257,9 @@ export class MessageLog {
 // ---------------------------------------------------------------------------------
 // Matching errors with commands
 
-// Which commands an error code can refuse; an error with another code (`not_in_room`,
-// `invalid_field`, `too_many_requests`, the store's codes, …) refuses the oldest command
-// still waiting, which is the one the server is answering.
+// For an error without `ref` only: which commands its code can refuse; an error with
+// another code (`not_in_room`, `invalid_field`, `too_many_requests`, the store's codes, …)
+// refuses the oldest command still waiting, which is the one the server is answering.
 const ERROR_TARGETS = {
   invalid_username: ['set_username'],
   username_taken: ['set_username'],
@@ -284,6 +286,16 @@ export const INDETERMINATE_CODES = new Set(['store_timeout']);
 export class Inflight {
   constructor() {
     this.queue = [];
+    this.lastRef = 0;
+  }
+
+  /**
+   * A fresh request reference: `r1`, `r2`, … — never reused on this page (not even
+   * across reconnects), and far inside the server's limit of 64 visible characters.
+   */
+  nextRef() {
+    this.lastRef += 1;
+    return `r${this.lastRef}`;
   }
 
   push(entry) {
@@ -296,11 +308,28 @@ export class Inflight {
     return i < 0 ? null : this.queue.splice(i, 1)[0];
   }
 
-  /** Removes and returns the command an `error {code}` refuses, if any is waiting. */
-  forError(code) {
+  /**
+   * Removes and returns the command an `error` refuses, if it is waiting. `echo` is the
+   * error frame: its `ref` names the command exactly (a `ref` matching nothing waiting
+   * refuses nothing); without one, its `clientMsgId` names a chat or direct message;
+   * only then is the command guessed from `code`.
+   */
+  forError(code, echo = {}) {
+    if (typeof echo.ref === 'string') return this.take((e) => e.ref === echo.ref);
+    if (typeof echo.clientMsgId === 'string') {
+      const message = this.take((e) => (e.type === 'chat_message' || e.type === 'private_message')
+        && e.clientMsgId === echo.clientMsgId);
+      if (message) return message;
+    }
     const types = errorTargets(code);
     const i = types ? this.queue.findIndex((e) => types.includes(e.type)) : 0;
     return i < 0 || this.queue.length === 0 ? null : this.queue.splice(i, 1)[0];
+  }
+
+  /** Removes and returns the oldest entry that satisfies `pred`. */
+  take(pred) {
+    const i = this.queue.findIndex(pred);
+    return i < 0 ? null : this.queue.splice(i, 1)[0];
   }
 
   clear() {

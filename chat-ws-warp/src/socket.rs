@@ -455,7 +455,8 @@ fn send_error(err: SendError) -> TransportError {
 }
 
 /// Translates a read error so the runtime closes with the right code: capacity → 1009,
-/// framing violations → 1002, the rest ends the connection quietly.
+/// a text frame that is not UTF-8 → 1007, other framing violations → 1002, the rest ends
+/// the connection quietly.
 pub(crate) fn read_error(err: &tungstenite::Error) -> TransportError {
     use tungstenite::error::ProtocolError;
     match err {

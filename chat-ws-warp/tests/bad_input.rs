@@ -9,6 +9,11 @@
 //! a tolerance of the baseline taken after warm-up. Heavy cases also check the gauges at
 //! their peak (10,000 rooms, 50 connections).
 //!
+//! Only what sockets and the real binary show is here: handshakes, framing, size
+//! limits, floods, close codes on the wire, admission. What the engine and the decoder
+//! answer to each malformed frame, name, id or cursor is tested where those rules live
+//! (docs/TESTS.md); one case sends one of each kind through the real server.
+//!
 //! Each case starts its own server with the flags it needs (small limits make floods
 //! quick), so cases do not share state and a crash is pinned to one case. The table of
 //! cases is in docs/SECURITY.md; run with
@@ -44,15 +49,6 @@ fn received(room: &str, seq: u64, from: &Peer, username: &str, content: &str) ->
 
 fn error(message: &str, code: &str) -> Value {
     json!({"type": "error", "message": message, "code": code})
-}
-
-/// Proves nothing is queued for `peer` before this point: setting one's own name again
-/// is answered `username_set`, so that must be the next frame.
-async fn nothing_pending(peer: &mut Peer, name: &str) {
-    peer.send(json!({"type": "set_username", "username": name}))
-        .await;
-    peer.expect(json!({"type": "username_set", "username": name}))
-        .await;
 }
 
 /// The connection still works: a message to its room comes back with `seq`.
@@ -103,32 +99,6 @@ fn chat_of_size(bytes: usize) -> String {
     let text = chat(&"x".repeat(bytes - empty.len())).to_string();
     assert_eq!(text.len(), bytes);
     text
-}
-
-/// Posts `n` messages to `peer`'s room (seq `first..first + n`), pipelined 16 at a time
-/// (a connection may queue 32 commands behind one that waits for the store); the echoes.
-async fn post_many(
-    peer: &mut Peer,
-    first: u64,
-    n: u64,
-    content: impl Fn(u64) -> String,
-) -> Vec<Value> {
-    let mut echoes = Vec::new();
-    let end = first + n;
-    let mut next = first;
-    while next < end {
-        let window = next..end.min(next + 16);
-        for i in window.clone() {
-            peer.send(chat(&content(i))).await;
-        }
-        for i in window {
-            let frame = peer.expect_type("message_received").await;
-            assert_eq!(frame["seq"], i, "{frame}");
-            echoes.push(frame);
-        }
-        next += 16;
-    }
-    echoes
 }
 
 // ---- malformed handshakes -----------------------------------------------------------
@@ -323,11 +293,13 @@ async fn headers_that_never_end_are_cut_off_after_the_header_read_timeout() {
         .await
         .expect("the server acts on the timeout");
     let after = started.elapsed();
-    // hyper closes the connection without a response.
+    // hyper closes the connection without a response: not before the 1 s timeout, and
+    // (the `timeout` above) within `PROMPT`, half the default timeout of 10 s — so it is
+    // the flag that acts, with no upper window for a loaded machine to miss.
     assert!(response.is_none(), "{response:?}");
     assert!(
-        after >= Duration::from_millis(900) && after < Duration::from_secs(4),
-        "cut off after {after:?} (header read timeout 1 s)"
+        after >= Duration::from_millis(900),
+        "cut off after {after:?}, before the header read timeout of 1 s"
     );
     suite.finish("slow headers").await;
 }
@@ -426,14 +398,13 @@ async fn a_header_announcing_1_gib_is_closed_with_1009_at_once_without_memory_gr
     // (which RFC 6455 forbids).
     for len in [1 << 30, i64::MAX as u64, u64::MAX] {
         let mut raw = raw_member(&suite, "announcer", "frames").await;
-        let started = Instant::now();
         let mut bytes = frames::header(true, 0, TEXT, true, len);
         bytes.extend(frames::masked(&[b'x'; 1000]));
         raw.write(&bytes).await.expect("write");
         // …and then nothing more: the server must not wait for (or reserve) the payload.
+        // A server that waited would never close (the heartbeat is 30 s away):
+        // `close_code` waits at most `PROMPT`.
         assert_eq!(raw.close_code().await, 1009, "announcing {len} bytes");
-        let took = started.elapsed();
-        assert!(took < Duration::from_secs(2), "1009 only after {took:?}");
         let rss = suite.sample_rss();
         assert!(
             rss <= suite.baseline_kib + support::suite::RSS_TOLERANCE_KIB,
@@ -449,23 +420,19 @@ async fn a_header_announcing_1_gib_is_closed_with_1009_at_once_without_memory_gr
 async fn a_never_finished_frame_is_dropped_by_the_heartbeat() {
     let mut suite = Suite::start(&["--heartbeat", "500ms"]).await;
     let mut raw = raw_member(&suite, "stalled", "frames").await;
-    let started = Instant::now();
     // A header announcing 1000 bytes, 10 of them, then silence (no pong can follow: the
     // frame is never finished).
     let mut bytes = frames::header(true, 0, TEXT, true, 1000);
     bytes.extend(frames::masked(b"{\"type\":\"c"));
     raw.write(&bytes).await.expect("write");
+    // Dropped by the 500 ms heartbeat: the default one (30 s) would not end it within
+    // these 5 s.
     let frames = raw.frames_until_end(Duration::from_secs(5)).await;
-    let took = started.elapsed();
     assert!(frames.contains(&RawFrame::Ping), "{frames:?}");
     assert_eq!(
         frames.last(),
         Some(&RawFrame::Close(Some(1001))),
         "{frames:?}"
-    );
-    assert!(
-        took < Duration::from_secs(3),
-        "dropped only after {took:?} (heartbeat 500 ms: 1 to 2 intervals)"
     );
     suite.sample_rss();
     suite.finish("never-finished frame").await;
@@ -533,16 +500,18 @@ async fn a_ping_flood_is_answered_or_coalesced_and_memory_stays_flat() {
         (1..=5_000).contains(&pongs),
         "{pongs} pongs for 5,000 pings"
     );
-    // 20,000 more while not reading at all: the pongs may not pile up in the server.
-    let flood: Vec<u8> = (0..20_000)
+    // 20,000 more, written while not reading, and a command behind them: once it is
+    // answered the server has read every ping, and the pongs may not have piled up in it.
+    let mut flood: Vec<u8> = (0..20_000)
         .flat_map(|_| frames::client(PING, b""))
         .collect();
+    flood.extend(frames::client(
+        TEXT,
+        json!({"type": "set_username", "username": "pinger"})
+            .to_string()
+            .as_bytes(),
+    ));
     raw.write(&flood).await.expect("write");
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    suite.sample_rss();
-    suite.assert_memory_settles().await;
-    raw.send(json!({"type": "set_username", "username": "pinger"}))
-        .await;
     loop {
         match timeout(PROMPT, raw.frame()).await.expect("frames in time") {
             Some(RawFrame::Other(PONG)) => {}
@@ -553,6 +522,8 @@ async fn a_ping_flood_is_answered_or_coalesced_and_memory_stays_flat() {
             other => panic!("unexpected {other:?}"),
         }
     }
+    suite.sample_rss();
+    suite.assert_memory_settles().await;
     eprintln!("[bad_input] ping flood: {pongs} pongs for the first 5,000 pings");
     drop(raw);
     suite.finish("ping flood").await;
@@ -639,959 +610,79 @@ async fn a_binary_frame_is_answered_with_binary_unsupported() {
     suite.finish("binary frames").await;
 }
 
-// ---- malformed JSON -----------------------------------------------------------------
+// ---- hostile input through the real binary -----------------------------------------
 
-/// Sends each text frame from a room member and expects exactly the given error, then
-/// shows the connection still works.
-async fn answers_each(suite: &Suite, cases: &[(&str, Value)]) {
+/// What the rules say about each malformed frame, name, id, cursor or hostile string is
+/// tested where the rule lives (docs/TESTS.md): decoding in
+/// `chat-core/src/protocol/tests.rs`, names and ids in `chat-core/src/ids.rs`, the
+/// engine's answers on the `Sim` in `chat-core/src/engine/tests/`. Here the real server
+/// gets one of each kind on one connection, answers each with its code, passes a
+/// hostile string through untouched, and comes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_of_each_kind_of_hostile_input_is_answered_and_the_server_comes_through() {
+    let suite = Suite::start(&[]).await;
     let mut peer = Peer::member(suite.addr(), "sender", "json").await;
-    for (text, expected) in cases {
-        peer.send_text(*text).await;
-        let frame = peer.next().await;
-        assert_eq!(&frame, expected, "for {text:?}");
-    }
-    still_chats(&mut peer, "json", 1, "sender").await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn non_json_is_answered_with_invalid_json() {
-    let suite = Suite::start(&[]).await;
-    answers_each(
-        &suite,
-        &[
-            (
-                "hello",
-                error(
-                    "Invalid JSON: expected value at line 1 column 1",
-                    "invalid_json",
-                ),
-            ),
-            (
-                "<script>alert(1)</script>",
-                error(
-                    "Invalid JSON: expected value at line 1 column 1",
-                    "invalid_json",
-                ),
-            ),
-            (
-                "",
-                error(
-                    "Invalid JSON: EOF while parsing a value at line 1 column 0",
-                    "invalid_json",
-                ),
-            ),
-            (
-                "\u{feff}{\"type\":\"typing_stop\"}",
-                error(
-                    "Invalid JSON: expected value at line 1 column 1",
-                    "invalid_json",
-                ),
-            ),
-            (
-                "{'type': 'chat_message'}",
-                error(
-                    "Invalid JSON: key must be a string at line 1 column 2",
-                    "invalid_json",
-                ),
-            ),
-            (
-                "{\"type\":\"typing_stop\"} trailing",
-                error(
-                    "Invalid JSON: trailing characters at line 1 column 24",
-                    "invalid_json",
-                ),
-            ),
-        ],
-    )
-    .await;
-    suite.finish("non-JSON").await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn truncated_json_is_answered_with_invalid_json() {
-    let suite = Suite::start(&[]).await;
-    answers_each(
-        &suite,
-        &[
-            (
-                "{\"type\":\"chat_message\",\"content\":\"hi",
-                error(
-                    "Invalid JSON: EOF while parsing a string at line 1 column 36",
-                    "invalid_json",
-                ),
-            ),
-            (
-                "{\"type\":\"chat_message\",",
-                error(
-                    "Invalid JSON: EOF while parsing a value at line 1 column 23",
-                    "invalid_json",
-                ),
-            ),
-            (
-                "{",
-                error(
-                    "Invalid JSON: EOF while parsing an object at line 1 column 1",
-                    "invalid_json",
-                ),
-            ),
-            (
-                "[1, 2",
-                error(
-                    "Invalid JSON: EOF while parsing a list at line 1 column 5",
-                    "invalid_json",
-                ),
-            ),
-        ],
-    )
-    .await;
-    suite.finish("truncated JSON").await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn json_that_is_not_an_object_or_has_no_type_is_invalid_message() {
-    let suite = Suite::start(&[]).await;
-    let not_object = error("Invalid message: expected a JSON object", "invalid_message");
-    answers_each(
-        &suite,
-        &[
-            ("[1, 2]", not_object.clone()),
-            ("\"chat_message\"", not_object.clone()),
-            ("42", not_object.clone()),
-            ("null", not_object.clone()),
-            ("true", not_object),
-            (
-                "{}",
-                error("Invalid message: missing \"type\"", "invalid_message"),
-            ),
-            (
-                "{\"content\":\"no type\"}",
-                error("Invalid message: missing \"type\"", "invalid_message"),
-            ),
-        ],
-    )
-    .await;
-    suite.finish("not an object / no type").await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fields_of_the_wrong_type_are_invalid_message() {
-    let suite = Suite::start(&[]).await;
-    answers_each(
-        &suite,
-        &[
-            (
-                r#"{"type":5}"#,
-                error(
-                    "Invalid message: invalid type: integer `5`, expected a string at line 1 column 9",
-                    "invalid_message",
-                ),
-            ),
-            (
-                r#"{"type":"chat_message","content":5}"#,
-                error(
-                    "Invalid message: invalid type: integer `5`, expected a string at line 1 column 34",
-                    "invalid_message",
-                ),
-            ),
-            (
-                r#"{"type":"chat_message","content":["a"]}"#,
-                error(
-                    "Invalid message: invalid type: sequence, expected a string at line 1 column 33",
-                    "invalid_message",
-                ),
-            ),
-            (
-                r#"{"type":"set_username","username":{"first":"a"}}"#,
-                error(
-                    "Invalid message: invalid type: map, expected a string at line 1 column 34",
-                    "invalid_message",
-                ),
-            ),
-            (
-                r#"{"type":"join_room","room":"x","keepRooms":"yes"}"#,
-                error(
-                    "Invalid message: invalid type: string \"yes\", expected a boolean at line 1 column 48",
-                    "invalid_message",
-                ),
-            ),
-            (
-                r#"{"type":"history","room":"json","limit":1.5}"#,
-                error(
-                    "Invalid message: invalid type: floating point `1.5`, expected u64 at line 1 column 43",
-                    "invalid_message",
-                ),
-            ),
-        ],
-    )
-    .await;
-    suite.finish("wrong field types").await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unknown_type_is_answered_with_unknown_type_and_a_bounded_echo() {
-    let suite = Suite::start(&[]).await;
-    let long = format!(r#"{{"type":"{}"}}"#, "x".repeat(10_000));
-    let shown = format!("Unknown message type: {}", "x".repeat(64));
-    answers_each(
-        &suite,
-        &[
-            (
-                r#"{"type":"dance"}"#,
-                error("Unknown message type: dance", "unknown_type"),
-            ),
-            (
-                r#"{"type":"CHAT_MESSAGE","content":"x"}"#,
-                error("Unknown message type: CHAT_MESSAGE", "unknown_type"),
-            ),
-            (
-                r#"{"type":"username_set","username":"admin"}"#,
-                error("Unknown message type: username_set", "unknown_type"),
-            ),
-            (
-                r#"{"type":""}"#,
-                error("Unknown message type: ", "unknown_type"),
-            ),
-            (&long, error(&shown, "unknown_type")),
-        ],
-    )
-    .await;
-    suite.finish("unknown type").await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn deep_nesting_is_refused_or_skipped_without_harm() {
-    let suite = Suite::start(&[]).await;
     // 20,000 levels fit in a 64 KiB frame (40 KB of brackets).
     let (open, close) = ("[".repeat(20_000), "]".repeat(20_000));
-    let top_level = format!("{open}{close}");
-    let in_known_field = format!(r#"{{"type":"chat_message","content":{open}{close}}}"#);
-    let in_unknown_field =
-        format!(r#"{{"type":"set_username","username":"sender","x":{open}{close}}}"#);
-    let objects = format!(
-        r#"{{"type":"set_username","username":"sender","x":{}1{}}}"#,
-        r#"{"a":"#.repeat(5_000),
-        "}".repeat(5_000)
-    );
-    answers_each(
-        &suite,
-        &[
-            // Valid JSON, not an object: skipped without recursion (no stack overflow).
-            (
-                &top_level,
-                error("Invalid message: expected a JSON object", "invalid_message"),
-            ),
-            (
-                &in_known_field,
-                error(
-                    "Invalid message: invalid type: sequence, expected a string at line 1 column 33",
-                    "invalid_message",
-                ),
-            ),
-            // In a field the server does not know, the nesting is skipped: the command
-            // stands.
-            (
-                &in_unknown_field,
-                json!({"type": "username_set", "username": "sender"}),
-            ),
-            (&objects, json!({"type": "username_set", "username": "sender"})),
-        ],
-    )
-    .await;
-    suite.finish("deep nesting").await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn duplicate_keys_are_invalid_message() {
-    let suite = Suite::start(&[]).await;
-    answers_each(
-        &suite,
-        &[
-            (
-                r#"{"type":"chat_message","content":"a","content":"b"}"#,
-                error(
-                    "Invalid message: duplicate field `content` at line 1 column 46",
-                    "invalid_message",
-                ),
-            ),
-            (
-                r#"{"type":"chat_message","type":"set_username","username":"x"}"#,
-                error(
-                    "Invalid message: duplicate field `type` at line 1 column 29",
-                    "invalid_message",
-                ),
-            ),
-            (
-                r#"{"type":"set_username","username":"a1","username":"admin"}"#,
-                error(
-                    "Invalid message: duplicate field `username` at line 1 column 49",
-                    "invalid_message",
-                ),
-            ),
-        ],
-    )
-    .await;
-    suite.finish("duplicate keys").await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn lone_surrogates_are_invalid_json() {
-    let suite = Suite::start(&[]).await;
-    answers_each(
-        &suite,
-        &[
-            (
-                r#"{"type":"chat_message","content":"\ud800"}"#,
-                error(
-                    "Invalid JSON: unexpected end of hex escape at line 1 column 41",
-                    "invalid_json",
-                ),
-            ),
-            (
-                r#"{"type":"chat_message","content":"\udc00"}"#,
-                error(
-                    "Invalid JSON: lone leading surrogate in hex escape at line 1 column 40",
-                    "invalid_json",
-                ),
-            ),
-            (
-                r#"{"type":"chat_message","content":"\ud800\u0041"}"#,
-                error(
-                    "Invalid JSON: lone leading surrogate in hex escape at line 1 column 46",
-                    "invalid_json",
-                ),
-            ),
-            (
-                r#"{"type":"set_username","username":"ab\ud83d"}"#,
-                error(
-                    "Invalid JSON: unexpected end of hex escape at line 1 column 44",
-                    "invalid_json",
-                ),
-            ),
-        ],
-    )
-    .await;
-    suite.finish("lone surrogates").await;
-}
-
-// ---- names --------------------------------------------------------------------------
-
-const INVISIBLE: &str = "Username contains invisible or control characters";
-
-/// Each name is refused with exactly `expected`; the connection then takes a good name.
-async fn names_refused(suite: &Suite, names: &[&str], expected: &Value) {
-    let mut peer = Peer::connect(suite.addr()).await;
-    for name in names {
-        peer.send(json!({"type": "set_username", "username": name}))
-            .await;
-        assert_eq!(&peer.next().await, expected, "for {name:?}");
-    }
-    peer.send(json!({"type": "set_username", "username": "fine-name"}))
-        .await;
-    peer.expect(json!({"type": "username_set", "username": "fine-name"}))
-        .await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn control_characters_in_usernames_are_refused() {
-    let suite = Suite::start(&[]).await;
-    names_refused(
-        &suite,
-        &[
-            "ab\u{7}cd",
-            "tab\tname",
-            "new\nline",
-            "\u{0}nul",
-            "del\u{7f}x",
-            "c1\u{85}x",
-            "esc\u{1b}[31m",
-        ],
-        &error(INVISIBLE, "invalid_username"),
-    )
-    .await;
-    // Only white space (of any script) is too short once trimmed.
-    names_refused(
-        &suite,
-        &["\u{3000}\u{3000}", " \t\n ", "\u{a0}x\u{a0}"],
-        &error("Username must be at least 2 characters", "invalid_username"),
-    )
-    .await;
-    suite.finish("control characters in usernames").await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bidi_controls_in_usernames_are_refused() {
-    let suite = Suite::start(&[]).await;
-    names_refused(
-        &suite,
-        &[
-            "\u{202e}evil",         // right-to-left override
-            "ab\u{202a}cd",         // left-to-right embedding
-            "ab\u{200f}cd",         // right-to-left mark
-            "ab\u{2066}cd\u{2069}", // isolates
-            "\u{61c}ab",            // Arabic letter mark
-        ],
-        &error(INVISIBLE, "invalid_username"),
-    )
-    .await;
-    suite.finish("bidi characters in usernames").await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn zero_width_and_other_invisible_characters_in_usernames_are_refused() {
-    let suite = Suite::start(&[]).await;
-    names_refused(
-        &suite,
-        &[
-            "a\u{200b}b",   // zero-width space
-            "a\u{200d}b",   // zero-width joiner
-            "\u{feff}ab",   // BOM
-            "a\u{ad}b",     // soft hyphen
-            "a\u{2060}b",   // word joiner
-            "ab\u{e0041}",  // tag character
-            "ab\u{2028}cd", // line separator
-        ],
-        &error(INVISIBLE, "invalid_username"),
-    )
-    .await;
-    suite.finish("invisible characters in usernames").await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn look_alike_usernames_are_taken() {
-    let suite = Suite::start(&[]).await;
-    let alice = Peer::named(suite.addr(), "Alice").await;
-    names_refused(
-        &suite,
-        &[
-            "alice",
-            "ALICE",
-            " Alice ",
-            "\u{410}lice", // Cyrillic capital A
-            "\u{430}lice", // Cyrillic small a
-            "\u{391}LICE", // Greek capital alpha
-            "ａｌｉｃｅ",  // full-width
-            "al\u{456}ce", // Cyrillic і
-            "Alic\u{435}", // Cyrillic е
-        ],
-        &error("Username taken", "username_taken"),
-    )
-    .await;
-    drop(alice);
-    suite.finish("look-alike usernames").await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn invisible_characters_in_room_names_are_refused() {
-    let suite = Suite::start(&[]).await;
-    let mut peer = Peer::named(suite.addr(), "roomer").await;
-    for room in ["ro\u{7}om", "\u{202e}moor", "a\u{200b}b", "x\u{0}y"] {
-        peer.send(json!({"type": "join_room", "room": room})).await;
-        peer.expect_error(
-            "Room name contains invisible or control characters",
+    let cases = [
+        ("hello".to_owned(), "invalid_json"),
+        ("{\"type\":\"chat_message\",".to_owned(), "invalid_json"),
+        (
+            r#"{"type":"chat_message","content":"\ud800"}"#.to_owned(),
+            "invalid_json",
+        ),
+        ("null".to_owned(), "invalid_message"),
+        (format!("{open}{close}"), "invalid_message"),
+        (
+            format!(r#"{{"type":"chat_message","content":{open}{close}}}"#),
+            "invalid_message",
+        ),
+        (
+            r#"{"type":"chat_message","content":"a","content":"b"}"#.to_owned(),
+            "invalid_message",
+        ),
+        (
+            r#"{"type":"join_room","room":"json","since":-1}"#.to_owned(),
+            "invalid_message",
+        ),
+        (
+            format!(r#"{{"type":"{}"}}"#, "x".repeat(10_000)),
+            "unknown_type",
+        ),
+        (
+            json!({"type": "join_room", "room": "\u{202e}moor"}).to_string(),
             "invalid_room",
-        )
-        .await;
-    }
-    for room in ["", "   ", "\u{3000}"] {
-        peer.send(json!({"type": "join_room", "room": room})).await;
-        peer.expect_error("Room name required", "invalid_room")
-            .await;
-    }
-    drop(peer);
-    suite.finish("invisible room names").await;
-}
-
-// ---- content ------------------------------------------------------------------------
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn client_supplied_server_fields_are_ignored() {
-    let suite = Suite::start(&[]).await;
-    let mut forger = Peer::member(suite.addr(), "forger", "forge").await;
-    let mut watcher = Peer::member(suite.addr(), "watcher", "forge").await;
-    forger.expect_type("user_joined").await;
-
-    let forged_time = "1970-01-01T00:00:00.000Z";
-    forger
-        .send(json!({
-            "type": "chat_message", "content": "hi", "id": "forged-id", "seq": 999,
-            "userId": watcher.id, "username": "watcher", "timestamp": forged_time,
-            "fromId": watcher.id, "recovered": true,
-        }))
-        .await;
-    let echo = forger
-        .expect(received("forge", 1, &forger, "forger", "hi"))
-        .await;
-    assert_ne!(echo["timestamp"], forged_time);
-    assert_eq!(watcher.next().await, echo);
-
-    forger
-        .send(json!({
-            "type": "private_message", "targetId": watcher.id, "content": "psst",
-            "id": "forged-id", "seq": 999, "fromId": watcher.id, "fromUsername": "admin",
-            "toId": forger.id, "toUsername": "admin", "timestamp": forged_time,
-        }))
-        .await;
-    let dm = watcher
-        .expect(json!({
-            "type": "private_message", "id": UUID, "seq": 1, "fromId": forger.id,
-            "fromUsername": "forger", "toId": watcher.id, "toUsername": "watcher",
-            "content": "psst", "timestamp": TIMESTAMP,
-        }))
-        .await;
-    assert_ne!(dm["timestamp"], forged_time);
-    let mut sent = dm.clone();
-    sent["type"] = json!("private_message_sent");
-    forger.expect(sent).await;
-
-    // An id offered with set_username changes nothing either.
-    forger.send(json!({"type": "leave_room"})).await;
-    forger
-        .expect(json!({"type": "room_left", "room": "forge"}))
-        .await;
-    forger
-        .send(
-            json!({"type": "set_username", "username": "forger2", "userId": watcher.id,
-                     "clientId": watcher.id}),
-        )
-        .await;
-    forger
-        .expect(json!({"type": "username_set", "username": "forger2"}))
-        .await;
-    watcher
-        .expect(
-            json!({"type": "user_left", "room": "forge", "username": "forger",
-                       "userId": forger.id}),
-        )
-        .await;
-    forger
-        .send(json!({"type": "join_room", "room": "forge"}))
-        .await;
-    forger.expect_type("room_joined").await;
-    forger.expect_type("message_history").await;
-    forger
-        .expect(json!({"type": "room_users", "room": "forge", "users": [
-            {"id": watcher.id, "username": "watcher"}, {"id": forger.id, "username": "forger2"},
-        ]}))
-        .await;
-    drop((forger, watcher));
-    suite.finish("client-supplied server fields").await;
-}
-
-/// Strings that would run as script, markup or SQL if anything on the way interpreted
-/// them. The server must store and deliver them exactly.
-const HOSTILE: [&str; 10] = [
-    "<script>alert(1)</script>",
-    "\"><img src=x onerror=alert(document.cookie)>",
-    "<svg/onload=alert(1)>",
-    "javascript:alert(1)",
-    "</script><script>alert(1)</script>",
-    "&lt;b&gt;not bold&lt;/b&gt; &amp; &#x3C;",
-    "{{constructor.constructor('alert(1)')()}}",
-    "' OR '1'='1'; DROP TABLE messages; --",
-    "<a href=\"data:text/html;base64,PHNjcmlwdD5hbGVydCgxKTwvc2NyaXB0Pg==\">x</a>",
-    "a\u{2028}b\u{2029}c<!--\\u003c/script>",
-];
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn xss_strings_are_stored_and_delivered_byte_exact() {
-    let suite = Suite::start(&[]).await;
-    let mut poster = Peer::member(suite.addr(), "poster", "xss").await;
-    let mut watcher = Peer::member(suite.addr(), "watcher", "xss").await;
-    poster.expect_type("user_joined").await;
-    let mut stored = Vec::new();
-    for (i, content) in HOSTILE.iter().enumerate() {
-        poster.send(chat(content)).await;
-        let seq = i as u64 + 1;
-        let echo = poster
-            .expect(received("xss", seq, &poster, "poster", content))
-            .await;
-        // The text frame itself carries the string with JSON escaping only.
-        let Some(Ok(Message::Text(raw))) =
-            timeout(PROMPT, futures_util::StreamExt::next(&mut watcher.ws))
-                .await
-                .expect("a frame in time")
-        else {
-            panic!("expected a text frame");
-        };
-        assert!(
-            raw.as_str()
-                .contains(&serde_json::to_string(content).expect("encode")),
-            "{raw}"
-        );
+        ),
+        (
+            json!({"type": "chat_message", "content": "x", "clientMsgId": "a\u{200b}"}).to_string(),
+            "invalid_field",
+        ),
+        (
+            json!({"type": "private_message", "targetId": "<script>", "content": "hi"}).to_string(),
+            "user_not_found",
+        ),
+    ];
+    for (text, code) in &cases {
+        peer.send_text(text.as_str()).await;
+        let frame = peer.next().await;
         assert_eq!(
-            serde_json::from_str::<Value>(raw.as_str()).expect("JSON"),
-            echo
+            (&frame["type"], &frame["code"]),
+            (&json!("error"), &json!(code)),
+            "for {:?}",
+            &text[..text.len().min(80)]
         );
-        stored.push(echo);
     }
-    // History and a late joiner's join page carry the same bytes.
-    poster.send(json!({"type": "history", "room": "xss"})).await;
-    poster
-        .expect(
-            json!({"type": "message_history", "room": "xss", "messages": stored,
-                       "hasMore": false}),
-        )
+    let mut unnamed = Peer::connect(suite.addr()).await;
+    unnamed
+        .send(json!({"type": "set_username", "username": "\u{202e}evil"}))
         .await;
-    let mut late = Peer::named(suite.addr(), "late").await;
-    late.send(json!({"type": "join_room", "room": "xss"})).await;
-    late.expect_type("room_joined").await;
-    let page = late.expect_type("message_history").await;
-    assert_eq!(page["messages"], json!(stored));
-    drop((poster, watcher, late));
-    suite.finish("XSS content").await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn xss_usernames_and_room_names_are_delivered_byte_exact() {
-    let suite = Suite::start(&[]).await;
-    let room = "<script>x</script>";
-    let mut first = Peer::member(suite.addr(), "<img src=x>", room).await;
-    let mut second = Peer::named(suite.addr(), "\"><svg/onload=1>").await;
-    second
-        .send(json!({"type": "join_room", "room": room}))
+    assert_eq!(unnamed.next().await["code"], "invalid_username");
+    let hostile = "\"><img src=x onerror=alert(document.cookie)>";
+    peer.send(chat(hostile)).await;
+    peer.expect(received("json", 1, &peer, "sender", hostile))
         .await;
-    second
-        .expect(json!({"type": "room_joined", "room": room}))
-        .await;
-    second.expect_type("message_history").await;
-    second
-        .expect(json!({"type": "room_users", "room": room, "users": [
-            {"id": first.id, "username": "<img src=x>"},
-            {"id": second.id, "username": "\"><svg/onload=1>"},
-        ]}))
-        .await;
-    first
-        .expect(
-            json!({"type": "user_joined", "room": room, "username": "\"><svg/onload=1>",
-                       "userId": second.id}),
-        )
-        .await;
-    second.send(chat("<b>hi</b>")).await;
-    let echo = second
-        .expect(received(room, 1, &second, "\"><svg/onload=1>", "<b>hi</b>"))
-        .await;
-    assert_eq!(first.next().await, echo);
-    drop((first, second));
-    suite.finish("XSS names").await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn oversized_content_is_cut_and_blank_content_is_ignored() {
-    let suite = Suite::start(&[]).await;
-    let mut poster = Peer::member(suite.addr(), "poster", "long").await;
-    // 5,000 two-byte characters: cut to 1,000 characters, not bytes.
-    poster.send(chat(&"é".repeat(5_000))).await;
-    poster
-        .expect(received("long", 1, &poster, "poster", &"é".repeat(1_000)))
-        .await;
-    // A 64 KiB frame of content.
-    poster.send_text(chat_of_size(64 * 1024)).await;
-    poster
-        .expect(received("long", 2, &poster, "poster", &"x".repeat(1_000)))
-        .await;
-    // Blank content (after trimming) is ignored without an error.
-    for blank in ["", "   ", "\n\t\r", "\u{3000}\u{2028}"] {
-        poster.send(chat(blank)).await;
-    }
-    nothing_pending(&mut poster, "poster").await;
-    still_chats(&mut poster, "long", 3, "poster").await;
-    drop(poster);
-    suite.finish("oversized / blank content").await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_replayed_client_msg_id_is_stored_once() {
-    let suite = Suite::start(&[]).await;
-    let mut poster = Peer::member(suite.addr(), "poster", "replay").await;
-    let mut watcher = Peer::member(suite.addr(), "watcher", "replay").await;
-    poster.expect_type("user_joined").await;
-    let original = json!({"type": "chat_message", "content": "once", "clientMsgId": "c-1"});
-    poster.send(original.clone()).await;
-    let mut expected = received("replay", 1, &poster, "poster", "once");
-    expected["clientMsgId"] = json!("c-1");
-    let echo = poster.expect(expected).await;
-    assert_eq!(watcher.next().await, echo);
-
-    // The same id again, then with other content: nothing new is stored or delivered.
-    poster.send(original).await;
-    poster
-        .send(json!({"type": "chat_message", "content": "changed", "clientMsgId": "c-1"}))
-        .await;
-    nothing_pending(&mut poster, "poster").await;
-    nothing_pending(&mut watcher, "watcher").await;
-    poster
-        .send(json!({"type": "history", "room": "replay"}))
-        .await;
-    poster
-        .expect(
-            json!({"type": "message_history", "room": "replay", "messages": [echo],
-                       "hasMore": false}),
-        )
-        .await;
-
-    // Another user's message with the same id is another message.
-    watcher
-        .send(json!({"type": "chat_message", "content": "mine", "clientMsgId": "c-1"}))
-        .await;
-    let mut theirs = received("replay", 2, &watcher, "watcher", "mine");
-    theirs["clientMsgId"] = json!("c-1");
-    let theirs = watcher.expect(theirs).await;
-    assert_eq!(poster.next().await, theirs);
-    drop((poster, watcher));
-    suite.finish("replayed clientMsgId").await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn invalid_client_msg_ids_are_invalid_field() {
-    let suite = Suite::start(&[]).await;
-    let mut poster = Peer::member(suite.addr(), "poster", "ids").await;
-    let long = "x".repeat(65);
-    for id in ["", long.as_str(), "a\u{0}b", "\u{202e}id", "a\u{200b}"] {
-        poster
-            .send(json!({"type": "chat_message", "content": "x", "clientMsgId": id}))
-            .await;
-        poster
-            .expect_error(
-                "clientMsgId must be 1 to 64 visible characters",
-                "invalid_field",
-            )
-            .await;
-    }
-    poster
-        .send_text(r#"{"type":"chat_message","content":"x","clientMsgId":7}"#)
-        .await;
-    poster
-        .expect_error(
-            "Invalid message: invalid type: integer `7`, expected a string at line 1 column 52",
-            "invalid_message",
-        )
-        .await;
-    still_chats(&mut poster, "ids", 1, "poster").await;
-    drop(poster);
-    suite.finish("invalid clientMsgId").await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn direct_messages_to_unknown_or_unnamed_targets_are_user_not_found() {
-    let suite = Suite::start(&[]).await;
-    let mut sender = Peer::named(suite.addr(), "sender").await;
-    let unnamed = Peer::connect(suite.addr()).await;
-    for target in [
-        "nobody",
-        "00000000-0000-0000-0000-000000000000",
-        unnamed.id.as_str(),
-        "<script>",
-    ] {
-        sender
-            .send(json!({"type": "private_message", "targetId": target, "content": "hi"}))
-            .await;
-        sender
-            .expect_error("User not found", "user_not_found")
-            .await;
-    }
-    drop((sender, unnamed));
-    suite.finish("DM to unknown targets").await;
-}
-
-// ---- resume -------------------------------------------------------------------------
-
-/// Five messages in room `resume` (the poster leaves again); the store's epoch.
-async fn five_messages(suite: &Suite) -> (Vec<Value>, String) {
-    let mut poster = Peer::named(suite.addr(), "poster").await;
-    poster
-        .send(json!({"type": "join_room", "room": "resume"}))
-        .await;
-    poster.expect_type("room_joined").await;
-    let history = poster.expect_type("message_history").await;
-    let epoch = history["epoch"].as_str().expect("an epoch").to_owned();
-    poster.expect_type("room_users").await;
-    let sent = post_many(&mut poster, 1, 5, |i| format!("m{i}")).await;
-    poster.disconnect().await;
-    (sent, epoch)
-}
-
-/// A fresh client joins `resume` with `extra` fields; the exact three replies.
-async fn resume_answers(suite: &Suite, extra: Value, history: Value) {
-    let mut late = Peer::named(suite.addr(), "late").await;
-    let mut join = json!({"type": "join_room", "room": "resume"});
-    for (k, v) in extra.as_object().expect("an object") {
-        join[k] = v.clone();
-    }
-    late.send(join).await;
-    late.expect(json!({"type": "room_joined", "room": "resume"}))
-        .await;
-    late.expect(history).await;
-    late.expect(json!({"type": "room_users", "room": "resume",
-                       "users": [{"id": late.id, "username": "late"}]}))
-        .await;
-    late.disconnect().await;
-}
-
-fn not_recovered(sent: &[Value], epoch: &str) -> Value {
-    json!({"type": "message_history", "room": "resume", "messages": sent, "epoch": epoch,
-           "lastSeq": 5, "recovered": false, "hasMore": false})
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn resume_from_the_future_is_not_recovered() {
-    let suite = Suite::start(&[]).await;
-    let (sent, epoch) = five_messages(&suite).await;
-    for since in [6, 1_000, u64::MAX] {
-        resume_answers(
-            &suite,
-            json!({"since": since, "epoch": epoch}),
-            not_recovered(&sent, &epoch),
-        )
-        .await;
-    }
-    suite.finish("resume from the future").await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn resume_with_a_stale_or_foreign_epoch_is_not_recovered() {
-    let suite = Suite::start(&[]).await;
-    let (sent, epoch) = five_messages(&suite).await;
-    for stale in [
-        "stale-epoch",
-        "",
-        &epoch.to_uppercase(),
-        "00000000-0000-0000-0000-000000000000",
-    ] {
-        resume_answers(
-            &suite,
-            json!({"since": 2, "epoch": stale}),
-            not_recovered(&sent, &epoch),
-        )
-        .await;
-    }
-    // And the genuine epoch replays exactly what was missed.
-    resume_answers(
-        &suite,
-        json!({"since": 2, "epoch": epoch}),
-        json!({"type": "message_history", "room": "resume", "messages": sent[2..],
-               "epoch": epoch, "lastSeq": 5, "recovered": true, "hasMore": false}),
-    )
-    .await;
-    suite.finish("resume with a stale epoch").await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn resume_with_a_negative_or_non_numeric_since_is_invalid_message() {
-    let suite = Suite::start(&[]).await;
-    let (_sent, epoch) = five_messages(&suite).await;
-    let mut late = Peer::named(suite.addr(), "late").await;
-    for (since, message) in [
-        (
-            "-1",
-            "Invalid message: invalid value: integer `-1`, expected u64 at line 1 column 46",
-        ),
-        (
-            "\"3\"",
-            "Invalid message: invalid type: string \"3\", expected u64 at line 1 column 47",
-        ),
-        (
-            "2.5",
-            "Invalid message: invalid type: floating point `2.5`, expected u64 at line 1 column 47",
-        ),
-        (
-            "18446744073709551616",
-            "Invalid message: invalid type: floating point `1.8446744073709552e+19`, expected u64 \
-             at line 1 column 64",
-        ),
-        (
-            "[3]",
-            "Invalid message: invalid type: sequence, expected u64 at line 1 column 44",
-        ),
-    ] {
-        late.send_text(format!(
-            r#"{{"type":"join_room","room":"resume","since":{since},"epoch":"{epoch}"}}"#
-        ))
-        .await;
-        late.expect_error(message, "invalid_message").await;
-    }
-    // An epoch that is no string.
-    late.send_text(r#"{"type":"join_room","room":"resume","since":2,"epoch":7}"#)
-        .await;
-    late.expect_error(
-        "Invalid message: invalid type: integer `7`, expected a string at line 1 column 55",
-        "invalid_message",
-    )
-    .await;
-    nothing_pending(&mut late, "late").await;
-    drop(late);
-    suite.finish("resume with a negative since").await;
-}
-
-// ---- history ------------------------------------------------------------------------
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_history_limit_of_a_billion_is_clamped_to_100() {
-    let suite = Suite::start(&["--message-rate", "off"]).await;
-    let mut poster = Peer::member(suite.addr(), "poster", "history").await;
-    let sent = post_many(&mut poster, 1, 120, |i| format!("m{i}")).await;
-    poster
-        .send(json!({"type": "history", "room": "history", "limit": 1_000_000_000u64}))
-        .await;
-    poster
-        .expect(
-            json!({"type": "message_history", "room": "history", "messages": sent[20..],
-                       "hasMore": true}),
-        )
-        .await;
-    poster
-        .send(json!({"type": "history", "room": "history", "limit": u64::MAX}))
-        .await;
-    poster
-        .expect(
-            json!({"type": "message_history", "room": "history", "messages": sent[20..],
-                       "hasMore": true}),
-        )
-        .await;
-    drop(poster);
-    suite.finish("history limit 10^9").await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn history_with_a_zero_negative_or_out_of_range_cursor_is_bounded() {
-    let suite = Suite::start(&[]).await;
-    let mut poster = Peer::member(suite.addr(), "poster", "history").await;
-    let sent = post_many(&mut poster, 1, 5, |i| format!("m{i}")).await;
-    let page = |messages: &[Value], has_more: bool| {
-        json!({"type": "message_history", "room": "history", "messages": messages,
-               "hasMore": has_more})
-    };
-    // limit 0 → 1.
-    poster
-        .send(json!({"type": "history", "room": "history", "limit": 0}))
-        .await;
-    poster.expect(page(&sent[4..], true)).await;
-    // before beyond the end → the latest page; before 0 or 1 → nothing.
-    poster
-        .send(json!({"type": "history", "room": "history", "before": u64::MAX}))
-        .await;
-    poster.expect(page(&sent, false)).await;
-    poster
-        .send(json!({"type": "history", "room": "history", "before": 0}))
-        .await;
-    poster.expect(page(&[], false)).await;
-    poster
-        .send_text(r#"{"type":"history","room":"history","limit":-5}"#)
-        .await;
-    poster
-        .expect_error(
-            "Invalid message: invalid value: integer `-5`, expected u64 at line 1 column 45",
-            "invalid_message",
-        )
-        .await;
-    // A room not joined.
-    poster
-        .send(json!({"type": "history", "room": "canary"}))
-        .await;
-    poster
-        .expect_error("You are not in that room", "not_in_room")
-        .await;
-    drop(poster);
-    suite.finish("history cursor out of range").await;
+    drop((peer, unnamed));
+    suite.finish("one of each kind of hostile input").await;
 }
 
 // ---- floods -------------------------------------------------------------------------
@@ -1717,10 +808,7 @@ async fn a_garbage_flood_spends_the_refusal_budget_and_is_closed_with_1008() {
     flooder.expect_type("user_joined").await;
     let started = Instant::now();
     blast(&mut flooder, (0..40).map(|_| "garbage".to_owned())).await;
-    let refusal = error(
-        "Invalid JSON: expected value at line 1 column 1",
-        "invalid_json",
-    );
+    let refusal = error("Invalid JSON", "invalid_json");
     let (ok, refused, code, reason) = read_until_close(&mut flooder, "-", &refusal, 0).await;
     assert!(ok.is_empty());
     assert_eq!((code, reason.as_str()), (1008, "too many refused requests"));
@@ -1733,132 +821,6 @@ async fn a_garbage_flood_spends_the_refusal_budget_and_is_closed_with_1008() {
         .await;
     drop(watcher);
     suite.finish("garbage flood").await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_typing_flood_is_coalesced_to_one_indicator_and_rate_limited() {
-    let suite = Suite::start(&[]).await;
-    let mut flooder = Peer::member(suite.addr(), "typist", "typing").await;
-    let mut watcher = Peer::member(suite.addr(), "watcher", "typing").await;
-    flooder.expect_type("user_joined").await;
-    let started = Instant::now();
-    for _ in 0..20 {
-        flooder.send(json!({"type": "typing_start"})).await;
-    }
-    // 10 starts pass (one change), the rest are refused; the marker follows.
-    rate_limited_before_marker(&mut flooder, "typist", "Typing updates too fast", 500).await;
-    // The watcher saw one indicator for the one change, however many starts came.
-    watcher
-        .expect(
-            json!({"type": "typing_indicator", "room": "typing", "username": "typist",
-                       "userId": flooder.id, "isTyping": true}),
-        )
-        .await;
-    nothing_pending(&mut watcher, "watcher").await;
-    let elapsed = started.elapsed();
-    eprintln!("[bad_input] typing flood: 20 starts in {elapsed:?}");
-    // After the refill a stop gets through: the second and last change.
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    flooder.send(json!({"type": "typing_stop"})).await;
-    watcher
-        .expect(
-            json!({"type": "typing_indicator", "room": "typing", "username": "typist",
-                       "userId": flooder.id, "isTyping": false}),
-        )
-        .await;
-    nothing_pending(&mut flooder, "typist").await;
-    drop((flooder, watcher));
-    suite.finish("typing flood").await;
-}
-
-/// Sends a marker (`set_username` with the same name) and reads the `rate_limited`
-/// errors (`message`, `retryAfterMs` up to `max_retry_ms`) before its answer; returns
-/// them. 10 of 20 requests over a burst of 10 are refused (fewer if the bucket refilled
-/// meanwhile).
-async fn rate_limited_before_marker(
-    peer: &mut Peer,
-    name: &str,
-    message: &str,
-    max_retry_ms: u64,
-) -> Vec<Value> {
-    peer.send(json!({"type": "set_username", "username": name}))
-        .await;
-    let mut errors = Vec::new();
-    loop {
-        let frame = peer.next().await;
-        if frame == json!({"type": "username_set", "username": name}) {
-            break;
-        }
-        let retry = frame["retryAfterMs"].as_u64().unwrap_or(0);
-        assert!((1..=max_retry_ms).contains(&retry), "{frame}");
-        assert_frame(
-            &frame,
-            &json!({"type": "error", "message": message, "code": "rate_limited",
-                    "retryAfterMs": retry}),
-        );
-        errors.push(frame);
-    }
-    assert!(
-        (8..=10).contains(&errors.len()),
-        "{} refusals for 20 requests over a burst of 10",
-        errors.len()
-    );
-    errors
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn flapping_typing_sends_one_indicator_per_actual_change() {
-    let suite = Suite::start(&[]).await;
-    let mut typist = Peer::member(suite.addr(), "typist", "typing").await;
-    let mut watcher = Peer::member(suite.addr(), "watcher", "typing").await;
-    typist.expect_type("user_joined").await;
-    // 10 updates (the burst), 6 of them changes.
-    for start in [
-        true, true, false, false, true, false, false, true, true, false,
-    ] {
-        let kind = if start { "typing_start" } else { "typing_stop" };
-        typist.send(json!({"type": kind})).await;
-    }
-    for is_typing in [true, false, true, false, true, false] {
-        watcher
-            .expect(json!({"type": "typing_indicator", "room": "typing",
-                           "username": "typist", "userId": typist.id,
-                           "isTyping": is_typing}))
-            .await;
-    }
-    nothing_pending(&mut watcher, "watcher").await;
-    nothing_pending(&mut typist, "typist").await;
-    drop((typist, watcher));
-    suite.finish("typing flap").await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_11th_join_of_a_burst_is_rate_limited() {
-    let suite = Suite::start(&[]).await;
-    let mut joiner = Peer::named(suite.addr(), "joiner").await;
-    for i in 0..11 {
-        joiner
-            .send(json!({"type": "join_room", "room": format!("j{i}"), "keepRooms": true}))
-            .await;
-    }
-    for i in 0..10 {
-        joiner
-            .expect(json!({"type": "room_joined", "room": format!("j{i}")}))
-            .await;
-        joiner.expect_type("message_history").await;
-        joiner.expect_type("room_users").await;
-    }
-    let refused = joiner.expect_type("error").await;
-    let retry = refused["retryAfterMs"].as_u64().expect("retryAfterMs");
-    assert!((1..=1000).contains(&retry), "{refused}");
-    assert_frame(
-        &refused,
-        &json!({"type": "error", "message": "Joining rooms too fast", "code": "rate_limited",
-                "retryAfterMs": retry}),
-    );
-    suite.server.await_metric("chat_rooms", 11, PROMPT).await;
-    drop(joiner);
-    suite.finish("join rate").await;
 }
 
 /// Joins rooms `{prefix}0..{prefix}{n}` with `keepRooms` from `peer`, pipelined (a
@@ -2067,9 +1029,9 @@ async fn a_connection_flood_past_max_connections_is_503_and_recovers() {
             }
             // A slot is given back when the connection's task has ended, a moment after
             // the gauge drops.
+            // Each refused attempt is a full round trip to the server: the retry is the wait.
             Err(tungstenite::Error::Http(response)) if response.status() == 503 => {
                 assert!(Instant::now() < deadline, "slots were not given back");
-                tokio::time::sleep(Duration::from_millis(50)).await;
             }
             Err(e) => panic!("{e}"),
         }
@@ -2391,7 +1353,9 @@ async fn a_signed_in_user_cannot_rename_or_impersonate() {
     other
         .expect(json!({"type": "username_set", "username": "CANARY-A (2)"}))
         .await;
-    other.expect_silence(Duration::from_millis(300)).await;
+    // Nothing else came before the answer to a marker (it is in no room).
+    other.send(json!({"type": "leave_room"})).await;
+    other.expect_error("Join a room first", "not_in_room").await;
     other.disconnect().await;
     drop(mallory);
     suite.finish("JWT impersonation").await;
@@ -2522,9 +1486,9 @@ async fn connections_past_max_connections_per_ip_are_429() {
                 break;
             }
             // The slot is given back when the connection's task ends, just after the gauge.
+            // Each refused attempt is a full round trip to the server: the retry is the wait.
             Err(tungstenite::Error::Http(response)) if response.status() == 429 => {
                 assert!(Instant::now() < deadline, "the slot was not given back");
-                tokio::time::sleep(Duration::from_millis(50)).await;
             }
             Err(e) => panic!("{e}"),
         }

@@ -10,9 +10,9 @@ use smallvec::SmallVec;
 
 use super::{Engine, Pending};
 use crate::engine::StoreOp;
-use crate::ids::{ClientMsgId, ConnId, Content, Seq, UserId};
+use crate::ids::{ClientMsgId, ConnId, Content, NameError, Seq, UserId};
 use crate::message::{NewDm, StoredDm};
-use crate::protocol::{ErrorCode, ServerEvent, WireError};
+use crate::protocol::{Refusal, ServerEvent};
 use crate::store::{Appended, Page, PageRange, StoreError};
 
 impl Engine {
@@ -22,14 +22,13 @@ impl Engine {
         conn: ConnId,
         target: &str,
         raw_content: &str,
-        client_msg_id: Option<&str>,
+        client_msg_id: Option<Result<ClientMsgId, NameError>>,
     ) {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
         let Some(from_username) = self.users.get(&c.user).and_then(|u| u.display_name()) else {
-            let e = WireError::new(ErrorCode::UsernameRequired, "Set username first");
-            return self.refuse(now, conn, e);
+            return self.refuse(now, conn, Refusal::UsernameRequired);
         };
         let Some(content) = Content::parse(raw_content) else {
             // Ignored without an error, as in the base protocol, but not for free.
@@ -40,18 +39,14 @@ impl Engine {
             Some((id, name))
         });
         let Some((to, to_username)) = target else {
-            return self.refuse(
-                now,
-                conn,
-                WireError::new(ErrorCode::UserNotFound, "User not found"),
-            );
+            return self.refuse(now, conn, Refusal::UserNotFound);
         };
-        let client_msg_id = match client_msg_id.map(ClientMsgId::parse).transpose() {
+        let client_msg_id = match client_msg_id.transpose() {
             Ok(id) => id,
-            Err(e) => return self.refuse(now, conn, WireError::from(&e)),
+            Err(e) => return self.refuse(now, conn, Refusal::from(&e)),
         };
         if let Err(wait) = c.limits.message.take(now) {
-            return self.rate_limited(now, conn, "Sending messages too fast", wait);
+            return self.rate_limited(now, conn, Refusal::MessagesTooFast, wait);
         }
         let ticket = self.out.store(StoreOp::AppendDm(NewDm {
             from: c.user.clone(),
@@ -76,10 +71,7 @@ impl Engine {
         } = match result {
             Ok(appended) => appended,
             Err(e) => {
-                if alive {
-                    let error = WireError::append_failed(&e);
-                    self.out.error(conn, error);
-                }
+                self.answer_error(conn, Refusal::append_failed(&e));
                 return;
             }
         };
@@ -126,15 +118,14 @@ impl Engine {
             return;
         };
         if self.users.get(&c.user).is_none_or(|u| u.name.is_none()) {
-            let e = WireError::new(ErrorCode::UsernameRequired, "Set username first");
-            return self.refuse(now, conn, e);
+            return self.refuse(now, conn, Refusal::UsernameRequired);
         }
         let other = match UserId::parse(other) {
             Ok(id) => id,
-            Err(e) => return self.refuse(now, conn, WireError::from(&e)),
+            Err(e) => return self.refuse(now, conn, Refusal::from(&e)),
         };
         if let Err(wait) = c.limits.history.take(now) {
-            return self.rate_limited(now, conn, "Reading history too fast", wait);
+            return self.rate_limited(now, conn, Refusal::HistoryTooFast, wait);
         }
         let me = c.user.clone();
         let limit = self.page_limit(limit);
@@ -178,10 +169,7 @@ impl Engine {
                     },
                 )
             }
-            Err(_) => {
-                let error = WireError::store_unavailable();
-                self.out.error(conn, error);
-            }
+            Err(_) => self.answer_error(conn, Refusal::StoreUnavailable),
         }
     }
 }

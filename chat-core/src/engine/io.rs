@@ -2,7 +2,7 @@
 //!
 //! Store work is a round trip carried by the caller, in the manner of quinn-proto's
 //! endpoint/connection events: the engine emits [`Output::Store`] with a [`Ticket`], the
-//! caller performs the [`StoreOp`] (see [`StoreOp::perform`]) and hands the
+//! caller performs the [`StoreOp`] (see [`StoreOp::perform`], in [`crate::store`]) and hands the
 //! [`StoreReply`] back with the same ticket as [`Input::StoreReply`]. Replies may come
 //! back in any order.
 
@@ -12,9 +12,8 @@ use smallvec::SmallVec;
 
 use crate::ids::{ConnId, RoomName, UserId, Username};
 use crate::message::{NewDm, NewRoomMessage, StoredDm, StoredMessage};
-use crate::protocol::{ClientCommand, DecodeError, ServerEvent};
-use crate::store::{Appended, Page, PageRange, Store, StoreError};
-use crate::transport::CloseCode;
+use crate::protocol::{ClientCommand, CloseCode, DecodeError, RequestRef, ServerEvent};
+use crate::store::{Appended, Page, PageRange, StoreError};
 
 /// An authenticated identity, established by the runtime (for example from a JWT)
 /// before the connection reaches the engine.
@@ -42,6 +41,8 @@ pub enum Input {
         conn: ConnId,
         /// What.
         command: ClientCommand,
+        /// *ext*: the frame's `ref`, echoed on the `error` that answers it.
+        reference: Option<RequestRef>,
     },
     /// A frame from a connection that could not be decoded.
     Malformed {
@@ -49,6 +50,8 @@ pub enum Input {
         conn: ConnId,
         /// Why.
         error: DecodeError,
+        /// *ext*: the frame's `ref`, when it could be read; echoed on the `error`.
+        reference: Option<RequestRef>,
     },
     /// A connection is gone (closed by either side, or failed).
     Disconnected {
@@ -104,18 +107,18 @@ pub struct StoreRequest {
 /// The store work the engine can ask for.
 #[derive(Debug, Clone)]
 pub enum StoreOp {
-    /// [`Store::append_room`].
+    /// [`Store::append_room`](crate::Store::append_room).
     AppendRoom(NewRoomMessage),
-    /// [`Store::room_page`].
+    /// [`Store::room_page`](crate::Store::room_page).
     RoomPage {
         /// Which room.
         room: RoomName,
         /// Which part.
         range: PageRange,
     },
-    /// [`Store::append_dm`].
+    /// [`Store::append_dm`](crate::Store::append_dm).
     AppendDm(NewDm),
-    /// [`Store::dm_page`].
+    /// [`Store::dm_page`](crate::Store::dm_page).
     DmPage {
         /// One user of the conversation.
         a: UserId,
@@ -124,35 +127,6 @@ pub enum StoreOp {
         /// Which part.
         range: PageRange,
     },
-}
-
-impl StoreOp {
-    /// Performs this operation with `store`. This is all a driver needs to do with a
-    /// [`Output::Store`] besides handing the result back.
-    ///
-    /// A failure is logged here (with the `tracing` of the `runtime` feature), with its
-    /// detail and source chain: the engine answers clients with a fixed text only.
-    pub async fn perform(self, store: &dyn Store) -> StoreReply {
-        let reply = self.perform_quietly(store).await;
-        #[cfg(feature = "runtime")]
-        if let Some((op, e)) = reply.failure() {
-            tracing::warn!(op, error = %e.chain(), "store operation failed");
-        }
-        reply
-    }
-
-    async fn perform_quietly(self, store: &dyn Store) -> StoreReply {
-        match self {
-            StoreOp::AppendRoom(m) => StoreReply::RoomAppended(store.append_room(m).await),
-            StoreOp::RoomPage { room, range } => {
-                StoreReply::RoomPage(store.room_page(&room, range).await)
-            }
-            StoreOp::AppendDm(m) => StoreReply::DmAppended(store.append_dm(m).await),
-            StoreOp::DmPage { a, b, range } => {
-                StoreReply::DmPage(store.dm_page(&a, &b, range).await)
-            }
-        }
-    }
 }
 
 /// The outcome of a [`StoreOp`], variant for variant.
@@ -211,16 +185,5 @@ impl Recipients {
             Recipients::Room { members, except } => (members, except),
         };
         slice.iter().copied().filter(move |c| !except.contains(c))
-    }
-
-    /// Whether `conn` receives the event.
-    pub fn contains(&self, conn: ConnId) -> bool {
-        match self {
-            Recipients::One(c) => *c == conn,
-            Recipients::List(l) => l.contains(&conn),
-            Recipients::Room { members, except } => {
-                !except.contains(&conn) && members.contains(&conn)
-            }
-        }
     }
 }

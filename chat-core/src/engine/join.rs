@@ -29,7 +29,7 @@ use super::typing::broadcast_stopped;
 use super::{Engine, Pending, Timer, display};
 use crate::ids::{ConnId, Epoch, RoomName, Seq};
 use crate::message::StoredMessage;
-use crate::protocol::{ErrorCode, History, JoinCursor, ServerEvent, UserEntry, WireError};
+use crate::protocol::{History, JoinCursor, Refusal, ServerEvent, UserEntry};
 use crate::store::{Page, PageRange, StoreError};
 
 /// Reads a join may take to catch up with the stream before it gives up.
@@ -98,15 +98,14 @@ impl Engine {
             return;
         };
         if self.users.get(&c.user).is_none_or(|u| u.name.is_none()) {
-            let e = WireError::new(ErrorCode::UsernameRequired, "Set username first");
-            return self.refuse(now, conn, e);
+            return self.refuse(now, conn, Refusal::UsernameRequired);
         }
         let room = match RoomName::parse(raw_room) {
             Ok(room) => room,
-            Err(e) => return self.refuse(now, conn, WireError::from(&e)),
+            Err(e) => return self.refuse(now, conn, Refusal::from(&e)),
         };
         if let Err(wait) = c.limits.join.take(now) {
-            return self.rate_limited(now, conn, "Joining rooms too fast", wait);
+            return self.rate_limited(now, conn, Refusal::JoinsTooFast, wait);
         }
         // Base behaviour: a join moves the connection out of its current room. Joining a
         // room already joined is a leave and a join, as in the base server.
@@ -117,8 +116,7 @@ impl Engine {
             self.depart(conn, &room, true);
         }
         if self.rooms_of(conn).len() >= self.config.max_rooms_per_connection {
-            let e = WireError::new(ErrorCode::TooManyRooms, "You are in too many rooms");
-            return self.refuse(now, conn, e);
+            return self.refuse(now, conn, Refusal::TooManyRooms);
         }
         self.rooms.entry(room.clone()).or_default().pending_joins += 1;
         let task = JoinTask {
@@ -166,17 +164,15 @@ impl Engine {
     }
 
     /// The join failed: release the room and tell the connection why.
-    fn abort_join(&mut self, task: &JoinTask, error: Option<WireError>) {
+    fn abort_join(&mut self, task: &JoinTask, error: Option<Refusal>) {
         if let Some(room) = self.rooms.get_mut(&task.room) {
             room.pending_joins = room.pending_joins.saturating_sub(1);
             if room.members.is_empty() && room.pending_joins == 0 {
                 room.stream.reorder.clear();
             }
         }
-        if let Some(error) = error
-            && self.conns.contains_key(&task.conn)
-        {
-            self.out.error(task.conn, error);
+        if let Some(error) = error {
+            self.answer_error(task.conn, error);
         }
         self.forget_if_idle(&task.room);
     }
@@ -193,7 +189,7 @@ impl Engine {
         let page = match page {
             Ok(page) => page,
             Err(_) => {
-                let error = WireError::store_unavailable();
+                let error = Refusal::StoreUnavailable;
                 return self.abort_join(&task, Some(error));
             }
         };
@@ -227,7 +223,7 @@ impl Engine {
             }
             Phase::CatchUp(mut partial) => {
                 if !is_run(&page.messages, Some(partial.last), page.last_seq) {
-                    let error = WireError::store_unavailable();
+                    let error = Refusal::StoreUnavailable;
                     return self.abort_join(&task, Some(error));
                 }
                 if let Some(last) = page.messages.last() {
@@ -238,7 +234,7 @@ impl Engine {
             }
         };
         if !is_run(&partial.messages, None, partial.last) {
-            let error = WireError::store_unavailable();
+            let error = Refusal::StoreUnavailable;
             return self.abort_join(&task, Some(error));
         }
         if self
@@ -262,7 +258,7 @@ impl Engine {
                 // The read missed messages the members already have: read on from it.
                 task.catch_up_reads += 1;
                 if task.catch_up_reads > MAX_CATCH_UP_READS {
-                    let error = WireError::store_unavailable();
+                    let error = Refusal::StoreUnavailable;
                     return self.abort_join(&task, Some(error));
                 }
                 task.phase = Phase::CatchUp(partial);
@@ -277,7 +273,7 @@ impl Engine {
     fn restart_join(&mut self, mut task: JoinTask) {
         task.catch_up_reads += 1;
         if task.catch_up_reads > MAX_CATCH_UP_READS {
-            let error = WireError::store_unavailable();
+            let error = Refusal::StoreUnavailable;
             return self.abort_join(&task, Some(error));
         }
         task.phase = Phase::Latest;

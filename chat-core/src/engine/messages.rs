@@ -12,9 +12,9 @@ use std::time::Instant;
 use super::room::EpochSeen;
 use super::{Engine, GAP_RETRY, Pending, Timer};
 use crate::engine::StoreOp;
-use crate::ids::{ClientMsgId, ConnId, Content, RoomName, Seq};
+use crate::ids::{ClientMsgId, ConnId, Content, NameError, RoomName, Seq};
 use crate::message::{NewRoomMessage, StoredMessage};
-use crate::protocol::{ErrorCode, History, ServerEvent, WireError};
+use crate::protocol::{History, Refusal, ServerEvent};
 use crate::store::{Appended, Page, PageRange, StoreError};
 
 /// Messages read per gap-fill request.
@@ -27,14 +27,13 @@ impl Engine {
         conn: ConnId,
         raw_content: &str,
         room: Option<&str>,
-        client_msg_id: Option<&str>,
+        client_msg_id: Option<Result<ClientMsgId, NameError>>,
     ) {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
         let Some(username) = self.users.get(&c.user).and_then(|u| u.display_name()) else {
-            let e = WireError::new(ErrorCode::UsernameRequired, "Set username first");
-            return self.refuse(now, conn, e);
+            return self.refuse(now, conn, Refusal::UsernameRequired);
         };
         let room = match c.resolve_room(room) {
             Ok(room) => room,
@@ -44,12 +43,12 @@ impl Engine {
             // Ignored without an error, as in the base protocol, but not for free.
             return self.charge_noop(now, conn);
         };
-        let client_msg_id = match client_msg_id.map(ClientMsgId::parse).transpose() {
+        let client_msg_id = match client_msg_id.transpose() {
             Ok(id) => id,
-            Err(e) => return self.refuse(now, conn, WireError::from(&e)),
+            Err(e) => return self.refuse(now, conn, Refusal::from(&e)),
         };
         if let Err(wait) = c.limits.message.take(now) {
-            return self.rate_limited(now, conn, "Sending messages too fast", wait);
+            return self.rate_limited(now, conn, Refusal::MessagesTooFast, wait);
         }
         let user_id = c.user.clone();
         self.typing_off(&room, &user_id);
@@ -78,11 +77,8 @@ impl Engine {
         }
         match result {
             Err(e) => {
-                if self.conns.contains_key(&conn) {
-                    // Not the client's fault: no refusal budget is spent.
-                    let error = WireError::append_failed(&e);
-                    self.out.error(conn, error);
-                }
+                // Not the client's fault: no refusal budget is spent.
+                self.answer_error(conn, Refusal::append_failed(&e));
             }
             Ok(Appended {
                 message,
@@ -94,8 +90,7 @@ impl Engine {
                         // Stored in a stream the store forgot since (its reply lost the
                         // race with a message of the new stream): it is in no history
                         // anybody can read, so it counts as not stored.
-                        let error = WireError::store_unavailable();
-                        self.out.error(conn, error);
+                        self.answer_error(conn, Refusal::StoreUnavailable);
                         self.check_gap(name);
                         self.forget_if_idle(name);
                         return;
@@ -229,7 +224,7 @@ impl Engine {
             Err(e) => return self.refuse(now, conn, e),
         };
         if let Err(wait) = c.limits.history.take(now) {
-            return self.rate_limited(now, conn, "Reading history too fast", wait);
+            return self.rate_limited(now, conn, Refusal::HistoryTooFast, wait);
         }
         let limit = self.page_limit(limit);
         let range = match before {
@@ -280,10 +275,7 @@ impl Engine {
                     }),
                 )
             }
-            Err(_) => {
-                let error = WireError::store_unavailable();
-                self.out.error(conn, error);
-            }
+            Err(_) => self.answer_error(conn, Refusal::StoreUnavailable),
         }
     }
 }

@@ -37,9 +37,10 @@ use rustc_hash::FxHashMap;
 pub use config::{Config, Rate};
 pub use io::{Identity, Input, Output, Recipients, StoreOp, StoreReply, StoreRequest, Ticket};
 
-use crate::ids::{ConnId, IdGenerator, RoomName, UserId};
-use crate::protocol::{ClientCommand, DecodeError, ErrorCode, ServerEvent, WireError};
-use crate::transport::CloseCode;
+use crate::ids::{ClientMsgId, ConnId, IdGenerator, RoomName, UserId};
+use crate::protocol::{
+    ClientCommand, CloseCode, DecodeError, Refusal, RequestRef, ServerEvent, WireError,
+};
 use outbox::Outbox;
 use rate::Bucket;
 use room::Room;
@@ -48,8 +49,51 @@ use users::Users;
 /// A frame waiting behind a command that needs the store.
 #[derive(Debug)]
 enum Queued {
-    Command(ClientCommand),
-    Malformed(DecodeError),
+    Command(ClientCommand, Option<RequestRef>),
+    Malformed(DecodeError, Option<RequestRef>),
+}
+
+impl Queued {
+    /// What an error answering this frame echoes.
+    fn echo(&self) -> Echo {
+        match self {
+            Queued::Command(command, reference) => Echo {
+                reference: reference.clone(),
+                client_msg_id: message_id(command).and_then(Result::ok),
+            },
+            Queued::Malformed(_, reference) => Echo {
+                reference: reference.clone(),
+                client_msg_id: None,
+            },
+        }
+    }
+}
+
+/// The `clientMsgId` of a `chat_message` or `private_message`, parsed.
+fn message_id(command: &ClientCommand) -> Option<Result<ClientMsgId, crate::ids::NameError>> {
+    match command {
+        ClientCommand::ChatMessage { client_msg_id, .. }
+        | ClientCommand::PrivateMessage { client_msg_id, .. } => {
+            client_msg_id.as_deref().map(ClientMsgId::parse)
+        }
+        _ => None,
+    }
+}
+
+/// What every `error` answering one request carries back (PROTOCOL.md *Errors*): the
+/// request's `ref` and, for a chat or private message, its valid `clientMsgId`.
+#[derive(Debug, Clone, Default)]
+struct Echo {
+    reference: Option<RequestRef>,
+    client_msg_id: Option<ClientMsgId>,
+}
+
+impl Echo {
+    fn stamp(&self, mut error: WireError) -> WireError {
+        error.reference.clone_from(&self.reference);
+        error.client_msg_id.clone_from(&self.client_msg_id);
+        error
+    }
 }
 
 /// Per-connection rate limits.
@@ -72,27 +116,27 @@ struct Conn {
     inbox: VecDeque<Queued>,
     /// The store round trip this connection waits for.
     busy: Option<Ticket>,
+    /// The echo of the request being answered: the one executing, or the one `busy`
+    /// waits for (a connection's commands run one at a time, decision 3), so a store
+    /// failure that arrives later still names its request.
+    answering: Echo,
     limits: Limits,
 }
 
 impl Conn {
     /// The room a command means: the named one (which must be joined) or the most
     /// recently joined one.
-    fn resolve_room(&self, named: Option<&str>) -> Result<RoomName, WireError> {
-        let not_in_room = || WireError::new(ErrorCode::NotInRoom, "Join a room first");
+    fn resolve_room(&self, named: Option<&str>) -> Result<RoomName, Refusal> {
         match named {
             Some(raw) => {
-                let room = RoomName::parse(raw).map_err(|e| WireError::from(&e))?;
+                let room = RoomName::parse(raw).map_err(|e| Refusal::from(&e))?;
                 if self.rooms.contains(&room) {
                     Ok(room)
                 } else {
-                    Err(WireError::new(
-                        ErrorCode::NotInRoom,
-                        "You are not in that room",
-                    ))
+                    Err(Refusal::NotInThatRoom)
                 }
             }
-            None => self.rooms.last().cloned().ok_or_else(not_in_room),
+            None => self.rooms.last().cloned().ok_or(Refusal::NoRoomJoined),
         }
     }
 }
@@ -181,8 +225,16 @@ impl Engine {
     pub fn handle(&mut self, now: Instant, input: Input) {
         match input {
             Input::Connected { conn, identity } => self.on_connected(conn, identity),
-            Input::Command { conn, command } => self.on_frame(now, conn, Queued::Command(command)),
-            Input::Malformed { conn, error } => self.on_frame(now, conn, Queued::Malformed(error)),
+            Input::Command {
+                conn,
+                command,
+                reference,
+            } => self.on_frame(now, conn, Queued::Command(command, reference)),
+            Input::Malformed {
+                conn,
+                error,
+                reference,
+            } => self.on_frame(now, conn, Queued::Malformed(error, reference)),
             Input::Disconnected { conn } => self.drop_conn(conn),
             Input::StoreReply { ticket, reply } => self.on_store_reply(now, ticket, reply),
         }
@@ -288,6 +340,7 @@ impl Engine {
                 rooms: Vec::new(),
                 inbox: VecDeque::new(),
                 busy: None,
+                answering: Echo::default(),
                 limits: Limits {
                     message: Bucket::new(c.message_rate),
                     typing: Bucket::new(c.typing_rate),
@@ -320,14 +373,9 @@ impl Engine {
             if c.inbox.len() < self.config.max_queued_commands {
                 c.inbox.push_back(frame);
             } else {
-                self.refuse(
-                    now,
-                    conn,
-                    WireError::new(
-                        ErrorCode::TooManyRequests,
-                        "Too many requests waiting; slow down",
-                    ),
-                );
+                // Answers the refused frame, not the one the connection waits for.
+                let error = frame.echo().stamp(Refusal::TooManyQueued.to_wire());
+                self.refuse_wire(now, conn, error);
             }
             return;
         }
@@ -335,9 +383,25 @@ impl Engine {
     }
 
     fn execute(&mut self, now: Instant, conn: ConnId, frame: Queued) {
-        let command = match frame {
-            Queued::Command(command) => command,
-            Queued::Malformed(error) => return self.refuse(now, conn, error.to_wire()),
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let (command, reference) = match frame {
+            Queued::Command(command, reference) => (command, reference),
+            Queued::Malformed(error, reference) => {
+                c.answering = Echo {
+                    reference,
+                    client_msg_id: None,
+                };
+                let error = c.answering.stamp(error.to_wire());
+                return self.refuse_wire(now, conn, error);
+            }
+        };
+        // Parsed once: echoed on any error, and used by the handler.
+        let msg_id = message_id(&command);
+        c.answering = Echo {
+            reference,
+            client_msg_id: msg_id.clone().and_then(Result::ok),
         };
         match command {
             ClientCommand::SetUsername { username } => self.cmd_set_username(now, conn, &username),
@@ -348,22 +412,12 @@ impl Engine {
                 keep_rooms,
             } => self.cmd_join(now, conn, &room, since, epoch, keep_rooms),
             ClientCommand::LeaveRoom { room } => self.cmd_leave(now, conn, room.as_deref()),
-            ClientCommand::ChatMessage {
-                content,
-                room,
-                client_msg_id,
-            } => self.cmd_chat(
-                now,
-                conn,
-                &content,
-                room.as_deref(),
-                client_msg_id.as_deref(),
-            ),
+            ClientCommand::ChatMessage { content, room, .. } => {
+                self.cmd_chat(now, conn, &content, room.as_deref(), msg_id)
+            }
             ClientCommand::PrivateMessage {
-                target_id,
-                content,
-                client_msg_id,
-            } => self.cmd_private(now, conn, &target_id, &content, client_msg_id.as_deref()),
+                target_id, content, ..
+            } => self.cmd_private(now, conn, &target_id, &content, msg_id),
             ClientCommand::TypingStart { room } => {
                 self.cmd_typing(now, conn, room.as_deref(), true)
             }
@@ -407,9 +461,34 @@ impl Engine {
         self.pending.insert(ticket, pending);
     }
 
-    /// Answers with an error. Each refusal spends the connection's refusal budget; a
-    /// connection that keeps provoking errors is closed with 1008.
-    fn refuse(&mut self, now: Instant, conn: ConnId, error: WireError) {
+    /// Answers the request being handled with `refusal`. Each refusal spends the
+    /// connection's refusal budget; a connection that keeps provoking errors is closed
+    /// with 1008.
+    fn refuse(&mut self, now: Instant, conn: ConnId, refusal: Refusal) {
+        let error = self.echoed(conn, refusal.to_wire());
+        self.refuse_wire(now, conn, error);
+    }
+
+    /// The error of the request `conn` is answering, with its echo.
+    fn echoed(&self, conn: ConnId, error: WireError) -> WireError {
+        match self.conns.get(&conn) {
+            Some(c) => c.answering.stamp(error),
+            None => error,
+        }
+    }
+
+    /// Answers the request `conn` is answering with an error that is not the client's
+    /// fault (a store failure): no refusal budget is spent. Nothing is sent to a
+    /// connection that is gone.
+    fn answer_error(&mut self, conn: ConnId, refusal: Refusal) {
+        if self.conns.contains_key(&conn) {
+            let error = self.echoed(conn, refusal.to_wire());
+            self.out.error(conn, error);
+        }
+    }
+
+    /// [`refuse`](Self::refuse) with an error already built and echoed.
+    fn refuse_wire(&mut self, now: Instant, conn: ConnId, error: WireError) {
         self.out.error(conn, error);
         let exhausted = self
             .conns
@@ -436,11 +515,11 @@ impl Engine {
     }
 
     /// Refuses with `rate_limited` and the time until a retry would pass.
-    fn rate_limited(&mut self, now: Instant, conn: ConnId, what: &'static str, wait: Duration) {
-        let mut error = WireError::new(ErrorCode::RateLimited, what);
+    fn rate_limited(&mut self, now: Instant, conn: ConnId, refusal: Refusal, wait: Duration) {
+        let mut error = self.echoed(conn, refusal.to_wire());
         let ms = wait.as_nanos().div_ceil(1_000_000);
         error.retry_after_ms = Some(u64::try_from(ms).unwrap_or(u64::MAX));
-        self.refuse(now, conn, error);
+        self.refuse_wire(now, conn, error);
     }
 
     fn close_conn(&mut self, conn: ConnId, code: CloseCode, reason: &'static str) {
@@ -520,7 +599,7 @@ impl Engine {
             }
         }
         if let Some(conn) = pending.conn() {
-            self.out.error(conn, WireError::store_unavailable());
+            self.answer_error(conn, Refusal::StoreUnavailable);
         }
         self.forget_if_idle(&name);
     }

@@ -10,8 +10,7 @@ use smallvec::SmallVec;
 
 use super::io::{Output, Recipients, StoreOp, StoreRequest, Ticket};
 use crate::ids::ConnId;
-use crate::protocol::{ServerEvent, WireError};
-use crate::transport::CloseCode;
+use crate::protocol::{CloseCode, ServerEvent, WireError};
 
 #[derive(Debug, Default)]
 pub(crate) struct Outbox {

@@ -11,7 +11,7 @@ use smallvec::SmallVec;
 use super::room::Typing;
 use super::{Engine, Timer};
 use crate::ids::{ConnId, RoomName, UserId};
-use crate::protocol::{ServerEvent, UserEntry};
+use crate::protocol::{Refusal, ServerEvent, UserEntry};
 
 impl Engine {
     pub(super) fn cmd_typing(
@@ -29,7 +29,7 @@ impl Engine {
             Err(e) => return self.refuse(now, conn, e),
         };
         if let Err(wait) = c.limits.typing.take(now) {
-            return self.rate_limited(now, conn, "Typing updates too fast", wait);
+            return self.rate_limited(now, conn, Refusal::TypingTooFast, wait);
         }
         let user = c.user.clone();
         if start {

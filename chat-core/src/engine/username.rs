@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use super::Engine;
 use crate::ids::{ConnId, Username};
-use crate::protocol::{ErrorCode, ServerEvent, WireError};
+use crate::protocol::{Refusal, ServerEvent};
 
 impl Engine {
     pub(super) fn cmd_set_username(&mut self, now: Instant, conn: ConnId, raw: &str) {
@@ -18,35 +18,23 @@ impl Engine {
             return;
         };
         if user.locked {
-            let e = WireError::new(
-                ErrorCode::UsernameLocked,
-                "Your username comes from your sign-in token",
-            );
-            return self.refuse(now, conn, e);
+            return self.refuse(now, conn, Refusal::UsernameFromToken);
         }
         let name = match Username::parse(raw) {
             Ok(name) => name,
-            Err(e) => return self.refuse(now, conn, WireError::from(&e)),
+            Err(e) => return self.refuse(now, conn, Refusal::from(&e)),
         };
         if self
             .users
             .holder(&name)
             .is_some_and(|holder| *holder != user_id)
         {
-            return self.refuse(
-                now,
-                conn,
-                WireError::new(ErrorCode::UsernameTaken, "Username taken"),
-            );
+            return self.refuse(now, conn, Refusal::UsernameTaken);
         }
         let unchanged = user.name.as_ref() == Some(&name);
         if !unchanged && user.name.is_some() && in_rooms {
             // Members' lists would go stale: the protocol has no rename event.
-            let e = WireError::new(
-                ErrorCode::UsernameLocked,
-                "Leave your rooms before changing your username",
-            );
-            return self.refuse(now, conn, e);
+            return self.refuse(now, conn, Refusal::RenameInRoom);
         }
         let display: Arc<str> = name.shared();
         if !unchanged {

@@ -6,13 +6,58 @@
 //! have no effect), a field of the wrong type or a repeated field is an error.
 //! Validation of names and content is the engine's job, so the order of checks matches
 //! PROTOCOL.md (a missing username is reported before an empty room name).
+//!
+//! Every command may carry a `ref` ([`RequestRef`]), the client's name for the request;
+//! [`decode_frame`] returns it next to the command so the engine can echo it on the
+//! `error` that answers the frame, even when the frame itself is refused.
+//!
+//! A failed decode is answered with a fixed text per kind of failure (the
+//! [`Refusal`](super::Refusal) table). Which field has the wrong type is found by a
+//! second, tolerant pass over the frame, only on that error path, so the answer never
+//! depends on the wording of serde_json's messages.
 
 use std::borrow::Cow;
+use std::fmt;
+use std::sync::Arc;
 
-use serde::Deserialize;
+use serde::de::{self, IgnoredAny};
+use serde::{Deserialize, Serialize};
 
-use super::error::DecodeError;
-use crate::ids::Seq;
+use super::error::{DecodeError, Refusal};
+use crate::ids::{Seq, is_invisible};
+
+/// Most characters of a request reference (`ref`).
+pub const REF_MAX_CHARS: usize = 64;
+
+/// *ext* A client's reference for one request (`"ref"` on any command): 1 to
+/// [`REF_MAX_CHARS`] characters, none invisible. The `error` frame answering that
+/// request carries it back, so a client can tell which of its requests failed.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct RequestRef(Arc<str>);
+
+impl RequestRef {
+    /// A valid reference, or `None`.
+    pub fn parse(raw: &str) -> Option<Self> {
+        let n = raw.chars().count();
+        (n > 0 && n <= REF_MAX_CHARS && !raw.chars().any(is_invisible)).then(|| Self(raw.into()))
+    }
+
+    /// The reference as sent.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// One decoded frame: the command, or why there is none, and the client's `ref`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decoded {
+    /// The command, or why the frame is refused.
+    pub command: Result<ClientCommand, DecodeError>,
+    /// The frame's valid `ref`, when it has one (also when the command is refused, as
+    /// long as the frame was a JSON object with a readable `ref`).
+    pub reference: Option<RequestRef>,
+}
 
 /// A decoded client command. String fields are raw (not yet trimmed or validated).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,6 +174,8 @@ struct RawFrame<'a> {
     client_msg_id: Option<Text<'a>>,
     #[serde(borrow)]
     epoch: Option<Text<'a>>,
+    #[serde(rename = "ref", borrow)]
+    reference: Option<Text<'a>>,
     since: Option<u64>,
     before: Option<u64>,
     limit: Option<u64>,
@@ -146,9 +193,10 @@ pub const FIELD_MAX_BYTES: usize = 1024;
 /// so only text that the engine would cut anyway (or whitespace around it) is lost.
 pub const CONTENT_MAX_BYTES: usize = 16 * 1024;
 
-/// Bytes kept of a decoding error's text. serde's messages quote the offending value
-/// ("invalid type: string \"…\""), so without a bound a 64 KiB value of control bytes
-/// would come back as a ~450 KB error frame.
+/// Bytes kept of serde_json's description of a decoding error (the `detail` of a
+/// [`DecodeError`], for logs; clients get a fixed text). serde's messages quote the
+/// offending value ("invalid type: string \"…\""), so without a bound a 64 KiB value of
+/// control bytes would make a ~450 KB log line.
 pub const ERROR_TEXT_MAX_BYTES: usize = 160;
 
 /// The longest prefix of `s` of at most `max` bytes that ends on a char boundary.
@@ -213,28 +261,236 @@ pub(crate) fn bounded_error_text(text: String) -> String {
     format!("{head}…{tail}")
 }
 
-fn classify(e: serde_json::Error) -> DecodeError {
+/// What a field of a refused frame holds, read without recursion (nested values are
+/// skipped by serde_json without a depth limit) and without failing on any type.
+enum Probe {
+    Null,
+    Str(String),
+    Bool,
+    Count,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Probe {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> de::Visitor<'de> for V {
+            type Value = Probe;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_unit<E>(self) -> Result<Probe, E> {
+                Ok(Probe::Null)
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Probe, E> {
+                Ok(Probe::Bool)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Probe, E> {
+                Ok(Probe::Count)
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Probe, E> {
+                Ok(if v >= 0 { Probe::Count } else { Probe::Other })
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Probe, E> {
+                Ok(Probe::Other)
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Probe, E> {
+                Ok(Probe::Str(v.to_owned()))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Probe, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Probe::Other)
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Probe, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Probe::Other)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// The JSON type a known field must have.
+#[derive(Clone, Copy)]
+enum Expect {
+    Str,
+    Count,
+    Bool,
+}
+
+impl Expect {
+    /// `null` stands for "absent", as in the decoder.
+    fn accepts(self, p: &Probe) -> bool {
+        matches!(
+            (self, p),
+            (_, Probe::Null)
+                | (Expect::Str, Probe::Str(_))
+                | (Expect::Count, Probe::Count)
+                | (Expect::Bool, Probe::Bool)
+        )
+    }
+}
+
+/// Every field of [`RawFrame`], its type, and the refusal when it has another one, in
+/// the order a refused frame is checked.
+const FIELDS: [(&str, Expect, Refusal); 13] = [
+    ("type", Expect::Str, Refusal::TypeNotString),
+    ("username", Expect::Str, Refusal::UsernameNotString),
+    ("room", Expect::Str, Refusal::RoomNotString),
+    ("content", Expect::Str, Refusal::ContentNotString),
+    ("targetId", Expect::Str, Refusal::TargetIdNotString),
+    ("userId", Expect::Str, Refusal::UserIdNotString),
+    ("clientMsgId", Expect::Str, Refusal::ClientMsgIdNotString),
+    ("epoch", Expect::Str, Refusal::EpochNotString),
+    ("ref", Expect::Str, Refusal::RefNotString),
+    ("since", Expect::Count, Refusal::SinceNotCount),
+    ("before", Expect::Count, Refusal::BeforeNotCount),
+    ("limit", Expect::Count, Refusal::LimitNotCount),
+    ("keepRooms", Expect::Bool, Refusal::KeepRoomsNotBool),
+];
+
+/// Index of `ref` in [`FIELDS`].
+const REF_FIELD: usize = 8;
+
+/// A refused object, read leniently: each known field as a [`Probe`] (the first time it
+/// appears), and which known fields appear more than once.
+struct ProbeFrame {
+    fields: [Option<Probe>; FIELDS.len()],
+    repeated: [bool; FIELDS.len()],
+}
+
+impl<'de> Deserialize<'de> for ProbeFrame {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> de::Visitor<'de> for V {
+            type Value = ProbeFrame;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<ProbeFrame, A::Error> {
+                let mut frame = ProbeFrame {
+                    fields: Default::default(),
+                    repeated: [false; FIELDS.len()],
+                };
+                while let Some(key) = map.next_key::<Text<'de>>()? {
+                    match FIELDS.iter().position(|(name, ..)| *name == key.0) {
+                        Some(i) if frame.fields[i].is_some() => {
+                            frame.repeated[i] = true;
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                        Some(i) => frame.fields[i] = Some(map.next_value()?),
+                        None => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(frame)
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+impl ProbeFrame {
+    /// Why the decoder refused this object: the first field (in [`FIELDS`] order) of
+    /// the wrong type, else a repeated key.
+    fn refusal(&self) -> Refusal {
+        let wrong = FIELDS
+            .iter()
+            .zip(&self.fields)
+            .find(|((_, expect, _), probe)| probe.as_ref().is_some_and(|p| !expect.accepts(p)));
+        match wrong {
+            Some(((.., refusal), _)) => *refusal,
+            None if self.repeated.contains(&true) => Refusal::DuplicateField,
+            None => Refusal::OtherShape,
+        }
+    }
+
+    /// The frame's `ref`, when it is valid and given once (of two, neither is the
+    /// client's word for the request).
+    fn reference(&self) -> Option<RequestRef> {
+        if self.repeated[REF_FIELD] {
+            return None;
+        }
+        match &self.fields[REF_FIELD] {
+            Some(Probe::Str(s)) => RequestRef::parse(s),
+            _ => None,
+        }
+    }
+}
+
+/// A frame serde_json refused: a syntax error is `Invalid JSON`; a shape error is
+/// told apart by a [`ProbeFrame`] pass (which also recovers a valid `ref`, so the
+/// refusal can carry it).
+fn refused(frame: &[u8], e: serde_json::Error) -> Decoded {
     use serde_json::error::Category;
-    let text = bounded_error_text(e.to_string());
-    match e.classify() {
-        Category::Data => DecodeError::Shape(text),
-        Category::Syntax | Category::Eof | Category::Io => DecodeError::Json(text),
+    let detail = bounded_error_text(e.to_string());
+    if !matches!(e.classify(), Category::Data) {
+        return Decoded {
+            command: Err(DecodeError::Json { detail }),
+            reference: None,
+        };
+    }
+    let (refusal, reference) = match serde_json::from_slice::<ProbeFrame>(frame) {
+        Ok(probe) => (probe.refusal(), probe.reference()),
+        Err(_) => (Refusal::OtherShape, None),
+    };
+    Decoded {
+        command: Err(DecodeError::Shape { refusal, detail }),
+        reference,
     }
 }
 
 /// Decodes one text frame. Never panics; every input yields a command or an error.
+/// The same as [`decode_frame`] without the `ref`.
 pub fn decode(frame: &[u8]) -> Result<ClientCommand, DecodeError> {
+    decode_frame(frame).command
+}
+
+/// Decodes one text frame and its `ref`. Never panics; every input yields a command or
+/// an error. A `ref` that is present but not valid refuses the frame
+/// ([`DecodeError::InvalidRef`]).
+pub fn decode_frame(frame: &[u8]) -> Decoded {
     let first = frame.iter().find(|b| !b.is_ascii_whitespace());
     if first != Some(&b'{') {
         // Tell "valid JSON but not an object" apart from "not JSON".
-        return Err(
-            match serde_json::from_slice::<serde::de::IgnoredAny>(frame) {
-                Ok(_) => DecodeError::Shape("expected a JSON object".into()),
-                Err(e) => DecodeError::Json(bounded_error_text(e.to_string())),
-            },
-        );
+        let command = match serde_json::from_slice::<IgnoredAny>(frame) {
+            Ok(_) => Err(DecodeError::Shape {
+                refusal: Refusal::NotAnObject,
+                detail: String::new(),
+            }),
+            Err(e) => Err(DecodeError::Json {
+                detail: bounded_error_text(e.to_string()),
+            }),
+        };
+        return Decoded {
+            command,
+            reference: None,
+        };
     }
-    let raw: RawFrame<'_> = serde_json::from_slice(frame).map_err(classify)?;
+    let mut raw: RawFrame<'_> = match serde_json::from_slice(frame) {
+        Ok(raw) => raw,
+        Err(e) => return refused(frame, e),
+    };
+    let reference = match raw.reference.take() {
+        None => None,
+        Some(text) => match RequestRef::parse(&text.0) {
+            Some(r) => Some(r),
+            None => {
+                return Decoded {
+                    command: Err(DecodeError::InvalidRef),
+                    reference: None,
+                };
+            }
+        },
+    };
+    Decoded {
+        command: command(raw),
+        reference,
+    }
+}
+
+fn command(raw: RawFrame<'_>) -> Result<ClientCommand, DecodeError> {
     let kind = raw.kind.ok_or(DecodeError::MissingType)?;
     Ok(match &*kind.0 {
         "set_username" => ClientCommand::SetUsername {
@@ -427,50 +683,247 @@ mod tests {
         );
     }
 
+    /// Every kind of decode failure answers with its fixed text, whatever serde_json's
+    /// own wording (which only reaches the logs, as `detail`).
     #[test]
-    fn decode_error_texts_are_bounded_on_char_boundaries() {
-        let control = "\\u0001".repeat(10_000);
-        let multibyte = "é".repeat(30_000);
-        let cases: [(String, ErrorCode, &str); 5] = [
-            // 64 KiB-ish of escaped control bytes in `since`: the value is cut.
+    fn decode_failures_have_fixed_texts() {
+        let deep = format!(r#"{{"type":"typing_stop","x":{}"#, "[".repeat(200));
+        let cases: &[(&str, ErrorCode, &str)] = &[
+            ("not json", ErrorCode::InvalidJson, "Invalid JSON"),
+            ("", ErrorCode::InvalidJson, "Invalid JSON"),
+            ("{'type':'x'}", ErrorCode::InvalidJson, "Invalid JSON"),
             (
-                format!(r#"{{"type":"join_room","room":"r","since":"{control}"}}"#),
-                ErrorCode::InvalidMessage,
-                "expected u64 at line 1 column 60041",
-            ),
-            // Multi-byte characters: the cut lands on a char boundary.
-            (
-                format!(r#"{{"type":"join_room","room":"r","since":"{multibyte}"}}"#),
-                ErrorCode::InvalidMessage,
-                "expected u64 at line 1 column 60041",
-            ),
-            (
-                format!(r#"{{"type":"chat_message","keepRooms":"{multibyte}"}}"#),
-                ErrorCode::InvalidMessage,
-                "expected a boolean at line 1 column 60037",
-            ),
-            // Short texts are untouched.
-            (
-                r#"{"type":"join_room","room":"x","since":"3"}"#.to_owned(),
-                ErrorCode::InvalidMessage,
-                "Invalid message: invalid type: string \"3\", expected u64 at line 1 column 42",
-            ),
-            (
-                "not json".to_owned(),
+                r#"{"type":"chat_message"} x"#,
                 ErrorCode::InvalidJson,
-                "Invalid JSON: expected ident at line 1 column 2",
+                "Invalid JSON",
+            ),
+            (
+                r#"{"type":"chat_message","content":"x"#,
+                ErrorCode::InvalidJson,
+                "Invalid JSON",
+            ),
+            (
+                r#"{"type":"chat_message","content":"\ud800"}"#,
+                ErrorCode::InvalidJson,
+                "Invalid JSON",
+            ),
+            (&deep, ErrorCode::InvalidJson, "Invalid JSON"),
+            (
+                "[1,2]",
+                ErrorCode::InvalidMessage,
+                "Invalid message: expected a JSON object",
+            ),
+            (
+                "null",
+                ErrorCode::InvalidMessage,
+                "Invalid message: expected a JSON object",
+            ),
+            (
+                r#"{"content":"x"}"#,
+                ErrorCode::InvalidMessage,
+                "Invalid message: missing \"type\"",
+            ),
+            (
+                r#"{"type":null}"#,
+                ErrorCode::InvalidMessage,
+                "Invalid message: missing \"type\"",
+            ),
+            (
+                r#"{"type":5}"#,
+                ErrorCode::InvalidMessage,
+                "Invalid message: \"type\" must be a string",
+            ),
+            (
+                r#"{"type":"set_username","username":{"a":1}}"#,
+                ErrorCode::InvalidMessage,
+                "Invalid message: \"username\" must be a string",
+            ),
+            (
+                r#"{"type":"join_room","room":["x"]}"#,
+                ErrorCode::InvalidMessage,
+                "Invalid message: \"room\" must be a string",
+            ),
+            (
+                r#"{"type":"chat_message","content":5}"#,
+                ErrorCode::InvalidMessage,
+                "Invalid message: \"content\" must be a string",
+            ),
+            (
+                r#"{"type":"private_message","targetId":true,"content":"x"}"#,
+                ErrorCode::InvalidMessage,
+                "Invalid message: \"targetId\" must be a string",
+            ),
+            (
+                r#"{"type":"dm_history","userId":7}"#,
+                ErrorCode::InvalidMessage,
+                "Invalid message: \"userId\" must be a string",
+            ),
+            (
+                r#"{"type":"chat_message","content":"x","clientMsgId":1}"#,
+                ErrorCode::InvalidMessage,
+                "Invalid message: \"clientMsgId\" must be a string",
+            ),
+            (
+                r#"{"type":"join_room","room":"x","epoch":1}"#,
+                ErrorCode::InvalidMessage,
+                "Invalid message: \"epoch\" must be a string",
+            ),
+            (
+                r#"{"type":"typing_stop","ref":7}"#,
+                ErrorCode::InvalidMessage,
+                "Invalid message: \"ref\" must be a string",
+            ),
+            (
+                r#"{"type":"join_room","room":"x","since":-1}"#,
+                ErrorCode::InvalidMessage,
+                "Invalid message: \"since\" must be a non-negative integer",
+            ),
+            (
+                r#"{"type":"join_room","room":"x","since":"3"}"#,
+                ErrorCode::InvalidMessage,
+                "Invalid message: \"since\" must be a non-negative integer",
+            ),
+            (
+                r#"{"type":"history","room":"x","before":2.5}"#,
+                ErrorCode::InvalidMessage,
+                "Invalid message: \"before\" must be a non-negative integer",
+            ),
+            (
+                r#"{"type":"history","room":"x","limit":18446744073709551616}"#,
+                ErrorCode::InvalidMessage,
+                "Invalid message: \"limit\" must be a non-negative integer",
+            ),
+            (
+                r#"{"type":"join_room","room":"x","keepRooms":"yes"}"#,
+                ErrorCode::InvalidMessage,
+                "Invalid message: \"keepRooms\" must be true or false",
+            ),
+            (
+                r#"{"type":"chat_message","content":"a","content":"b"}"#,
+                ErrorCode::InvalidMessage,
+                "Invalid message: a field appears twice",
+            ),
+            (
+                r#"{"type":"chat_message","type":"set_username"}"#,
+                ErrorCode::InvalidMessage,
+                "Invalid message: a field appears twice",
+            ),
+            (
+                r#"{"type":"dance"}"#,
+                ErrorCode::UnknownType,
+                "Unknown message type: dance",
+            ),
+            (
+                r#"{"type":""}"#,
+                ErrorCode::UnknownType,
+                "Unknown message type: ",
+            ),
+            (
+                r#"{"type":"typing_stop","ref":""}"#,
+                ErrorCode::InvalidField,
+                "ref must be 1 to 64 visible characters",
             ),
         ];
-        for (frame, expected_code, ending) in cases {
+        for (frame, expected_code, text) in cases {
             let err = decode(frame.as_bytes()).unwrap_err();
-            let text = err.to_string();
-            assert_eq!(err.code(), expected_code, "{text}");
-            assert!(text.ends_with(ending), "{text}");
-            assert!(
-                text.len() <= ERROR_TEXT_MAX_BYTES + 40,
-                "{} bytes: {text}",
-                text.len()
-            );
+            assert_eq!(err.code(), *expected_code, "{frame}");
+            let wire = err.to_wire();
+            assert_eq!(wire.code, *expected_code, "{frame}");
+            assert_eq!(wire.message, *text, "{frame}");
+        }
+    }
+
+    /// serde_json's description is kept for the logs, bounded and cut on char
+    /// boundaries, and never reaches the wire.
+    #[test]
+    fn decode_details_are_bounded_and_kept_off_the_wire() {
+        let control = "\\u0001".repeat(10_000);
+        let multibyte = "é".repeat(30_000);
+        let frames = [
+            format!(r#"{{"type":"join_room","room":"r","since":"{control}"}}"#),
+            format!(r#"{{"type":"join_room","room":"r","since":"{multibyte}"}}"#),
+            format!(r#"{{"type":"chat_message","keepRooms":"{multibyte}"}}"#),
+            "not json".to_owned(),
+        ];
+        for frame in frames {
+            let err = decode(frame.as_bytes()).unwrap_err();
+            let detail = err.detail().expect("serde_json said why");
+            assert!(detail.len() <= ERROR_TEXT_MAX_BYTES + 40, "{detail}");
+            assert!(!err.to_wire().message.contains(detail), "{detail}");
+            assert!(err.to_wire().message.len() < 80);
+        }
+    }
+
+    /// Each row of the probe's table is a field the decoder reads with that type: a
+    /// value of another type is refused with the row's text, and only that one.
+    #[test]
+    fn the_probe_table_matches_the_decoder() {
+        assert_eq!(FIELDS[REF_FIELD].0, "ref");
+        for (name, expect, refusal) in FIELDS {
+            let wrong = match expect {
+                Expect::Str | Expect::Bool => "5",
+                Expect::Count => "\"5\"",
+            };
+            let right = match expect {
+                Expect::Str => "\"x\"",
+                Expect::Count => "5",
+                Expect::Bool => "true",
+            };
+            let kind = if name == "type" {
+                ""
+            } else {
+                r#""type":"history","#
+            };
+            let bad = format!(r#"{{{kind}"{name}":{wrong}}}"#);
+            let err = decode(bad.as_bytes()).unwrap_err();
+            assert_eq!(err.refusal(), refusal, "{bad}");
+            let twice = format!(r#"{{"type":"history","{name}":{right},"{name}":{right}}}"#);
+            let err = decode(twice.as_bytes()).unwrap_err();
+            assert_eq!(err.refusal(), Refusal::DuplicateField, "{twice}");
+        }
+    }
+
+    #[test]
+    fn ref_is_decoded_next_to_the_command() {
+        let r = |frame: &str| decode_frame(frame.as_bytes());
+        // On every command, valid: returned with the command.
+        let ok = r(r#"{"type":"chat_message","content":"x","ref":"m-1"}"#);
+        assert!(ok.command.is_ok());
+        assert_eq!(ok.reference.as_ref().map(RequestRef::as_str), Some("m-1"));
+        // Absent (or null): none, and the command stands.
+        assert_eq!(r(r#"{"type":"typing_stop"}"#).reference, None);
+        assert_eq!(r(r#"{"type":"typing_stop","ref":null}"#).reference, None);
+        // Kept on refusals that can still read it.
+        let unknown = r(r#"{"type":"dance","ref":"a"}"#);
+        assert_eq!(unknown.command.unwrap_err().code(), ErrorCode::UnknownType);
+        assert_eq!(unknown.reference.unwrap().as_str(), "a");
+        let missing = r(r#"{"ref":"b"}"#);
+        assert_eq!(
+            missing.command.unwrap_err().code(),
+            ErrorCode::InvalidMessage
+        );
+        assert_eq!(missing.reference.unwrap().as_str(), "b");
+        let shape = r(r#"{"type":"chat_message","content":5,"ref":"c"}"#);
+        assert_eq!(shape.command.unwrap_err().code(), ErrorCode::InvalidMessage);
+        assert_eq!(shape.reference.unwrap().as_str(), "c");
+        // Not readable: none.
+        assert_eq!(r(r#"{"type":"x","ref":"d""#).reference, None);
+        assert_eq!(r(r#"{"ref":"e","ref":"e"}"#).reference, None);
+        // Limits: 1 to 64 characters (not bytes), none invisible; otherwise the frame
+        // is refused with `invalid_field`.
+        let max = "é".repeat(REF_MAX_CHARS);
+        let long = "é".repeat(REF_MAX_CHARS + 1);
+        assert_eq!(
+            r(&format!(r#"{{"type":"typing_stop","ref":"{max}"}}"#))
+                .reference
+                .unwrap()
+                .as_str(),
+            max
+        );
+        for bad in [String::new(), long, "a\\u0000".into(), "a\\u200bb".into()] {
+            let d = r(&format!(r#"{{"type":"typing_stop","ref":"{bad}"}}"#));
+            assert_eq!(d.command, Err(DecodeError::InvalidRef), "{bad}");
+            assert_eq!(d.reference, None);
         }
     }
 

@@ -239,6 +239,12 @@ impl Serialize for ServerEvent {
                 if let Some(ms) = e.retry_after_ms {
                     m.serialize_entry("retryAfterMs", &ms)?;
                 }
+                if let Some(reference) = &e.reference {
+                    m.serialize_entry("ref", reference)?;
+                }
+                if let Some(id) = &e.client_msg_id {
+                    m.serialize_entry("clientMsgId", id)?;
+                }
             }
             ServerEvent::MessageReceived(_)
             | ServerEvent::PrivateMessage(_)

@@ -341,21 +341,40 @@ async fn read(
             return ReadEnd::Close(CloseCode::INTERNAL_ERROR, "server error");
         };
         permit.send(match frame {
-            Some(frame) => match protocol::decode(&frame) {
-                Ok(command) => {
-                    ctx.metrics.message_in(command.type_name());
-                    HubMsg::Command { conn, command }
+            Some(frame) => {
+                let protocol::Decoded { command, reference } = protocol::decode_frame(&frame);
+                match command {
+                    Ok(command) => {
+                        ctx.metrics.message_in(command.type_name());
+                        HubMsg::Command {
+                            conn,
+                            command,
+                            reference,
+                        }
+                    }
+                    Err(error) => {
+                        ctx.metrics.message_in("malformed");
+                        // The client gets the fixed text; serde's own words go to the log.
+                        tracing::debug!(
+                            %conn,
+                            code = error.code().as_str(),
+                            detail = error.detail().unwrap_or(""),
+                            "undecodable frame"
+                        );
+                        HubMsg::Malformed {
+                            conn,
+                            error,
+                            reference,
+                        }
+                    }
                 }
-                Err(error) => {
-                    ctx.metrics.message_in("malformed");
-                    HubMsg::Malformed { conn, error }
-                }
-            },
+            }
             None => {
                 ctx.metrics.message_in("binary");
                 HubMsg::Malformed {
                     conn,
                     error: DecodeError::Binary,
+                    reference: None,
                 }
             }
         });

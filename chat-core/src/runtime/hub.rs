@@ -45,7 +45,7 @@ use super::outbound::{GlobalBudget, OutboundQueue, Pushed};
 use super::store_driver::{Ending, Finished, StoreDriver};
 use crate::engine::{Engine, Identity, Input, Output, Recipients};
 use crate::ids::ConnId;
-use crate::protocol::{self, ClientCommand, DecodeError, ServerEvent};
+use crate::protocol::{self, ClientCommand, DecodeError, RequestRef, ServerEvent};
 use crate::transport::CloseCode;
 
 /// A connection holding less than this is never closed for the global outbound budget.
@@ -72,13 +72,18 @@ pub(crate) enum HubMsg {
         queue: Arc<OutboundQueue>,
         reply: oneshot::Sender<ConnId>,
     },
-    /// A decoded command.
+    /// A decoded command, with the frame's `ref`.
     Command {
         conn: ConnId,
         command: ClientCommand,
+        reference: Option<RequestRef>,
     },
-    /// A frame that did not decode.
-    Malformed { conn: ConnId, error: DecodeError },
+    /// A frame that did not decode, with its `ref` when one could be read.
+    Malformed {
+        conn: ConnId,
+        error: DecodeError,
+        reference: Option<RequestRef>,
+    },
     /// The connection's task has ended; this is the last message about `conn`.
     Closed { conn: ConnId },
 }
@@ -337,14 +342,32 @@ impl Hub {
                 self.engine
                     .handle(at, Input::Connected { conn: id, identity });
             }
-            HubMsg::Command { conn, command } => {
+            HubMsg::Command {
+                conn,
+                command,
+                reference,
+            } => {
                 if lookup(&mut self.conns, conn).is_some_and(|c| !c.closing) {
-                    self.engine.handle(at, Input::Command { conn, command });
+                    let input = Input::Command {
+                        conn,
+                        command,
+                        reference,
+                    };
+                    self.engine.handle(at, input);
                 }
             }
-            HubMsg::Malformed { conn, error } => {
+            HubMsg::Malformed {
+                conn,
+                error,
+                reference,
+            } => {
                 if lookup(&mut self.conns, conn).is_some_and(|c| !c.closing) {
-                    self.engine.handle(at, Input::Malformed { conn, error });
+                    let input = Input::Malformed {
+                        conn,
+                        error,
+                        reference,
+                    };
+                    self.engine.handle(at, input);
                 }
             }
             HubMsg::Closed { conn } => self.disconnected(conn),

@@ -17,9 +17,8 @@ use serde_json::Value;
 use crate::engine::{Config, Engine, Identity, Input, Output, StoreOp, StoreReply, StoreRequest};
 use crate::ids::{ConnId, Epoch, MessageId, RoomName, Seq, SequentialIds, UserId, Username};
 use crate::message::{NewDm, NewRoomMessage, StoredDm, StoredMessage, Timestamp};
-use crate::protocol::{decode, encode};
+use crate::protocol::{CloseCode, Decoded, decode_frame, encode};
 use crate::store::{Appended, Page, PageRange, StoreError};
-use crate::transport::CloseCode;
 
 /// When the simulation performs store requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -325,9 +324,18 @@ impl Sim {
 
     /// Sends raw bytes as a text frame through the real decoder.
     pub fn send_raw(&mut self, conn: ConnId, frame: &[u8]) {
-        let input = match decode(frame) {
-            Ok(command) => Input::Command { conn, command },
-            Err(error) => Input::Malformed { conn, error },
+        let Decoded { command, reference } = decode_frame(frame);
+        let input = match command {
+            Ok(command) => Input::Command {
+                conn,
+                command,
+                reference,
+            },
+            Err(error) => Input::Malformed {
+                conn,
+                error,
+                reference,
+            },
         };
         self.input(input);
     }

@@ -8,7 +8,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 
 import { HANDLERS, NAME_RETRIES, NAME_RETRY_MS, TYPING_EXPIRY_MS, handleFrame } from '../handlers.js';
-import { flushPending, loadOlder, sendJoin } from '../commands.js';
+import { flushPending, loadOlder, send, sendJoin } from '../commands.js';
 import {
   activeConv, chooseUsername, createState, dmFor, expireTyping, markDisconnected, queueMessage,
   requeuePending, setActive,
@@ -16,13 +16,18 @@ import {
 
 const NOW = 1_000_000;
 
-/** A store and a send port that records frames; `io.open = false` makes sends fail. */
+/**
+ * A store and a send port that records frames; `io.open = false` makes sends fail.
+ * `take()` returns the frames sent without their `ref` (refs have tests of their own);
+ * `takeWithRefs()` returns them as sent.
+ */
 function setup({ auth = false } = {}) {
   const s = createState({ auth });
   const io = { open: true, sent: [], send(f) { if (this.open) this.sent.push(f); return this.open; }, now: () => NOW };
   const on = (frame) => handleFrame(s, frame, io);
-  const take = () => io.sent.splice(0);
-  return { s, io, on, take };
+  const takeWithRefs = () => io.sent.splice(0);
+  const take = () => takeWithRefs().map(({ ref, ...frame }) => frame);
+  return { s, io, on, take, takeWithRefs };
 }
 
 /** Connected as Ann (id `me`), name confirmed. */
@@ -525,4 +530,71 @@ test('sends that fail (socket closed) leave messages queued and record nothing i
   assert.equal(p.status, 'queued');
   assert.equal(t.s.inflight.queue.length, 0);
   assert.equal(sendJoin(t.s, t.io, 'x', true), false);
+});
+
+test('every command carries a fresh ref, recorded with the commands that await a reply', () => {
+  const t = inRoom();
+  write(t, 'a');
+  write(t, 'b');
+  send(t.s, t.io, { type: 'typing_start', room: 'lobby' });
+  const sent = t.takeWithRefs();
+  const refs = sent.map((f) => f.ref);
+  assert.equal(new Set(refs).size, refs.length, 'unique');
+  for (const ref of refs) assert.match(ref, /^r[0-9]{1,20}$/, 'short and visible');
+  assert.deepEqual(t.s.inflight.queue.map((e) => e.ref).slice(-2), refs.slice(0, 2), 'recorded with the entry');
+  // A reconnect clears what is in flight but never reuses a ref.
+  markDisconnected(t.s);
+  t.on({ type: 'connection', clientId: 'me2' });
+  t.on({ type: 'username_set', username: 'Ann' });
+  for (const f of t.takeWithRefs()) assert.ok(!refs.includes(f.ref), f.ref);
+});
+
+test('an error is attributed by its ref, not guessed from its code', () => {
+  const t = inRoom();
+  const a = write(t, 'a');
+  const b = write(t, 'b');
+  const [, second] = t.takeWithRefs();
+  // store_unavailable without a ref would fail the oldest command: message a.
+  t.on({ type: 'error', code: 'store_unavailable', message: 'not stored', ref: second.ref });
+  assert.deepEqual([a.status, b.status], ['sending', 'failed']);
+  assert.deepEqual(t.s.inflight.queue.map((e) => e.clientMsgId), ['c-a']);
+});
+
+test('a ref names a join even when the code would point at a message', () => {
+  const t = inRoom();
+  const p = write(t, 'hi');
+  sendJoin(t.s, t.io, 'other', true);
+  const join = t.takeWithRefs().find((f) => f.type === 'join_room');
+  // rate_limited without a ref would fail the chat message.
+  t.on({ type: 'error', code: 'rate_limited', message: 'Joining rooms too fast', retryAfterMs: 900, ref: join.ref });
+  assert.equal(t.s.view.joinError, 'Joining rooms too fast');
+  assert.equal(p.status, 'sending');
+});
+
+test('an error whose ref matches nothing waiting refuses nothing and is shown', () => {
+  const t = inRoom();
+  const p = write(t, 'hi');
+  t.on({ type: 'error', code: 'store_unavailable', message: 'not stored', ref: 'r999999' });
+  assert.equal(p.status, 'sending');
+  assert.equal(t.s.inflight.queue.length, 1);
+  assert.equal(t.s.banner.text, 'not stored');
+});
+
+test('without a ref, an echoed clientMsgId names the message', () => {
+  const t = inRoom();
+  const a = write(t, 'a');
+  const b = write(t, 'b');
+  t.on({ type: 'error', code: 'store_unavailable', message: 'not stored', clientMsgId: 'c-b' });
+  assert.deepEqual([a.status, b.status], ['sending', 'failed']);
+});
+
+test('an error about a command that awaits no reply (typing) fails no message', () => {
+  const t = inRoom();
+  const p = write(t, 'hi');
+  send(t.s, t.io, { type: 'typing_start', room: 'lobby' });
+  const typing = t.takeWithRefs().find((f) => f.type === 'typing_start');
+  // rate_limited without a ref would be taken for the message's refusal.
+  t.on({ type: 'error', code: 'rate_limited', message: 'Typing updates too fast', retryAfterMs: 400, ref: typing.ref });
+  assert.equal(p.status, 'sending');
+  assert.equal(t.s.inflight.queue.length, 1);
 });

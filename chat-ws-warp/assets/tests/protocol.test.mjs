@@ -255,6 +255,33 @@ test('Inflight.forError: untargeted codes refuse the oldest waiting command', ()
   assert.equal(new Inflight().forError('store_unavailable'), null, 'nothing waiting');
 });
 
+test('Inflight.nextRef: short, visible, never repeated (not even after clear)', () => {
+  const q = new Inflight();
+  const refs = new Set();
+  for (let i = 0; i < 1000; i++) {
+    if (i === 500) q.clear();
+    const ref = q.nextRef();
+    assert.ok(ref.length >= 1 && ref.length <= 64 && /^[\x21-\x7e]+$/.test(ref), ref);
+    refs.add(ref);
+  }
+  assert.equal(refs.size, 1000);
+});
+
+test('Inflight.forError: a ref takes exactly its command, whatever the code and the order', () => {
+  const q = new Inflight();
+  q.push({ type: 'leave_room', room: 'a', ref: 'r1' });
+  q.push({ type: 'chat_message', clientMsgId: 'm', ref: 'r2' });
+  q.push({ type: 'set_username', ref: 'r3' });
+  assert.equal(q.forError('username_taken', { ref: 'r2' }).ref, 'r2', 'not the set_username the code points at');
+  assert.equal(q.forError('store_unavailable', { ref: 'r3' }).ref, 'r3', 'not the oldest');
+  assert.equal(q.forError('store_unavailable', { ref: 'r2' }), null, 'already taken: nothing');
+  assert.deepEqual(q.queue.map((e) => e.ref), ['r1']);
+  // No ref: a clientMsgId names a message; otherwise the code decides, as before.
+  q.push({ type: 'private_message', clientMsgId: 'd', ref: 'r4' });
+  assert.equal(q.forError('store_unavailable', { clientMsgId: 'd' }).ref, 'r4');
+  assert.equal(q.forError('store_unavailable', { clientMsgId: 'unknown' }).ref, 'r1', 'falls back to the oldest');
+});
+
 test('store_timeout is the one indeterminate code', () => {
   assert.deepEqual([...INDETERMINATE_CODES], ['store_timeout']);
 });

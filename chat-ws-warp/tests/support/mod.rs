@@ -3,7 +3,7 @@
 //! clients, and exact frame assertions.
 //!
 //! Every wait is bounded: "the next frame" waits at most [`PROMPT`]. "No frame" is proved
-//! by a round trip ([`Peer::expect_nothing_pending`]), never by a quiet window alone.
+//! by a round trip ([`Peer::expect_nothing_pending`]), never by a quiet window.
 
 // Each test crate uses a different subset of these helpers.
 #![allow(dead_code)]
@@ -23,7 +23,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::time::{Instant, timeout};
+use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
@@ -34,10 +34,6 @@ pub(crate) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 /// that passes by default, so it is generous enough for a loaded 2-core CI (a passing
 /// wait ends as soon as its event comes).
 pub(crate) const PROMPT: Duration = Duration::from_secs(10);
-
-/// The window of a "nothing arrives" check ([`Peer::expect_silence`]), for frames a
-/// timer might send; what earlier input causes is checked by a round trip after it.
-pub(crate) const QUIET: Duration = Duration::from_millis(200);
 
 /// In an expected frame: any hyphenated lower-case UUID.
 pub(crate) const UUID: &str = "<uuid>";
@@ -248,42 +244,6 @@ impl Peer {
             frame["type"] == "error" && frame["code"] == "unknown_type",
             "expected nothing before the probe's unknown_type error, got {frame}"
         );
-    }
-
-    /// Asserts that no text, binary or close frame arrives within `window` (pings are
-    /// answered meanwhile), and then that nothing is pending at all
-    /// ([`expect_nothing_pending`](Self::expect_nothing_pending)): the window alone would
-    /// pass by default on a server too slow to answer within it. The window only matters
-    /// for frames a timer could send later; for the effects of input already sent, the
-    /// round trip is the whole check.
-    pub(crate) async fn expect_silence(&mut self, window: Duration) {
-        let deadline = Instant::now() + window;
-        loop {
-            match tokio::time::timeout_at(deadline, self.ws.next()).await {
-                Err(_elapsed) => break,
-                Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => {}
-                Ok(other) => panic!("expected no frame within {window:?}, got {other:?}"),
-            }
-        }
-        self.expect_nothing_pending().await;
-    }
-
-    /// Reads for `window`, answering pings: the text frames and the number of pings
-    /// received meanwhile. Panics if the connection ends.
-    pub(crate) async fn read_for(&mut self, window: Duration) -> (Vec<Value>, usize) {
-        let deadline = Instant::now() + window;
-        let (mut texts, mut pings) = (Vec::new(), 0);
-        loop {
-            match tokio::time::timeout_at(deadline, self.ws.next()).await {
-                Err(_elapsed) => return (texts, pings),
-                Ok(Some(Ok(Message::Ping(_)))) => pings += 1,
-                Ok(Some(Ok(Message::Pong(_)))) => {}
-                Ok(Some(Ok(Message::Text(text)))) => {
-                    texts.push(serde_json::from_str(text.as_str()).expect("server frames are JSON"))
-                }
-                Ok(other) => panic!("the connection ended or misbehaved: {other:?}"),
-            }
-        }
     }
 
     /// The close code of the next close frame (text frames before it are skipped).

@@ -199,3 +199,147 @@ fn an_occasional_empty_message_never_closes() {
     chat(&mut s, a, "still here");
     assert_eq!(seqs(&s.take(a)), [1]);
 }
+
+#[test]
+fn the_11th_join_of_a_burst_is_rate_limited() {
+    let mut s = sim();
+    let joiner = named(&mut s, "joiner");
+    for i in 0..11 {
+        s.send(
+            joiner,
+            json!({"type":"join_room","room":format!("j{i}"),"keepRooms":true}),
+        );
+    }
+    let frames = s.take(joiner);
+    assert_eq!(frames.len(), 31);
+    for (i, reply) in frames[..30].chunks(3).enumerate() {
+        assert_eq!(
+            reply[0],
+            json!({"type":"room_joined","room":format!("j{i}")})
+        );
+    }
+    assert_eq!(
+        frames[30],
+        json!({"type":"error","message":"Joining rooms too fast","code":"rate_limited",
+               "retryAfterMs":1000})
+    );
+    assert_eq!(s.engine.room_count(), 10);
+}
+
+/// Past the message burst, each refusal spends the refusal budget (30); the refusal
+/// that finds it empty closes the connection with 1008. Nothing refused is stored.
+#[test]
+fn a_message_flood_is_rate_limited_then_closed_with_1008() {
+    let mut s = sim();
+    let flooder = member(&mut s, "flooder", "flood");
+    let watcher = member(&mut s, "watcher", "flood");
+    s.take(flooder);
+    for i in 1..=10 {
+        chat(&mut s, flooder, &format!("m{i}"));
+    }
+    assert_eq!(seqs(&s.take(flooder)), (1..=10).collect::<Vec<_>>());
+    for i in 11..=40 {
+        chat(&mut s, flooder, &format!("m{i}"));
+    }
+    let refusal = json!({"type":"error","message":"Sending messages too fast",
+                         "code":"rate_limited","retryAfterMs":1000});
+    assert_eq!(s.take(flooder), vec![refusal; 30]);
+    assert_eq!(
+        s.closed(flooder),
+        None,
+        "the budget's burst is spent, not exceeded"
+    );
+    chat(&mut s, flooder, "m41");
+    assert_eq!(
+        s.closed(flooder),
+        Some((CloseCode::POLICY, "too many refused requests"))
+    );
+    let seen = s.take(watcher);
+    assert_eq!(seqs(&seen), (1..=10).collect::<Vec<_>>());
+    assert_eq!(seen.last().unwrap()["type"], "user_left");
+    assert_eq!(
+        s.store
+            .room_messages(&RoomName::parse("flood").unwrap())
+            .len(),
+        10
+    );
+}
+
+/// `too_many_rooms` refusals spend the refusal budget like any other.
+#[test]
+fn joining_past_the_room_cap_spends_the_refusal_budget_and_closes_with_1008() {
+    let mut s = Sim::new(config(|c| {
+        c.join_rate = None;
+        c.max_rooms_per_connection = 2;
+    }));
+    let roomer = member(&mut s, "roomer", "r0");
+    s.send(
+        roomer,
+        json!({"type":"join_room","room":"r1","keepRooms":true}),
+    );
+    s.take(roomer);
+    for i in 2..32 {
+        s.send(
+            roomer,
+            json!({"type":"join_room","room":format!("r{i}"),"keepRooms":true}),
+        );
+    }
+    assert_eq!(
+        s.take(roomer),
+        vec![refusal("too_many_rooms", "You are in too many rooms"); 30]
+    );
+    assert_eq!(s.closed(roomer), None);
+    s.send(
+        roomer,
+        json!({"type":"join_room","room":"r32","keepRooms":true}),
+    );
+    assert_eq!(
+        s.closed(roomer),
+        Some((CloseCode::POLICY, "too many refused requests"))
+    );
+    assert_eq!(s.engine.room_count(), 0, "its rooms are freed with it");
+}
+
+/// Every kind of malformed frame is answered with its code (the full tables are in
+/// `protocol/tests.rs`), and the connection stays usable after each.
+#[test]
+fn every_kind_of_malformed_frame_is_answered_and_the_connection_stays_usable() {
+    let mut s = sim();
+    let a = member(&mut s, "alice", "lobby");
+    let ida = client_id(&mut s, a);
+    for (frame, code) in [
+        ("{not json", "invalid_json"),
+        ("hello", "invalid_json"),
+        ("{\"type\":\"chat_message\",", "invalid_json"),
+        (
+            r#"{"type":"chat_message","content":"\ud800"}"#,
+            "invalid_json",
+        ),
+        ("[1, 2]", "invalid_message"),
+        ("{}", "invalid_message"),
+        (r#"{"type":"chat_message","content":5}"#, "invalid_message"),
+        (
+            r#"{"type":"chat_message","content":"a","content":"b"}"#,
+            "invalid_message",
+        ),
+        (
+            r#"{"type":"join_room","room":"x","since":-1}"#,
+            "invalid_message",
+        ),
+        (r#"{"type":"dance"}"#, "unknown_type"),
+    ] {
+        s.send_raw(a, frame.as_bytes());
+        let answer = s.take(a);
+        assert_eq!(answer.len(), 1, "{frame}");
+        assert_eq!(error_code(&answer[0]), code, "{frame}");
+        assert!(
+            answer[0]["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{frame}"
+        );
+    }
+    chat(&mut s, a, "still here");
+    assert_eq!(
+        s.take(a),
+        vec![received(1, "lobby", 1, &ida, "alice", "still here")]
+    );
+}

@@ -200,3 +200,237 @@ fn too_many_queued_commands_are_refused() {
     s.complete_all();
     assert_eq!(seqs(&s.take(a)), [1, 2, 3]);
 }
+
+#[test]
+fn two_messages_get_distinct_ids_and_each_member_gets_the_same_frame() {
+    let mut s = sim();
+    let a = member(&mut s, "alice", "lobby");
+    let b = member(&mut s, "bob", "lobby");
+    s.take(a);
+    let (ida, idb) = (client_id(&mut s, a), client_id(&mut s, b));
+    chat(&mut s, a, "hello");
+    chat(&mut s, b, "hi alice");
+    let first = received(1, "lobby", 1, &ida, "alice", "hello");
+    let second = received(2, "lobby", 2, &idb, "bob", "hi alice");
+    assert_ne!(first["id"], second["id"]);
+    assert_eq!(s.take(a), vec![first.clone(), second.clone()]);
+    assert_eq!(s.take(b), vec![first, second]);
+}
+
+/// Blank (after trimming, in any script) or missing content is ignored: no frame to
+/// anybody, nothing stored, no seq used.
+#[test]
+fn blank_or_missing_content_is_ignored_without_any_frame() {
+    let mut s = sim();
+    let a = member(&mut s, "alice", "lobby");
+    let b = member(&mut s, "bob", "lobby");
+    s.take(a);
+    let ida = client_id(&mut s, a);
+    for frame in [
+        json!({"type":"chat_message","content":" \n\t  "}),
+        json!({"type":"chat_message","content":""}),
+        json!({"type":"chat_message","content":"\u{3000}\u{2028}"}),
+        json!({"type":"chat_message"}),
+    ] {
+        s.send(a, frame.clone());
+        assert!(s.take(a).is_empty(), "{frame}");
+        assert!(s.take(b).is_empty(), "{frame}");
+    }
+    chat(&mut s, a, "after");
+    assert_eq!(
+        s.take(b),
+        vec![received(1, "lobby", 1, &ida, "alice", "after")]
+    );
+}
+
+/// A 64 KiB frame (the largest the transport lets through) of content is cut to 1,000
+/// characters like any other.
+#[test]
+fn the_content_of_a_64_kib_frame_is_cut_to_1000_characters() {
+    let mut s = sim();
+    let a = member(&mut s, "alice", "lobby");
+    let ida = client_id(&mut s, a);
+    let empty = json!({"type":"chat_message","content":""}).to_string();
+    let frame = json!({"type":"chat_message","content":"x".repeat(64 * 1024 - empty.len())});
+    assert_eq!(frame.to_string().len(), 64 * 1024);
+    s.send(a, frame);
+    assert_eq!(
+        s.take(a),
+        vec![received(1, "lobby", 1, &ida, "alice", &"x".repeat(1000))]
+    );
+}
+
+#[test]
+fn a_replayed_client_msg_id_is_stored_once_whatever_its_content_and_only_per_user() {
+    let mut s = sim();
+    let a = member(&mut s, "alice", "lobby");
+    let b = member(&mut s, "bob", "lobby");
+    s.take(a);
+    let (ida, idb) = (client_id(&mut s, a), client_id(&mut s, b));
+    let original = json!({"type":"chat_message","content":"once","clientMsgId":"c-1"});
+    s.send(a, original.clone());
+    let mut first = received(1, "lobby", 1, &ida, "alice", "once");
+    first["clientMsgId"] = json!("c-1");
+    assert_eq!(s.take(a), vec![first.clone()]);
+    assert_eq!(s.take(b), vec![first.clone()]);
+
+    // The same id again, then with other content: nothing new is stored or delivered.
+    s.send(a, original);
+    s.send(
+        a,
+        json!({"type":"chat_message","content":"changed","clientMsgId":"c-1"}),
+    );
+    assert!(s.take(a).is_empty());
+    assert!(s.take(b).is_empty());
+    s.send(a, json!({"type":"history","room":"lobby"}));
+    assert_eq!(
+        s.take(a),
+        vec![json!({"type":"message_history","room":"lobby","messages":[first],"hasMore":false})]
+    );
+
+    // Another user's message with the same id is another message.
+    s.send(
+        b,
+        json!({"type":"chat_message","content":"mine","clientMsgId":"c-1"}),
+    );
+    let mut theirs = received(2, "lobby", 2, &idb, "bob", "mine");
+    theirs["clientMsgId"] = json!("c-1");
+    assert_eq!(s.take(b), vec![theirs.clone()]);
+    assert_eq!(s.take(a), vec![theirs]);
+}
+
+#[test]
+fn each_invalid_client_msg_id_is_answered_invalid_field_and_nothing_is_stored() {
+    let mut s = sim();
+    let a = member(&mut s, "alice", "lobby");
+    let ida = client_id(&mut s, a);
+    let long = "x".repeat(65);
+    for id in ["", long.as_str(), "a\u{0}b", "\u{202e}id", "a\u{200b}"] {
+        s.send(
+            a,
+            json!({"type":"chat_message","content":"x","clientMsgId":id}),
+        );
+        assert_eq!(
+            s.take(a),
+            vec![refusal(
+                "invalid_field",
+                "clientMsgId must be 1 to 64 visible characters"
+            )],
+            "{id:?}"
+        );
+    }
+    chat(&mut s, a, "still here");
+    assert_eq!(
+        s.take(a),
+        vec![received(1, "lobby", 1, &ida, "alice", "still here")]
+    );
+}
+
+/// Fields only the server sets (`id`, `seq`, `userId`, `timestamp`, `fromId`…) sent by
+/// a client change nothing: the frames carry the sender's real identity and the store's
+/// id, seq and time.
+#[test]
+fn client_supplied_server_fields_are_ignored() {
+    let mut s = sim();
+    let forger = member(&mut s, "forger", "forge");
+    let watcher = member(&mut s, "watcher", "forge");
+    s.take(forger);
+    let (idf, idw) = (client_id(&mut s, forger), client_id(&mut s, watcher));
+    let forged_time = "1970-01-01T00:00:00.000Z";
+    s.send(
+        forger,
+        json!({"type":"chat_message","content":"hi","id":"forged-id","seq":999,
+               "userId":idw,"username":"watcher","timestamp":forged_time,"fromId":idw,
+               "recovered":true}),
+    );
+    let echo = received(1, "forge", 1, &idf, "forger", "hi");
+    assert_eq!(s.take(forger), vec![echo.clone()]);
+    assert_eq!(s.take(watcher), vec![echo]);
+
+    s.send(
+        forger,
+        json!({"type":"private_message","targetId":idw,"content":"psst","id":"forged-id",
+               "seq":999,"fromId":idw,"fromUsername":"admin","toId":idf,"toUsername":"admin",
+               "timestamp":forged_time}),
+    );
+    let dm = json!({"type":"private_message","id":sim_id(2),"seq":1,"fromId":idf,
+        "fromUsername":"forger","toId":idw,"toUsername":"watcher","content":"psst",
+        "timestamp":sim_time(1)});
+    assert_eq!(s.take(watcher), vec![dm.clone()]);
+    let mut sent = dm;
+    sent["type"] = json!("private_message_sent");
+    assert_eq!(s.take(forger), vec![sent]);
+
+    // An id offered with set_username changes nothing either.
+    s.send(forger, json!({"type":"leave_room"}));
+    s.take(forger);
+    s.take(watcher);
+    s.send(
+        forger,
+        json!({"type":"set_username","username":"forger2","userId":idw,"clientId":idw}),
+    );
+    assert_eq!(
+        s.take(forger),
+        vec![json!({"type":"username_set","username":"forger2"})]
+    );
+    s.send(forger, json!({"type":"join_room","room":"forge"}));
+    assert_eq!(
+        s.take(forger)[2],
+        json!({"type":"room_users","room":"forge","users":[
+            {"id":idw,"username":"watcher"},{"id":idf,"username":"forger2"}]})
+    );
+}
+
+/// Strings that would run as script, markup or SQL if anything interpreted them are
+/// stored and delivered exactly, live, in `history` and in a late joiner's page. (How
+/// the frame's bytes carry them is in `protocol/tests.rs`.)
+#[test]
+fn hostile_strings_are_stored_and_delivered_exactly() {
+    let mut s = sim();
+    let poster = member(&mut s, "poster", "xss");
+    let watcher = member(&mut s, "watcher", "xss");
+    s.take(poster);
+    let idp = client_id(&mut s, poster);
+    let mut stored = Vec::new();
+    for (i, content) in crate::protocol::tests::HOSTILE.iter().enumerate() {
+        chat(&mut s, poster, content);
+        let n = i as u64 + 1;
+        let echo = received(n.into(), "xss", n, &idp, "poster", content);
+        assert_eq!(s.take(poster), vec![echo.clone()]);
+        assert_eq!(s.take(watcher), vec![echo.clone()]);
+        stored.push(echo);
+    }
+    s.send(poster, json!({"type":"history","room":"xss"}));
+    assert_eq!(
+        s.take(poster),
+        vec![json!({"type":"message_history","room":"xss","messages":stored,"hasMore":false})]
+    );
+    let late = named(&mut s, "late");
+    s.send(late, json!({"type":"join_room","room":"xss"}));
+    assert_eq!(s.take(late)[1]["messages"], json!(stored));
+}
+
+#[test]
+fn hostile_usernames_and_room_names_are_delivered_exactly() {
+    let room = "<script>x</script>";
+    let mut s = sim();
+    let first = member(&mut s, "<img src=x>", room);
+    let second = named(&mut s, "\"><svg/onload=1>");
+    let (id1, id2) = (client_id(&mut s, first), client_id(&mut s, second));
+    s.send(second, json!({"type":"join_room","room":room}));
+    let replies = s.take(second);
+    assert_eq!(replies[0], json!({"type":"room_joined","room":room}));
+    assert_eq!(
+        replies[2],
+        json!({"type":"room_users","room":room,"users":[
+            {"id":id1,"username":"<img src=x>"},{"id":id2,"username":"\"><svg/onload=1>"}]})
+    );
+    assert_eq!(
+        s.take(first),
+        vec![json!({"type":"user_joined","room":room,"username":"\"><svg/onload=1>","userId":id2})]
+    );
+    chat(&mut s, second, "<b>hi</b>");
+    let echo = received(1, room, 1, &id2, "\"><svg/onload=1>", "<b>hi</b>");
+    assert_eq!(s.take(second), vec![echo.clone()]);
+    assert_eq!(s.take(first), vec![echo]);
+}

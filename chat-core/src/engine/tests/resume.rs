@@ -519,3 +519,143 @@ fn a_history_page_is_cut_at_the_byte_budget() {
     let next = history_seqs(&s.take(a)[0]);
     assert_eq!(next.last(), Some(&(before - 1)));
 }
+
+/// Five messages from a poster who then leaves; a late joiner's resume `extra` fields
+/// are answered with exactly `history` (and itself alone in `room_users`).
+fn resume_answers(s: &mut Sim, extra: &Value, history: &Value) {
+    let late = named(s, "late");
+    let id = client_id(s, late);
+    let mut join = json!({"type":"join_room","room":"resume"});
+    for (k, v) in extra.as_object().unwrap() {
+        join[k] = v.clone();
+    }
+    s.send(late, join);
+    assert_eq!(
+        s.take(late),
+        vec![
+            json!({"type":"room_joined","room":"resume"}),
+            history.clone(),
+            json!({"type":"room_users","room":"resume","users":[{"id":id,"username":"late"}]}),
+        ],
+        "{extra}"
+    );
+    s.disconnect(late);
+}
+
+fn five_messages(s: &mut Sim) -> Vec<Value> {
+    let poster = member(s, "poster", "resume");
+    let id = client_id(s, poster);
+    for i in 1..=5 {
+        chat(s, poster, &format!("m{i}"));
+    }
+    s.take(poster);
+    s.disconnect(poster);
+    (1..=5)
+        .map(|i| received(i.into(), "resume", i, &id, "poster", &format!("m{i}")))
+        .collect()
+}
+
+fn not_recovered(sent: &[Value]) -> Value {
+    json!({"type":"message_history","room":"resume","messages":sent,"epoch":"sim-epoch",
+           "lastSeq":5,"recovered":false,"hasMore":false})
+}
+
+#[test]
+fn resume_from_the_future_is_not_recovered() {
+    let mut s = sim();
+    let sent = five_messages(&mut s);
+    for since in [6, 1_000, u64::MAX] {
+        resume_answers(
+            &mut s,
+            &json!({"since":since,"epoch":"sim-epoch"}),
+            &not_recovered(&sent),
+        );
+    }
+}
+
+#[test]
+fn resume_with_a_stale_or_foreign_epoch_is_not_recovered() {
+    let mut s = sim();
+    let sent = five_messages(&mut s);
+    for stale in [
+        "stale-epoch",
+        "",
+        "SIM-EPOCH",
+        "00000000-0000-0000-0000-000000000000",
+    ] {
+        resume_answers(
+            &mut s,
+            &json!({"since":2,"epoch":stale}),
+            &not_recovered(&sent),
+        );
+    }
+    // And the genuine epoch replays exactly what was missed.
+    resume_answers(
+        &mut s,
+        &json!({"since":2,"epoch":"sim-epoch"}),
+        &json!({"type":"message_history","room":"resume","messages":sent[2..],
+                "epoch":"sim-epoch","lastSeq":5,"recovered":true,"hasMore":false}),
+    );
+}
+
+/// After a resume, live messages continue right after the page's `lastSeq`.
+#[test]
+fn live_messages_continue_right_after_a_resumed_page() {
+    let mut s = sim();
+    let a = member(&mut s, "alice", "lobby");
+    let ida = client_id(&mut s, a);
+    for i in 1..=5 {
+        chat(&mut s, a, &format!("m{i}"));
+    }
+    s.take(a);
+    let b = named(&mut s, "bob");
+    s.send(
+        b,
+        json!({"type":"join_room","room":"lobby","since":3,"epoch":"sim-epoch"}),
+    );
+    assert_eq!(s.take(b)[1]["lastSeq"], 5);
+    chat(&mut s, a, "m6");
+    assert_eq!(
+        s.take(b),
+        vec![received(6, "lobby", 6, &ida, "alice", "m6")]
+    );
+}
+
+/// With the default budget (64 KiB), the largest resume — 500 messages (the resume cap)
+/// of 1,000 control characters, each escaped to six bytes of JSON, ~3 MB — leaves in
+/// continued frames of at most 64 KiB of messages, in order, each once.
+#[test]
+fn a_full_resume_leaves_in_continued_frames_of_at_most_64_kib() {
+    let mut s = Sim::new(config(|c| c.message_rate = None));
+    let writer = member(&mut s, "writer", "big");
+    let content = format!("x{}x", "\u{1}".repeat(998));
+    for _ in 0..500 {
+        chat(&mut s, writer, &content);
+    }
+    s.take(writer);
+    let reader = named(&mut s, "reader");
+    s.send(
+        reader,
+        json!({"type":"join_room","room":"big","since":0,"epoch":"sim-epoch"}),
+    );
+    let frames = s.take(reader);
+    assert_eq!(frames[0]["type"], "room_joined");
+    assert_eq!(frames.last().unwrap()["type"], "room_users");
+    let pages = &frames[1..frames.len() - 1];
+    assert!(pages.len() >= 45, "{} frames", pages.len());
+    let mut seqs = Vec::new();
+    for (i, page) in pages.iter().enumerate() {
+        assert_eq!(page["recovered"], true);
+        let last = i + 1 == pages.len();
+        assert_eq!(page["lastSeq"].as_u64(), history_seqs(page).last().copied());
+        assert_eq!(page.get("continued").is_some(), !last, "frame {i}");
+        let bytes = serde_json::to_vec(&page["messages"]).unwrap().len();
+        assert!(
+            bytes <= 64 * 1024 + 2,
+            "{bytes} bytes of messages in frame {i}"
+        );
+        seqs.extend(history_seqs(page));
+    }
+    assert_eq!(pages.last().unwrap()["lastSeq"], 500);
+    assert_eq!(seqs, (1..=500).collect::<Vec<_>>(), "in order, each once");
+}

@@ -105,3 +105,82 @@ fn usernames_with_bidi_or_invisible_characters_are_refused() {
     );
     assert_eq!(error_code(&s.take(c)[0]), "invalid_username");
 }
+
+/// The answer on the wire for each kind of refused name (the full tables of characters
+/// are in `ids.rs`); the connection then takes a good name.
+#[test]
+fn refused_usernames_are_answered_with_the_exact_error_and_a_good_name_still_works() {
+    let invisible = json!({"type":"error","code":"invalid_username",
+        "message":"Username contains invisible or control characters"});
+    let too_short = json!({"type":"error","code":"invalid_username",
+        "message":"Username must be at least 2 characters"});
+    let mut s = sim();
+    let c = s.connect();
+    s.take(c);
+    for (name, expected) in [
+        (json!("esc\u{1b}[31m"), &invisible),
+        (json!("\u{202e}evil"), &invisible),
+        (json!("a\u{200b}b"), &invisible),
+        (json!("\u{3000}\u{3000}"), &too_short),
+        (json!(""), &too_short),
+        (json!(" a "), &too_short),
+    ] {
+        s.send(c, json!({"type":"set_username","username":name}));
+        assert_eq!(s.take(c), vec![expected.clone()], "{name}");
+    }
+    s.send(c, json!({"type":"set_username"}));
+    assert_eq!(s.take(c), vec![too_short]);
+    s.send(c, json!({"type":"set_username","username":"fine-name"}));
+    assert_eq!(
+        s.take(c),
+        vec![json!({"type":"username_set","username":"fine-name"})]
+    );
+}
+
+#[test]
+fn a_cut_name_is_answered_without_the_space_the_cut_left() {
+    let mut s = sim();
+    let c = s.connect();
+    s.take(c);
+    s.send(
+        c,
+        json!({"type":"set_username","username":"abcdefghijklmnopqrs uvwxyz"}),
+    );
+    assert_eq!(
+        s.take(c),
+        vec![json!({"type":"username_set","username":"abcdefghijklmnopqrs"})]
+    );
+}
+
+/// Every look-alike of an online user's name (see `ids.rs` for why they collide) is
+/// taken; another name is not.
+#[test]
+fn every_look_alike_of_an_online_name_is_taken() {
+    let mut s = sim();
+    named(&mut s, "Alice");
+    let b = s.connect();
+    s.take(b);
+    for name in [
+        "alice",
+        "ALICE",
+        " Alice ",
+        "\u{410}lice",
+        "\u{430}lice",
+        "\u{391}LICE",
+        "ａｌｉｃｅ",
+        "al\u{456}ce",
+        "Alic\u{435}",
+    ] {
+        s.send(b, json!({"type":"set_username","username":name}));
+        assert_eq!(
+            s.take(b),
+            vec![json!({"type":"error","message":"Username taken","code":"username_taken"})],
+            "{name:?}"
+        );
+    }
+    s.send(b, json!({"type":"set_username","username":"bob"}));
+    assert_eq!(
+        s.take(b),
+        vec![json!({"type":"username_set","username":"bob"})]
+    );
+}

@@ -13,9 +13,8 @@ use tokio::task::JoinSet;
 use crate::ids::{MessageId, Seq};
 use crate::store::{PageRange, Store};
 
-use super::stream::{
-    DmStream, Msg, RoomStream, Sender, Stream, after, latest, room, room_page, seqs,
-};
+use super::stream::{DmStream, RoomStream, Sender, Stream, after, latest, room, room_page, seqs};
+use crate::message::Stored;
 
 /// Messages per writer task.
 const PER_TASK: u64 = 50;

@@ -20,9 +20,10 @@ use crate::ids::Epoch;
 use crate::store::Store;
 
 use super::stream::{
-    DmStream, Msg, RoomStream, Sender, Stream, append_room, interesting, latest, room,
-    room_message, sweep, user,
+    DmStream, RoomStream, Sender, Stream, append_room, interesting, latest, room, room_message,
+    sweep, user,
 };
+use crate::message::Stored;
 
 /// Messages one reopen case writes to its main stream: enough for pages to need more
 /// than one read, small enough to stay quick on a store that syncs every commit.

@@ -7,9 +7,10 @@ use crate::ids::Seq;
 use crate::store::Store;
 
 use super::stream::{
-    DmStream, Msg, RoomStream, Sender, Stream, append_dm, append_room, dm, latest, room,
-    room_message, seqs, user,
+    DmStream, RoomStream, Sender, Stream, append_dm, append_room, dm, latest, room, room_message,
+    seqs, user,
 };
+use crate::message::Stored;
 
 async fn duplicate_returns_the_original<T: Stream>(stream: &T) {
     let name = stream.name();
@@ -32,7 +33,7 @@ async fn duplicate_returns_the_original<T: Stream>(stream: &T) {
         "{name}: the original is returned"
     );
     assert_eq!(
-        retry.message.content(),
+        retry.message.content().as_str(),
         "original",
         "{name}: with its original content"
     );

@@ -6,9 +6,8 @@ use std::sync::Arc;
 use crate::ids::{MessageId, Seq};
 use crate::store::{PageRange, Store};
 
-use super::stream::{
-    DmStream, Msg, RoomStream, Sender, Stream, after, before, latest, seqs, sweep,
-};
+use super::stream::{DmStream, RoomStream, Sender, Stream, after, before, latest, seqs, sweep};
+use crate::message::Stored;
 
 /// The page rules written out for a stream holding seqs 1..=10: range, seqs, `has_more`.
 #[rustfmt::skip]

@@ -3,7 +3,8 @@
 use crate::ids::Seq;
 use crate::store::Store;
 
-use super::stream::{DmStream, Msg, RoomStream, Sender, Stream, interesting, latest, sweep};
+use super::stream::{DmStream, RoomStream, Sender, Stream, interesting, latest, sweep};
+use crate::message::Stored;
 
 async fn retention<T: Stream>(stream: &T, retained: usize) {
     assert!(
@@ -44,7 +45,7 @@ async fn retention<T: Stream>(stream: &T, retained: usize) {
         );
         assert_eq!(retry.message.seq(), Seq(n));
         assert_eq!(
-            retry.message.content(),
+            retry.message.content().as_str(),
             format!("m{n}"),
             "{name}: original content"
         );

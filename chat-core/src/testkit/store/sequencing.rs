@@ -8,9 +8,10 @@ use crate::message::Timestamp;
 use crate::store::Store;
 
 use super::stream::{
-    DmStream, Msg, RoomStream, Sender, Stream, append_dm, append_room, assert_well_formed, dm,
-    dm_page, latest, room, room_message, room_page, seqs, user,
+    DmStream, RoomStream, Sender, Stream, append_dm, append_room, assert_well_formed, dm, dm_page,
+    latest, room, room_message, room_page, seqs, user,
 };
+use crate::message::Stored;
 
 /// `append_room` numbers a room's messages 1, 2, 3… with no gap, whoever writes.
 pub async fn room_seq_starts_at_one_and_is_gapless<S: Store>(store: S) {

@@ -11,54 +11,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
 
-use crate::ids::{ClientMsgId, Content, Epoch, MessageId, RoomName, Seq, UserId};
-use crate::message::{NewDm, NewRoomMessage, StoredDm, StoredMessage, Timestamp};
+use crate::ids::{ClientMsgId, Content, Epoch, RoomName, Seq, UserId};
+use crate::message::{NewDm, NewRoomMessage, Stored, StoredDm, StoredMessage, Timestamp};
 use crate::store::{Appended, Page, PageRange, Store};
 
-/// What the checks need to read from a stored room message or DM.
-pub(super) trait Msg: Debug + PartialEq + Send + Sync + 'static {
-    fn seq(&self) -> Seq;
-    fn id(&self) -> MessageId;
-    fn content(&self) -> &str;
-    fn timestamp(&self) -> Timestamp;
-    fn client_msg_id(&self) -> Option<&ClientMsgId>;
-}
+/// What the checks need of a stored room message or DM: the shared [`Stored`]
+/// accessors, plus what an assertion needs.
+pub(super) trait Msg: Stored + Debug + PartialEq + Send + Sync + 'static {}
 
-impl Msg for StoredMessage {
-    fn seq(&self) -> Seq {
-        self.seq
-    }
-    fn id(&self) -> MessageId {
-        self.id
-    }
-    fn content(&self) -> &str {
-        self.content.as_str()
-    }
-    fn timestamp(&self) -> Timestamp {
-        self.timestamp
-    }
-    fn client_msg_id(&self) -> Option<&ClientMsgId> {
-        self.client_msg_id.as_ref()
-    }
-}
-
-impl Msg for StoredDm {
-    fn seq(&self) -> Seq {
-        self.seq
-    }
-    fn id(&self) -> MessageId {
-        self.id
-    }
-    fn content(&self) -> &str {
-        self.content.as_str()
-    }
-    fn timestamp(&self) -> Timestamp {
-        self.timestamp
-    }
-    fn client_msg_id(&self) -> Option<&ClientMsgId> {
-        self.client_msg_id.as_ref()
-    }
-}
+impl<M: Stored + Debug + PartialEq + Send + Sync + 'static> Msg for M {}
 
 /// Which of a stream's two participants writes a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
