@@ -7,8 +7,7 @@
 //! collide by case or look-alike characters, four `clientMsgId`s. Collisions are where
 //! the rules live (a taken name, a retried message, a second tab of one user).
 
-use chat_core::testkit::model::Op;
-use chat_core::testkit::model::Resume;
+use chat_core::testkit::model::{Op, Resume};
 use chat_core::testkit::model::ops::{AUTH, CMIDS, MALFORMED, NAMES};
 use proptest::prelude::*;
 
