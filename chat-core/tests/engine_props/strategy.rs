@@ -7,8 +7,8 @@
 //! collide by case or look-alike characters, four `clientMsgId`s. Collisions are where
 //! the rules live (a taken name, a retried message, a second tab of one user).
 
-use chat_core::testkit::model::{Op, Resume};
 use chat_core::testkit::model::ops::{AUTH, CMIDS, MALFORMED, NAMES};
+use chat_core::testkit::model::{Op, Resume};
 use proptest::prelude::*;
 
 /// A room of the pool, busy ones more often; 3 is an invalid name.
