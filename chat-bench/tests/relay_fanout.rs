@@ -80,9 +80,12 @@ async fn fixed_rate_fanout_keeps_its_rate() {
     let report = fanout::run(&cfg).await.expect("fanout runs");
     relay.abort();
     let f = report.fanout.as_ref().expect("fanout figures");
-    // 300 msg/s over 0.5 s: 150 messages, give or take the edges of the window (and a
-    // late wake-up at its end on a busy machine).
-    assert!((125..=160).contains(&f.sent), "{report}");
+    // 300 msg/s over 0.5 s: 150 messages. The window is wall-clock time on a machine
+    // that may be busy (a sender starved at the window's end sends fewer, one starved
+    // in the warm-up catches up inside the window), so the bounds say "paced at about
+    // that rate": half to one and a half times it. Unpaced, a closed loop sends
+    // thousands in the same window; a pacer that stalls sends none.
+    assert!((75..=225).contains(&f.sent), "{report}");
     assert_eq!(f.loss, 0, "{report}");
 }
 

@@ -1,30 +1,9 @@
 //! State-machine property tests of the engine (ARCHITECTURE.md, "Properties the design
-//! must keep").
-//!
-//! Each case is a random sequence of operations — clients connecting, naming themselves,
-//! joining and resuming, chatting and retrying, DMing, typing, paging history,
-//! disconnecting, time passing, and the store answering late, out of order or not at
-//! all — run through the deterministic [`Sim`](chat_core::testkit::sim::Sim) with every
-//! store request held until an operation performs it. After **every** step, each
-//! connection's frames are fed to a small reference model and the five properties are
-//! checked against it:
-//!
-//! 1. **gapless, exactly-once room streams** — join history then live messages are
-//!    consecutive seqs; after settling, every member has the store's last seq;
-//! 2. **persist before acknowledge** — every message or DM a client sees is in the store,
-//!    identical, when it arrives;
-//! 3. **membership consistency** — the engine's members, rooms and presence equal what
-//!    the frames told each client; empty rooms are dropped; online names are unique;
-//! 4. **privacy** — room events reach members only, DMs their two users only, typing
-//!    indicators never the typing user;
-//! 5. **bounds** — store work is one request per connection plus one per room, and a
-//!    connection waiting for the store queues at most `max_queued_commands` frames.
-//!
-//! The model never looks inside the engine: it learns from frames (as a careful client
-//! would), the store's contents and the engine's public getters, and compares them.
-//!
-//! Layout: [`ops`] (what a case is made of), [`model`] (what is known), [`world`] (the
-//! driver), [`frames`] (checks per frame), [`invariants`] (checks per step).
+//! must keep"), over the reference model of
+//! [`testkit::model`](chat_core::testkit::model): each case is a random sequence of
+//! operations ([`strategy`]) that the model runs through the deterministic
+//! [`Sim`](chat_core::testkit::sim::Sim), checking the five properties after every step.
+//! The `engine` fuzz target runs the same model on operations decoded from fuzzer bytes.
 //!
 //! Run: `cargo test -p chat-core --features testkit --test engine_props`. A failure
 //! prints the shrunk operation sequence and the check that broke; its seed is appended
@@ -32,81 +11,15 @@
 
 use std::time::Duration;
 
+use chat_core::testkit::model::{self, Op, Resume};
 use chat_core::testkit::sim::{Sim, StoreMode};
-use chat_core::{Config, ConnId, Input, Rate};
+use chat_core::{Config, ConnId, Input, RoomName};
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
 use serde_json::{Value, json};
 
-/// Fails the current check with a message. Checks return `Err` rather than panic, so
-/// that shrinking a failure does not flood the output with panic messages.
-macro_rules! check {
-    ($cond:expr, $($fmt:tt)+) => {
-        if !$cond {
-            return Err(format!($($fmt)+));
-        }
-    };
-}
-
-#[path = "engine_props/frames.rs"]
-mod frames;
-#[path = "engine_props/invariants.rs"]
-mod invariants;
-#[path = "engine_props/model.rs"]
-mod model;
-#[path = "engine_props/ops.rs"]
-mod ops;
-#[path = "engine_props/world.rs"]
-mod world;
-
-use model::room_name;
-use ops::{Op, Resume};
-use world::World;
-
-/// What a check returns: `Err` says which property broke, and how.
-type Check = Result<(), String>;
-
-/// Small limits, so every cap is reached within a few dozen operations.
-fn tight_config() -> Config {
-    let mut c = Config::default();
-    c.join_history = 3;
-    c.history_page_max = 4;
-    c.resume_max = 4;
-    c.history_frame_bytes = 64 * 1024;
-    c.max_rooms_per_connection = 2;
-    c.max_connections_per_user = 2;
-    c.max_queued_commands = 3;
-    c.typing_timeout = Duration::from_secs(5);
-    c.message_rate = Some(Rate::per_second(6, 1));
-    c.typing_rate = Some(Rate::per_second(4, 2));
-    c.join_rate = Some(Rate::per_second(6, 1));
-    c.history_rate = Some(Rate::per_second(4, 2));
-    c.refusal_budget = Some(Rate::per_second(12, 1));
-    c.cluster = false;
-    c
-}
-
-/// The same caps without rate limits, so more messages race with joins and retries.
-fn unlimited_config() -> Config {
-    let mut c = tight_config();
-    c.message_rate = None;
-    c.typing_rate = None;
-    c.join_rate = None;
-    c.history_rate = None;
-    c.refusal_budget = None;
-    c
-}
-
-/// Runs a case and settles it; `Err` names the operation after which a check failed.
-fn run(config: Config, ops: &[Op]) -> Check {
-    let mut world = World::new(config);
-    for (i, op) in ops.iter().enumerate() {
-        world
-            .apply(op)
-            .map_err(|e| format!("after op #{i} {op:?}: {e}"))?;
-    }
-    world.finish().map_err(|e| format!("while settling: {e}"))
-}
+#[path = "engine_props/strategy.rs"]
+mod strategy;
 
 fn proptest_config() -> ProptestConfig {
     ProptestConfig {
@@ -125,17 +38,17 @@ proptest! {
 
     /// All five properties, with small caps and rate limits on.
     #[test]
-    fn engine_keeps_its_properties(ops in ops::scenario()) {
-        if let Err(why) = run(tight_config(), &ops) {
-            return Err(TestCaseError::fail(why));
+    fn engine_keeps_its_properties(ops in strategy::scenario()) {
+        if let Err(why) = model::run(model::tight_config(), &ops) {
+            return Err(TestCaseError::fail(why.to_string()));
         }
     }
 
     /// All five properties without rate limits: busier rooms.
     #[test]
-    fn engine_keeps_its_properties_without_rate_limits(ops in ops::scenario()) {
-        if let Err(why) = run(unlimited_config(), &ops) {
-            return Err(TestCaseError::fail(why));
+    fn engine_keeps_its_properties_without_rate_limits(ops in strategy::scenario()) {
+        if let Err(why) = model::run(model::unlimited_config(), &ops) {
+            return Err(TestCaseError::fail(why.to_string()));
         }
     }
 }
@@ -200,7 +113,7 @@ fn the_model_accepts_a_scripted_race() {
         Op::Complete { index: 0 },
         Op::Advance { ms: 6000 },
     ];
-    run(unlimited_config(), &ops).unwrap();
+    model::run(model::unlimited_config(), &ops).unwrap();
 }
 
 /// A connection with a username, inbox drained.
@@ -223,6 +136,10 @@ fn seqs_seen(frames: &[Value]) -> Vec<u64> {
         seqs.extend(messages.iter().map(|m| m["seq"].as_u64().expect("a seq")));
     }
     seqs
+}
+
+fn room_name(room: &str) -> RoomName {
+    RoomName::parse(room).expect("a valid room name")
 }
 
 // Regression (found by these properties, fixed in engine/room.rs): a join whose store read is answered after the room emptied activates at

@@ -337,16 +337,23 @@ async fn retention_keeps_the_newest_n_per_stream() {
 #[tokio::test]
 async fn retention_by_age_deletes_only_old_messages() {
     let dir = tempfile::tempdir().expect("dir");
-    let store = SqliteStore::open(
-        dir.path().join("chat.db"),
-        SqliteConfig::default()
-            .with_retention(Retention::default().with_max_age(Some(Duration::from_millis(300)))),
-    )
-    .expect("open");
+    let path = dir.path().join("chat.db");
+    let config = SqliteConfig::default()
+        .with_retention(Retention::default().with_max_age(Some(Duration::from_secs(60))));
+    let store = SqliteStore::open(&path, config).expect("open");
     fill(&store, 5).await;
-    // Only real time ages a message; the assertions below do not depend on how long
-    // the sleep really took beyond its minimum.
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Age those five by an hour. Only the wall clock ages a message (no paused clock
+    // drives the store's `SystemTime`), so instead of waiting for it, their timestamps
+    // are moved back through a second connection, as an hour would have.
+    let db = rusqlite::Connection::open(&path).expect("a second connection");
+    db.busy_timeout(Duration::from_secs(5))
+        .expect("busy timeout");
+    let aged = db
+        .execute("UPDATE messages SET ts = ts - 3600000", [])
+        .expect("age the messages");
+    assert_eq!(aged, 5);
+    drop(db);
+    // Young: a minute from the cutoff, whatever the machine's load.
     store
         .append_room(message("general", "bob", "young", None))
         .await

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use support::Peer;
-use support::process::ServerProcess;
+use support::process::{POLL, ServerProcess};
 use support::suite::Suite;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -241,21 +241,45 @@ async fn double_full_resumes_that_nobody_reads_stay_within_the_global_budget() {
         assert!(f.write(&frames, Duration::from_secs(5)).await);
         flooders.push(f);
     }
-    // Let the server queue what it will, sampling its memory.
+    // The server queues what it will until it is past its budget: wait for its first
+    // 1013 (without the policy there is none, and this wait fails) and an empty hub
+    // queue, sampling its memory meanwhile.
     let mut peak = before;
-    for _ in 0..30 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
         peak = peak.max(suite.sample_rss());
+        let shed = suite
+            .server
+            .metric(r#"chat_closes_total{code="1013"}"#)
+            .await
+            > 0;
+        if shed && suite.server.metric("chat_hub_queue_depth").await == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no connection was closed with 1013 (RSS peak {peak} KiB)"
+        );
+        tokio::time::sleep(POLL).await;
     }
-    let growth_mib = peak.saturating_sub(before) as f64 / 1024.0;
-    let drains: Vec<_> = flooders
+    // Then read everything, sampling until the last reader is done: whatever the server
+    // still queued meanwhile is within the peak.
+    let mut drains: tokio::task::JoinSet<_> = flooders
         .into_iter()
-        .map(|mut f| tokio::spawn(async move { f.drain(Duration::from_secs(10)).await.1 }))
+        .map(|mut f| async move { f.drain(Duration::from_secs(10)).await.1 })
         .collect();
     let mut closes = Vec::new();
-    for drain in drains {
-        closes.push(drain.await.expect("drain task"));
+    loop {
+        peak = peak.max(suite.sample_rss());
+        // The sampling interval of the measurement (not a wait for anything): the
+        // drains end on their own.
+        match timeout(POLL, drains.join_next()).await {
+            Ok(Some(close)) => closes.push(close.expect("drain task")),
+            Ok(None) => break,
+            Err(_sample_again) => {}
+        }
     }
+    let growth_mib = peak.saturating_sub(before) as f64 / 1024.0;
     let busy = closes.iter().filter(|c| **c == Some(1013)).count();
     eprintln!(
         "[floods] 25 × 2 full resumes, unread: RSS {before} KiB → peak {peak} KiB \

@@ -11,14 +11,13 @@
 mod support;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use chat_core::{Config, RuntimeConfig, Server};
 use chat_memory_store::MemoryStore;
 use chat_ws_warp::{WarpConfig, WarpTransport};
 use serde_json::json;
-use support::Peer;
 use support::process::ServerProcess;
+use support::{PROMPT, Peer};
 
 /// Idle joined connections held by the RSS check.
 const CONNECTIONS: usize = 400;
@@ -41,9 +40,10 @@ async fn an_idle_joined_connection_costs_the_server_a_few_kib() {
         "off",
     ]);
     let addr = server.addr();
-    // A first connection warms up what every later one shares (tasks, the room).
+    // A first connection warms up what every later one shares (tasks, the room). Its
+    // join replies were read, and the server counts it: the baseline is taken after it.
     let _first = Peer::member(addr, "warm", "lobby").await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.await_metric("chat_connections", 1, PROMPT).await;
     let before = server.rss_kib();
 
     let mut peers = Vec::with_capacity(CONNECTIONS);
@@ -51,7 +51,11 @@ async fn an_idle_joined_connection_costs_the_server_a_few_kib() {
         // Ten rooms, like a server with many small rooms.
         peers.push(Peer::member(addr, &format!("idle{i}"), &format!("room{}", i % 10)).await);
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Every join was answered (`member` reads the replies), so the server holds every
+    // connection's state now; the gauge confirms it counts them all.
+    server
+        .await_metric("chat_connections", CONNECTIONS as i64 + 1, PROMPT)
+        .await;
     let after = server.rss_kib();
     let per_connection = after.saturating_sub(before) / CONNECTIONS as u64;
     eprintln!(

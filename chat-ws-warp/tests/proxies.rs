@@ -14,12 +14,11 @@ mod support;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use chat_core::{
     Admission, Admitted, Config, ConnectionInfo, Rejection, RuntimeConfig, async_trait,
 };
-use support::process::{ServerProcess, ends_within, http_exchange, read_response};
+use support::process::{POLL, ServerProcess, ends_within, http_exchange, read_response};
 use support::{PROMPT, TestServer};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -71,7 +70,7 @@ async fn two_per_forwarded_client(addr: SocketAddr, a: &str, b: &str) -> Vec<Tcp
         }
         assert_eq!(status, 429);
         assert!(Instant::now() < deadline, "A's slot was never given back");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(POLL).await;
     }
     open
 }
@@ -194,11 +193,9 @@ async fn a_hundred_connections_from_loopback_get_in_with_the_default_flags() {
         assert_eq!(status, 101, "connection {i}: {body}");
         open.push(tcp);
     }
+    // Every handshake was answered 101 within PROMPT (no refusal, no throttling); the
+    // total time is a figure, not a rule (it depends on the machine's load).
     let took = started.elapsed();
-    assert!(
-        took < Duration::from_secs(5),
-        "100 handshakes took {took:?}"
-    );
     eprintln!("100 handshakes from 127.0.0.1 with default flags: all 101 in {took:?}");
     // Past the default per-IP cap (64) and burst (20): all held open at once.
     assert_eq!(open.len(), 100);
@@ -262,7 +259,7 @@ async fn http_connections_are_capped_per_address() {
             break;
         }
         assert!(Instant::now() < deadline, "the slot was never given back");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(POLL).await;
     }
 }
 
@@ -280,8 +277,9 @@ async fn a_refused_client_that_already_sent_its_request_reads_the_whole_429() {
             .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
             .await
             .expect("request sent");
-        // Let the request reach the server before it closes.
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        // No pause needed for the case under test (request bytes unread at the close):
+        // on loopback the kernel delivers a write to the peer's receive queue within the
+        // `write` call, so the request is there before the server can answer.
         let response = timeout(PROMPT, read_response(&mut extra))
             .await
             .expect("answered at once")

@@ -5,7 +5,7 @@ mod support;
 
 use chat_core::{Config, RuntimeConfig};
 use chat_ws_warp::{MetricsSource, OPENMETRICS_TEXT};
-use futures_util::SinkExt;
+use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 use support::{PROMPT, TestServer, Ws, close_code, next_text as event};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -63,6 +63,12 @@ async fn a_chat_round_trip_over_warp() {
     // A graceful runtime shutdown closes the socket with 1001.
     chat.shutdown();
     assert_eq!(close_code(&mut alice).await, 1001);
+    // Reading on answers the close (tungstenite replies by itself), so the server need
+    // not linger its 2 s for an answer before `join` returns.
+    while let Some(Ok(_)) = timeout(PROMPT, alice.next())
+        .await
+        .expect("the server ends the connection once answered")
+    {}
     chat.join().await.expect("clean shutdown");
     http.shutdown();
     timeout(PROMPT, http.stopped())

@@ -223,21 +223,33 @@ async fn an_undecided_handshake_gets_503_and_a_late_accept_fails() {
 async fn a_full_backlog_answers_503_at_once() {
     let config = WarpConfig::default().with_accept_backlog(1);
     let (mut transport, server) = start(config).await;
-    let first = dial(url(server.local_addr(), "/ws"));
-    // Wait until the first handshake is queued (the transport is not being read).
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let second = timeout(
-        PROMPT,
-        tokio_tungstenite::connect_async(url(server.local_addr(), "/ws")),
-    )
+    // Two handshakes while the transport is not read: whichever reaches the queue first
+    // takes its one place and waits (for up to the 10 s handshake timeout); the other
+    // is answered 503 at once. No need to know (or wait for) which is first.
+    let mut first = dial(url(server.local_addr(), "/ws"));
+    let mut second = dial(url(server.local_addr(), "/ws"));
+    let (refused, mut queued) = timeout(PROMPT, async {
+        tokio::select! {
+            answer = &mut first => (answer, second),
+            answer = &mut second => (answer, first),
+        }
+    })
     .await
-    .expect("the second handshake is answered at once");
-    match second {
+    .expect("one of the handshakes is answered at once");
+    match refused.expect("client task") {
         Err(tungstenite::Error::Http(response)) => assert_eq!(response.status(), 503),
         other => panic!("expected 503, got {other:?}"),
     }
+    assert!(
+        !queued.is_finished(),
+        "the queued handshake waits for the runtime"
+    );
     next_handshake(&mut transport).await.accept().await.unwrap();
-    first.await.unwrap().unwrap();
+    timeout(PROMPT, &mut queued)
+        .await
+        .expect("the queued handshake completes once accepted")
+        .expect("client task")
+        .expect("upgraded");
 }
 
 #[tokio::test]
@@ -384,7 +396,9 @@ async fn a_huge_frame_header_fails_at_once_without_waiting_for_the_payload() {
     client.get_mut().write_all(&header).await.unwrap();
     client.get_mut().flush().await.unwrap();
 
-    let result = timeout(Duration::from_secs(2), channel.inbound.recv())
+    // A server that waited for the payload would never answer: PROMPT is a bound, not
+    // a window to pass by default.
+    let result = timeout(PROMPT, channel.inbound.recv())
         .await
         .expect("recv fails promptly after the header");
     assert_eq!(result, Some(Err(TransportError::MessageTooBig)));
@@ -440,15 +454,26 @@ async fn a_peer_that_does_not_read_blocks_send_instead_of_growing_buffers() {
     let batch: Vec<Bytes> = (0..16)
         .map(|_| Bytes::from("z".repeat(64 * 1024)))
         .collect();
+    let mut sent_mib = 0;
     let flood = async {
         for _ in 0..64 {
             channel.outbound.send(&batch).await?;
+            sent_mib += 1;
         }
         Ok::<_, TransportError>(())
     };
     assert!(
         timeout(Duration::from_secs(2), flood).await.is_err(),
         "send should block on a peer that does not read"
+    );
+    // What was taken before `send` blocked: the kernel's socket buffers (which loopback
+    // autotunes to a few MiB) and tungstenite's bounded write buffer. Counting it, not
+    // only timing out, is what a slow machine cannot pass by default: a transport that
+    // buffered without bound would take all 64 MiB, each `send` a memory copy.
+    eprintln!("a peer that does not read: send blocked after {sent_mib} MiB");
+    assert!(
+        sent_mib <= 16,
+        "{sent_mib} MiB taken for a peer that reads nothing"
     );
 }
 
@@ -612,8 +637,11 @@ async fn sending_to_a_vanished_client_fails() {
         other => panic!("expected the end of the connection, got {other:?}"),
     }
     let frame = [Bytes::from("x".repeat(1024))];
+    // The peer's kernel answers the first write after its close with a reset, which no
+    // signal announces: retry until a write fails, bounded by PROMPT.
+    let deadline = tokio::time::Instant::now() + PROMPT;
     let mut failed = false;
-    for _ in 0..100 {
+    while tokio::time::Instant::now() < deadline {
         if channel.outbound.send(&frame).await.is_err() {
             failed = true;
             break;

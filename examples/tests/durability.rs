@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::json;
 use support::{Backend, Client, PROMPT, ServerProcess, backends};
+use tokio::sync::Notify;
 
 const SENDERS: usize = 60;
 const ROOMS: usize = 3;
@@ -51,7 +52,23 @@ struct Sent {
 
 /// Sends messages one after another, each waiting for its own `message_received`, until
 /// the connection dies.
-async fn sender(addr: std::net::SocketAddr, i: usize, acks: Arc<AtomicU64>) -> (usize, Sent) {
+/// Acknowledgements the senders received, and a signal when there are enough to kill.
+#[derive(Default)]
+struct Acks {
+    count: AtomicU64,
+    enough: Notify,
+}
+
+impl Acks {
+    fn record(&self) {
+        if self.count.fetch_add(1, Ordering::SeqCst) + 1 == KILL_AFTER_ACKS {
+            // A stored permit: the waiter wakes even if it is not waiting yet.
+            self.enough.notify_one();
+        }
+    }
+}
+
+async fn sender(addr: std::net::SocketAddr, i: usize, acks: Arc<Acks>) -> (usize, Sent) {
     let user = format!("sender{i}");
     let room = room_of(i);
     let mut client = Client::connect(addr, &user).await;
@@ -81,7 +98,7 @@ async fn sender(addr: std::net::SocketAddr, i: usize, acks: Arc<AtomicU64>) -> (
         match acked {
             Some(seq) => {
                 sent.acked.insert(id, seq);
-                acks.fetch_add(1, Ordering::SeqCst);
+                acks.record();
             }
             None => {
                 sent.unacked.push((id, content));
@@ -128,19 +145,15 @@ async fn crash_and_restart(backend: Backend) {
     let db = backend.database();
     let server = ServerProcess::start(&db.store);
     let addr = server.addr;
-    let acks = Arc::new(AtomicU64::new(0));
+    let acks = Arc::new(Acks::default());
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..SENDERS {
         tasks.spawn(sender(addr, i, Arc::clone(&acks)));
     }
     // Kill mid-stream: once enough sends were acknowledged, while all 60 are sending.
-    tokio::time::timeout(PROMPT * 3, async {
-        while acks.load(Ordering::SeqCst) < KILL_AFTER_ACKS {
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        }
-    })
-    .await
-    .expect("the senders get acknowledgements");
+    tokio::time::timeout(PROMPT * 3, acks.enough.notified())
+        .await
+        .expect("the senders get acknowledgements");
     server.kill9();
     let mut results: Vec<(usize, Sent)> = Vec::new();
     while let Some(done) = tasks.join_next().await {

@@ -90,6 +90,10 @@ async fn two_clients_chat_over_tcp_and_shutdown_closes_them_with_1001() {
     stop_tx.send(()).unwrap();
     let closed = bob.recv_type("closed").await;
     assert_eq!(closed["code"], 1001);
+    assert_eq!(alice.recv_type("closed").await["code"], 1001);
+    // Both hang up after the close, as a client does, so the server need not linger its
+    // 2 s waiting for them before `run` returns.
+    drop((alice, bob));
     tokio::time::timeout(Duration::from_secs(10), running)
         .await
         .unwrap()

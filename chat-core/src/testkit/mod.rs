@@ -19,6 +19,8 @@
 //!
 //! * [`sim`]: a deterministic simulation of the engine with a synchronous store whose
 //!   replies the test can hold and reorder.
+//! * [`model`]: the reference model of the engine's properties over the simulation,
+//!   driven by the property tests and the `engine` fuzz target alike.
 //! * `store`: the [`Store`](crate::Store) conformance suite.
 //! * `cluster`: an in-process cluster bus (`MemoryCluster`), a deterministic
 //!   multi-engine harness (`Mesh`) and the conformance checks every
@@ -28,6 +30,8 @@
 
 #[cfg(feature = "testkit")]
 pub mod cluster;
+#[cfg(feature = "testkit")]
+pub mod model;
 pub mod sim;
 #[cfg(feature = "testkit")]
 pub mod store;

@@ -38,6 +38,11 @@ use tokio::time::timeout;
 
 use super::PROMPT;
 
+/// How often a wait for a condition of the server process (its exit, a `/metrics` value)
+/// looks again. There is no push signal across a process boundary: these waits poll the
+/// condition itself, each bounded by a deadline, and end as soon as it holds.
+pub(crate) const POLL: Duration = Duration::from_millis(20);
+
 /// The example server's executable, built on first use (see the module docs).
 pub(crate) fn server_binary() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
@@ -163,7 +168,7 @@ impl ServerProcess {
         assert!(status.success(), "kill -TERM {} failed", self.pid());
     }
 
-    /// Waits (at most `within`, polling every 10 ms) for the server to exit; its exit
+    /// Waits (at most `within`, polling every [`POLL`]) for the server to exit; its exit
     /// status, or `None` if it is still running.
     pub(crate) async fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
         let deadline = tokio::time::Instant::now() + within;
@@ -174,7 +179,7 @@ impl ServerProcess {
             if tokio::time::Instant::now() >= deadline {
                 return None;
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            tokio::time::sleep(POLL).await;
         }
     }
 
@@ -214,6 +219,31 @@ impl ServerProcess {
         metric_in(&text, series)
     }
 
+    /// The sum of every series of a metric `family`, e.g. `chat_errors_sent_total` over
+    /// all its codes (0 when it has none).
+    pub(crate) async fn metric_total(&self, family: &str) -> i64 {
+        let (status, text) = self.get("/metrics").await;
+        assert_eq!(status, 200, "/metrics");
+        metric_family_total(&text, family)
+    }
+
+    /// Waits (at most `within`, polling `/metrics`) until the series of `family` add up
+    /// to at least `at_least`; panics with the last total otherwise.
+    pub(crate) async fn await_metric_total(&self, family: &str, at_least: i64, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let total = self.metric_total(family).await;
+            if total >= at_least {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{family} totals {total}, expected at least {at_least} within {within:?}"
+            );
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
     /// Waits (at most `within`) until `series` reads `expected`; panics with the last
     /// value otherwise.
     pub(crate) async fn await_metric(&self, series: &str, expected: i64, within: Duration) {
@@ -227,7 +257,7 @@ impl ServerProcess {
                 tokio::time::Instant::now() < deadline,
                 "{series} is {value}, expected {expected} within {within:?}"
             );
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(POLL).await;
         }
     }
 }
@@ -238,6 +268,23 @@ impl Drop for ServerProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The sum of the series of `family` in Prometheus/OpenMetrics text: `family` itself and
+/// every `family{…}` (0 when there are none).
+pub(crate) fn metric_family_total(text: &str, family: &str) -> i64 {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (name, value) = line.rsplit_once(' ')?;
+            let of_family = name == family
+                || name
+                    .strip_prefix(family)
+                    .is_some_and(|rest| rest.starts_with('{'));
+            of_family.then(|| value.parse::<f64>().ok())?
+        })
+        .map(|value| value as i64)
+        .sum()
 }
 
 /// The value of `series` in Prometheus/OpenMetrics text (0 when absent).

@@ -3,12 +3,12 @@
 
 use std::collections::BTreeMap;
 
-use chat_core::{ConnId, RoomName};
+use crate::{ConnId, RoomName};
 
-use crate::Check;
-use crate::model::{ConnModel, room_name};
-use crate::ops::{ROOMS, person_of};
-use crate::world::World;
+use super::Check;
+use super::ops::{ROOMS, person_of};
+use super::state::{ConnModel, room_name};
+use super::world::World;
 
 impl World {
     pub(crate) fn check_invariants(&self) -> Check {

@@ -3,15 +3,15 @@
 
 use std::collections::BTreeMap;
 
-use chat_core::protocol::{ServerEvent, encode};
-use chat_core::testkit::sim::SimStore;
-use chat_core::{Config, ErrorCode, PageRange, StoreOp, StoreReply, UserId};
+use crate::protocol::{ServerEvent, encode};
+use crate::testkit::sim::SimStore;
+use crate::{Config, ErrorCode, PageRange, StoreOp, StoreReply, UserId};
 use serde_json::Value;
 
-use crate::Check;
-use crate::model::{ConnModel, Expect, JoinRequest, RoomView, UserModel, last_seq, room_name};
-use crate::ops::{AUTH, person_of};
-use crate::world::World;
+use super::Check;
+use super::ops::{AUTH, person_of};
+use super::state::{ConnModel, Expect, JoinRequest, RoomView, UserModel, last_seq, room_name};
+use super::world::World;
 
 /// What a frame handler may consult besides the receiving connection.
 struct Ctx<'a> {

@@ -8,8 +8,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use chat_core::testkit::sim::SimStore;
-use chat_core::{ConnId, RoomName, Ticket};
+use crate::testkit::sim::SimStore;
+use crate::{ConnId, RoomName, Ticket};
 
 /// What one connection knows about one room it is in.
 #[derive(Debug, Default)]

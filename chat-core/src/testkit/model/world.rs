@@ -4,18 +4,21 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
-use chat_core::testkit::sim::{Sim, StoreMode};
-use chat_core::{CloseCode, Config, ConnId, Input, StoreOp, StoreReply, Ticket};
+use crate::testkit::sim::{Sim, StoreMode};
+use crate::{CloseCode, Config, ConnId, Input, StoreOp, StoreReply, Ticket};
 use serde_json::{Value, json};
 
-use crate::Check;
-use crate::model::{
+use super::ops::{AUTH, CMIDS, MALFORMED, NAMES, Op, ROOMS, Resume};
+use super::state::{
     Cause, ConnModel, Episode, Expect, JoinRequest, TicketInfo, UserModel, last_seq,
 };
-use crate::ops::{AUTH, CMIDS, MALFORMED, NAMES, Op, ROOMS, Resume};
+use super::{Check, Violation};
 
-/// The simulation and the model of it.
-pub(crate) struct World {
+/// The simulation and the model of it: runs [`Op`]s through a [`Sim`] whose store holds
+/// every request until an operation performs it, and checks the properties after every
+/// step (see the [module docs](super)).
+#[derive(Debug)]
+pub struct World {
     pub(crate) sim: Sim,
     pub(crate) config: Config,
     pub(crate) conns: Vec<ConnModel>,
@@ -35,7 +38,8 @@ fn raw_room(index: usize) -> &'static str {
 }
 
 impl World {
-    pub(crate) fn new(config: Config) -> Self {
+    /// A simulation of an engine with `config`, no connection yet.
+    pub fn new(config: Config) -> Self {
         let mut sim = Sim::new(config.clone());
         sim.set_store_mode(StoreMode::Held);
         Self {
@@ -82,7 +86,19 @@ impl World {
         self.tickets.values().any(|t| t.owner == Some(ci))
     }
 
-    pub(crate) fn apply(&mut self, op: &Op) -> Check {
+    /// Runs one operation and checks every property; `Err` says which broke, and how.
+    pub fn apply(&mut self, op: &Op) -> Result<(), Violation> {
+        self.run_op(&op.normalised()).map_err(Violation)
+    }
+
+    /// Answers everything still out, lets every timer fire, and checks the end state
+    /// (nothing stored is withheld from a member; no typing indicator is left on).
+    pub fn finish(&mut self) -> Result<(), Violation> {
+        self.settle().map_err(Violation)
+    }
+
+    /// [`apply`](Self::apply) of an operation whose indices are within their pools.
+    fn run_op(&mut self, op: &Op) -> Check {
         match *op {
             Op::Connect { auth, name, join } => self.connect(auth, name, join),
             Op::SetUsername { conn, name } => {
@@ -459,7 +475,6 @@ impl World {
                 StoreOp::AppendDm(m) => Some(m.from.to_string()),
                 StoreOp::DmPage { a, .. } => Some(a.to_string()),
                 StoreOp::RoomPage { .. } => None,
-                other => return Err(format!("unexpected store operation {other:?}")),
             };
             self.tickets
                 .insert(request.ticket, TicketInfo { owner, user });
@@ -559,8 +574,7 @@ impl World {
         Ok(())
     }
 
-    /// Answers everything still out, lets every timer fire, and checks the end state.
-    pub(crate) fn finish(&mut self) -> Check {
+    fn settle(&mut self) -> Check {
         self.sim.store.fail_next = 0;
         let settle = self.config.typing_timeout + Duration::from_secs(1);
         for _ in 0..20 {
