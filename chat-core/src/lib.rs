@@ -7,6 +7,7 @@
 
 #[cfg(feature = "runtime")]
 pub mod channel;
+pub mod cluster;
 pub mod engine;
 pub mod ids;
 pub mod message;
@@ -23,6 +24,7 @@ pub mod transport;
 pub use async_trait::async_trait;
 #[cfg(feature = "runtime")]
 pub use channel::{ChannelOptions, ChannelTransport, ClientConnection, ClientEvent, Connector};
+pub use cluster::{ClusterEvent, ClusterOp, ClusterReply, NodeId, RemoteMember};
 pub use engine::{
     Config, Engine, Identity, Input, Output, Rate, Recipients, StoreOp, StoreReply, StoreRequest,
     Ticket,
@@ -36,8 +38,9 @@ pub use protocol::{ClientCommand, DecodeError, ErrorCode, ServerEvent, WireError
 pub use proxies::TrustedProxies;
 #[cfg(feature = "runtime")]
 pub use runtime::{
-    Admission, Admitted, AllowAnonymous, Health, HealthReport, HubStatus, Metrics, RandomUserIds,
-    RuntimeConfig, RuntimeError, Server, ServerHandle, StoreStatus,
+    Admission, Admitted, AllowAnonymous, Cluster, ClusterEvents, ClusterHealth, ClusterOps, Health,
+    HealthReport, HubStatus, Metrics, RandomUserIds, RuntimeConfig, RuntimeError, Server,
+    ServerHandle, StoreStatus,
 };
 pub use store::{Appended, Page, PageRange, Store, StoreError};
 pub use transport::{

@@ -82,6 +82,7 @@ fn tight_config() -> Config {
         join_rate: Some(Rate::per_second(6, 1)),
         history_rate: Some(Rate::per_second(4, 2)),
         refusal_budget: Some(Rate::per_second(12, 1)),
+        cluster: false,
     }
 }
 

@@ -530,6 +530,8 @@ impl Options {
             join_rate: self.join_rate.0,
             history_rate: self.history_rate.0,
             refusal_budget: self.refusal_budget.0,
+            // Set by `Server::with_cluster` when the server joins a cluster.
+            cluster: false,
         }
     }
 

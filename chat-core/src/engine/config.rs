@@ -67,6 +67,14 @@ pub struct Config {
     /// Refused requests (errors) a connection may provoke before it is closed with 1008.
     /// Default burst 30, then 1 per second: a person never gets there, a flood does.
     pub refusal_budget: Option<Rate>,
+    /// This engine is one node of a cluster: it exchanges [`ClusterOp`]s and
+    /// [`ClusterEvent`]s with the other nodes (ARCHITECTURE.md decision 17). Set by the
+    /// runtime when a [`Cluster`](crate::runtime::Cluster) is given. Default `false`: a
+    /// single node, no cluster output at all.
+    ///
+    /// [`ClusterOp`]: crate::cluster::ClusterOp
+    /// [`ClusterEvent`]: crate::cluster::ClusterEvent
+    pub cluster: bool,
 }
 
 impl Default for Config {
@@ -85,6 +93,7 @@ impl Default for Config {
             join_rate: Some(Rate::per_second(10, 1)),
             history_rate: Some(Rate::per_second(10, 2)),
             refusal_budget: Some(Rate::per_second(30, 1)),
+            cluster: false,
         }
     }
 }

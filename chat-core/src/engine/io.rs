@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use smallvec::SmallVec;
 
+use crate::cluster::{ClusterEvent, ClusterOp};
 use crate::ids::{ConnId, RoomName, UserId, Username};
 use crate::message::{NewDm, NewRoomMessage, StoredDm, StoredMessage};
 use crate::protocol::{ClientCommand, DecodeError, ServerEvent};
@@ -28,6 +29,7 @@ pub struct Identity {
 
 /// Something that happened outside the engine.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub enum Input {
     /// A connection was accepted. `identity` is set when it authenticated.
     Connected {
@@ -62,10 +64,14 @@ pub enum Input {
         /// The outcome.
         reply: StoreReply,
     },
+    /// Something from the other nodes of a cluster (only with
+    /// [`Config::cluster`](super::Config::cluster)).
+    Cluster(ClusterEvent),
 }
 
 /// Something the engine wants done.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub enum Output {
     /// Send `event` to every connection in `to`. The event is encoded once by the caller.
     Deliver {
@@ -86,9 +92,13 @@ pub enum Output {
     },
     /// Perform store work and report back with [`Input::StoreReply`].
     Store(StoreRequest),
+    /// Hand this to the cluster bus, in order (only with
+    /// [`Config::cluster`](super::Config::cluster)); ops with a ticket are answered with
+    /// [`Input::Cluster`] carrying [`ClusterEvent::Reply`].
+    Cluster(ClusterOp),
 }
 
-/// Identifies one store round trip.
+/// Identifies one store or cluster round trip (one counter for both).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Ticket(pub u64);
 

@@ -16,6 +16,7 @@
 //! room messages and history, direct messages, typing. Each borrows only the parts of
 //! the state it needs; replies and broadcasts go through the outbox.
 
+mod cluster;
 mod config;
 mod direct;
 mod io;
@@ -185,6 +186,7 @@ impl Engine {
             Input::Malformed { conn, error } => self.on_frame(now, conn, Queued::Malformed(error)),
             Input::Disconnected { conn } => self.drop_conn(conn),
             Input::StoreReply { ticket, reply } => self.on_store_reply(now, ticket, reply),
+            Input::Cluster(event) => self.on_cluster(now, event),
         }
     }
 

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use smallvec::SmallVec;
 
 use super::io::{Output, Recipients, StoreOp, StoreRequest, Ticket};
+use crate::cluster::ClusterOp;
 use crate::ids::ConnId;
 use crate::protocol::{ServerEvent, WireError};
 use crate::transport::CloseCode;
@@ -49,12 +50,26 @@ impl Outbox {
         self.queue.push_back(Output::Close { conn, code, reason });
     }
 
+    /// A fresh ticket (store and cluster round trips share the counter).
+    pub(crate) fn ticket(&mut self) -> Ticket {
+        self.next_ticket += 1;
+        Ticket(self.next_ticket)
+    }
+
     /// Queues a store request and returns its ticket.
     pub(crate) fn store(&mut self, op: StoreOp) -> Ticket {
-        self.next_ticket += 1;
-        let ticket = Ticket(self.next_ticket);
+        let ticket = self.ticket();
         self.queue
             .push_back(Output::Store(StoreRequest { ticket, op }));
         ticket
+    }
+
+    /// Queues an op for the cluster bus.
+    #[expect(
+        dead_code,
+        reason = "the engine's cluster semantics emit ops (next commit)"
+    )]
+    pub(crate) fn cluster(&mut self, op: ClusterOp) {
+        self.queue.push_back(Output::Cluster(op));
     }
 }

@@ -72,6 +72,9 @@ error_codes! {
     /// Resending it with the same `clientMsgId` is safe (a stored original comes back
     /// as the answer, never a second copy).
     StoreTimeout => "store_timeout",
+    /// The cluster bus that connects this server to the others is unavailable; nothing
+    /// was changed. Try again later.
+    ClusterUnavailable => "cluster_unavailable",
 }
 
 impl Serialize for ErrorCode {
@@ -114,6 +117,18 @@ impl WireError {
     /// The fixed text of every `store_timeout` error.
     pub const STORE_TIMEOUT_TEXT: &'static str =
         "may or may not be stored; resend with the same clientMsgId";
+
+    /// The fixed text of every `cluster_unavailable` error.
+    pub const CLUSTER_UNAVAILABLE_TEXT: &'static str =
+        "The cluster is unavailable; nothing was changed. Try again later";
+
+    /// `cluster_unavailable` with its fixed text.
+    pub fn cluster_unavailable() -> Self {
+        Self::new(
+            ErrorCode::ClusterUnavailable,
+            Self::CLUSTER_UNAVAILABLE_TEXT,
+        )
+    }
 
     /// `store_unavailable` with its fixed text.
     pub fn store_unavailable() -> Self {

@@ -21,6 +21,11 @@
 //!   ever come to heal it (and a liveness probe would restart the node): after the hold,
 //!   traffic is let back, and either heals the state or fails again (one more failure
 //!   reports it again at once).
+//! * **The cluster bus**, when the server is a cluster node: whatever
+//!   [`Cluster::health`](super::Cluster::health) reports (connected, lease alive). A
+//!   node cut off from the bus serves its clients a partial view of their rooms (no
+//!   remote messages live, no remote presence), so it reports itself unhealthy and a
+//!   load balancer moves new clients to a node that can reach the bus.
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -30,6 +35,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 
+use super::cluster::{Cluster, ClusterHealth};
 use super::hub::HubMsg;
 use super::now;
 
@@ -62,6 +68,8 @@ struct State {
     store_failures: AtomicU32,
     /// When the current run of store failures began, and when its latest failure came.
     failing_since: Mutex<Option<(Instant, Instant)>>,
+    /// The cluster bus, when the server is a cluster node.
+    cluster: OnceLock<Arc<dyn Cluster>>,
 }
 
 /// A handle to one server's health. Cheap to clone; all clones see the same state. Get
@@ -107,18 +115,22 @@ pub enum StoreStatus {
 
 /// What [`Health::check`] found. Its `Display` is `ok` when healthy, otherwise one line
 /// naming each problem, e.g. `store failing: 3 operations in a row failed (for 2.1s)`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthReport {
     /// The hub's state.
     pub hub: HubStatus,
     /// The store's state.
     pub store: StoreStatus,
+    /// The cluster bus's state, when the server is a cluster node.
+    pub cluster: Option<ClusterHealth>,
 }
 
 impl HealthReport {
     /// Whether everything is fine (a `/healthz` route answers 200 then, 503 otherwise).
     pub fn is_healthy(&self) -> bool {
-        self.hub == HubStatus::Running && self.store == StoreStatus::Ok
+        self.hub == HubStatus::Running
+            && self.store == StoreStatus::Ok
+            && self.cluster.as_ref().is_none_or(ClusterHealth::is_healthy)
     }
 }
 
@@ -150,6 +162,9 @@ impl fmt::Display for HealthReport {
                 since.as_secs_f64()
             ));
         }
+        if let Some(cluster) = self.cluster.as_ref().filter(|c| !c.is_healthy()) {
+            problems.push(cluster.to_string());
+        }
         f.write_str(&problems.join("; "))
     }
 }
@@ -165,6 +180,7 @@ impl Health {
         HealthReport {
             hub: self.hub_status(),
             store: self.store_status(),
+            cluster: self.state.cluster.get().map(|c| c.health()),
         }
     }
 
@@ -239,6 +255,11 @@ impl Health {
     pub(crate) fn queue_depth(&self) -> Option<usize> {
         let tx = self.state.queue.get()?.upgrade()?;
         Some(tx.max_capacity().saturating_sub(tx.capacity()))
+    }
+
+    /// The server is a node of `cluster`: its health joins every check.
+    pub(crate) fn watch_cluster(&self, cluster: Arc<dyn Cluster>) {
+        let _ = self.state.cluster.set(cluster);
     }
 
     /// The server started running with this hub queue.

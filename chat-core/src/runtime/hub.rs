@@ -6,8 +6,11 @@
 //! 1. the shutdown signal, and once shutting down, the end of the grace period;
 //! 2. finished store operations that had to wait (finishing work in flight before
 //!    taking new work);
-//! 3. the engine's next timer (`sleep_until(engine.poll_timeout())`);
-//! 4. connection events: registrations, decoded commands, disconnects (a bounded
+//! 3. events from the cluster bus, when the server is a cluster node (remote messages
+//!    and presence, answers to name claims and user lookups; a bounded channel: when it
+//!    is full, the bus waits);
+//! 4. the engine's next timer (`sleep_until(engine.poll_timeout())`);
+//! 5. connection events: registrations, decoded commands, disconnects (a bounded
 //!    channel: when it is full, connection readers stop reading and the peers meet TCP
 //!    backpressure). A turn woken by one takes up to [`TURN_INPUTS`] of those already
 //!    waiting, so every writer it feeds wakes once per turn and writes the turn's
@@ -38,11 +41,13 @@ use smallvec::SmallVec;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Instant, sleep_until};
 
+use super::cluster::{ClusterEventReceiver, ClusterOpSender};
 use super::health::Health;
 use super::metrics::Metrics;
 use super::now;
 use super::outbound::{GlobalBudget, OutboundQueue, Pushed};
 use super::store_driver::{Ending, Finished, StoreDriver};
+use crate::cluster::{ClusterEvent, ClusterOp, ClusterReply};
 use crate::engine::{Engine, Identity, Input, Output, Recipients};
 use crate::ids::ConnId;
 use crate::protocol::{self, ClientCommand, DecodeError, ServerEvent};
@@ -137,6 +142,10 @@ pub(crate) struct Hub {
     health: Health,
     /// Spares the shedding scan while nothing could be shed (see [`ShedGate`]).
     shed_gate: ShedGate,
+    /// The cluster bus's op queue, when this server is a cluster node.
+    cluster: Option<ClusterOpSender>,
+    /// What the bus hands in, until [`run`](Self::run) takes it.
+    cluster_events: Option<ClusterEventReceiver>,
 }
 
 /// When over the global outbound budget with no connection holding
@@ -194,7 +203,56 @@ impl Hub {
             shutdown_deadline: None,
             health: Health::default(),
             shed_gate: ShedGate::default(),
+            cluster: None,
+            cluster_events: None,
         }
+    }
+
+    /// Makes this hub a cluster node: the engine's cluster ops go to `ops`, and what
+    /// the bus hands in comes from `events`.
+    pub(crate) fn with_cluster(
+        mut self,
+        ops: ClusterOpSender,
+        events: ClusterEventReceiver,
+    ) -> Self {
+        self.cluster = Some(ops);
+        self.cluster_events = Some(events);
+        self
+    }
+
+    /// Queues an op for the bus. Without a bus (a single node, or one whose `run`
+    /// ended) the op has nowhere to go: ops with a ticket are answered `Failed` so no
+    /// connection waits forever.
+    fn send_to_bus(&mut self, op: ClusterOp) {
+        self.metrics.cluster_op(op.kind());
+        let unsent = match &self.cluster {
+            Some(ops) => ops.send(op).err().map(|e| e.0),
+            None => Some(op),
+        };
+        let Some(ticket) = unsent.as_ref().and_then(ClusterOp::ticket) else {
+            return;
+        };
+        let reply = ClusterEvent::Reply {
+            ticket,
+            reply: ClusterReply::Failed,
+        };
+        self.bus_event(reply);
+    }
+
+    /// Hands an event from the bus to the engine.
+    fn bus_event(&mut self, event: ClusterEvent) {
+        self.metrics.cluster_event(event.kind());
+        if matches!(
+            event,
+            ClusterEvent::Reply {
+                reply: ClusterReply::Failed,
+                ..
+            }
+        ) {
+            self.metrics.cluster_failed();
+        }
+        self.engine
+            .handle(self.at.into_std(), Input::Cluster(event));
     }
 
     /// Reports turns and store outcomes to `health` (the server's).
@@ -219,6 +277,7 @@ impl Hub {
         let grace = sleep_until(now());
         tokio::pin!(timer, grace);
         let mut armed: Option<Instant> = None;
+        let mut cluster_events = self.cluster_events.take();
         loop {
             let due = self.engine.poll_timeout().map(Instant::from_std);
             if due != armed {
@@ -249,6 +308,14 @@ impl Hub {
                     self.at = now();
                     self.store_finished(done);
                     self.start_stores();
+                }
+                event = next_event(&mut cluster_events), if cluster_events.is_some() => {
+                    self.at = now();
+                    match event {
+                        Some(event) => self.bus_event(event),
+                        // The bus stopped: nothing more will come from it.
+                        None => cluster_events = None,
+                    }
                 }
                 Some(conn) = lost.recv() => {
                     self.at = now();
@@ -430,6 +497,7 @@ impl Hub {
                     self.stores.request(request, self.at);
                     self.start_stores();
                 }
+                Output::Cluster(op) => self.send_to_bus(op),
             }
         }
     }
@@ -526,6 +594,14 @@ impl Hub {
         if let ServerEvent::Error(e) = event {
             self.metrics.error_sent(e.code.as_str(), queued);
         }
+    }
+}
+
+/// The bus's next event (the receiver is there: see the select guard).
+async fn next_event(events: &mut Option<ClusterEventReceiver>) -> Option<ClusterEvent> {
+    match events {
+        Some(rx) => rx.recv().await,
+        None => None,
     }
 }
 

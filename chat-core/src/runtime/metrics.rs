@@ -21,6 +21,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use super::cluster::ClusterOpSender;
 use super::health::Health;
 use super::outbound::GlobalBudget;
 use super::process::ProcessCollector;
@@ -66,6 +67,12 @@ struct Inner {
     outbound_bytes: Gauge,
     /// Where `chat_outbound_bytes` is read at scrape time (set once the server runs).
     outbound_budget: OnceLock<Arc<GlobalBudget>>,
+    cluster_ops: Family<Labels1<&'static str>, Counter>,
+    cluster_events: Family<Labels1<&'static str>, Counter>,
+    cluster_failed: Counter,
+    cluster_queued: Gauge,
+    /// Where `chat_cluster_queued` is read at scrape time (set when the server is a node).
+    cluster_sender: OnceLock<ClusterOpSender>,
 }
 
 /// A handle to one server's metrics. Cheap to clone; all clones see the same numbers.
@@ -94,6 +101,10 @@ struct Inner {
 /// | `chat_bytes_written_total` | counter | bytes of frames written to peers (counted per batch the transport took) |
 /// | `chat_hub_queue_depth` | gauge | inputs waiting in the hub's queue, read at scrape time (its bound is `RuntimeConfig::hub_queue`) |
 /// | `chat_hub_turn_seconds` | histogram | how long one turn of the hub (handle its inputs — up to 256 connection inputs already waiting, or one store reply, timer or disconnect — and carry out the engine's outputs) takes |
+/// | `chat_cluster_ops_total{op}` | counter | ops handed to the cluster bus, by kind (`message`, `joined`, `typing`…): what this node publishes or asks |
+/// | `chat_cluster_events_total{event}` | counter | events from the cluster bus, by kind; `room_members` counts every member snapshot, so beyond one per room subscribed it counts resyncs after the bus reconnected |
+/// | `chat_cluster_failed_total` | counter | cluster requests (name claims, user lookups) answered `Failed`: the bus was unavailable and the client got `cluster_unavailable` |
+/// | `chat_cluster_queued` | gauge | ops waiting for the bus to take them, read at scrape time |
 /// | `process_resident_memory_bytes` | gauge | resident memory (Linux only, read from `/proc/self` at scrape time, like those below) |
 /// | `process_open_fds`, `process_max_fds` | gauge | open file descriptors and their soft limit |
 /// | `process_cpu_seconds_total` | counter | user plus system CPU time |
@@ -245,6 +256,30 @@ impl Metrics {
             "Duration of one turn of the hub loop (one input handled, outputs carried out)",
             hub_turn.clone(),
         );
+        let cluster_ops = Family::default();
+        registry.register(
+            "cluster_ops",
+            "Ops handed to the cluster bus, by kind",
+            cluster_ops.clone(),
+        );
+        let cluster_events = Family::default();
+        registry.register(
+            "cluster_events",
+            "Events received from the cluster bus, by kind",
+            cluster_events.clone(),
+        );
+        let cluster_failed = Counter::default();
+        registry.register(
+            "cluster_failed",
+            "Cluster requests answered Failed (bus unavailable)",
+            cluster_failed.clone(),
+        );
+        let cluster_queued = Gauge::default();
+        registry.register(
+            "cluster_queued",
+            "Ops waiting for the cluster bus to take them",
+            cluster_queued.clone(),
+        );
         let mut process = Registry::default();
         process.register_collector(Box::new(ProcessCollector));
         Metrics {
@@ -273,6 +308,11 @@ impl Metrics {
                 health: OnceLock::new(),
                 outbound_bytes,
                 outbound_budget: OnceLock::new(),
+                cluster_ops,
+                cluster_events,
+                cluster_failed,
+                cluster_queued,
+                cluster_sender: OnceLock::new(),
             }),
         }
     }
@@ -289,6 +329,11 @@ impl Metrics {
             self.inner
                 .outbound_bytes
                 .set(i64::try_from(budget.used()).unwrap_or(i64::MAX));
+        }
+        if let Some(ops) = self.inner.cluster_sender.get() {
+            self.inner
+                .cluster_queued
+                .set(i64::try_from(ops.queued()).unwrap_or(i64::MAX));
         }
         let mut out = String::new();
         // Writing into a String cannot fail; an error could only come from the writer.
@@ -330,6 +375,45 @@ impl Metrics {
     /// Reads `chat_outbound_bytes` from `budget` at scrape time.
     pub(crate) fn watch_outbound(&self, budget: &Arc<GlobalBudget>) {
         let _ = self.inner.outbound_budget.set(Arc::clone(budget));
+    }
+
+    /// Reads `chat_cluster_queued` from `ops` at scrape time.
+    pub(crate) fn watch_cluster(&self, ops: &ClusterOpSender) {
+        let _ = self.inner.cluster_sender.set(ops.clone());
+    }
+
+    /// An op was handed to the cluster bus.
+    pub(crate) fn cluster_op(&self, kind: &'static str) {
+        self.inner.cluster_ops.get_or_create(&[("op", kind)]).inc();
+    }
+
+    /// An event came from the cluster bus.
+    pub(crate) fn cluster_event(&self, kind: &'static str) {
+        self.inner
+            .cluster_events
+            .get_or_create(&[("event", kind)])
+            .inc();
+    }
+
+    /// A cluster request was answered `Failed`.
+    pub(crate) fn cluster_failed(&self) {
+        self.inner.cluster_failed.inc();
+    }
+
+    /// Ops of `kind` handed to the cluster bus so far.
+    pub fn cluster_ops(&self, kind: &'static str) -> u64 {
+        self.inner
+            .cluster_ops
+            .get(&[("op", kind)])
+            .map_or(0, |c| c.get())
+    }
+
+    /// Events of `kind` received from the cluster bus so far.
+    pub fn cluster_events(&self, kind: &'static str) -> u64 {
+        self.inner
+            .cluster_events
+            .get(&[("event", kind)])
+            .map_or(0, |c| c.get())
     }
 
     /// A connection was shed for the global outbound budget.

@@ -48,6 +48,7 @@
 //! ```
 
 mod admission;
+mod cluster;
 mod config;
 mod connection;
 mod health;
@@ -67,6 +68,10 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
 pub use admission::{Admission, Admitted, AllowAnonymous};
+pub use cluster::{
+    BusStopped, Cluster, ClusterEventReceiver, ClusterEvents, ClusterHealth, ClusterOpSender,
+    ClusterOps, EVENT_QUEUE, HubStopped,
+};
 pub use config::RuntimeConfig;
 pub use health::{
     HUB_STALL, Health, HealthReport, HubStatus, STORE_FAILING_HOLD, STORE_FAILURES, StoreStatus,
@@ -142,6 +147,7 @@ pub struct Server {
     admission: Arc<dyn Admission>,
     metrics: Metrics,
     health: Health,
+    cluster: Option<Arc<dyn Cluster>>,
 }
 
 impl std::fmt::Debug for Server {
@@ -149,6 +155,7 @@ impl std::fmt::Debug for Server {
         f.debug_struct("Server")
             .field("engine", &self.engine)
             .field("config", &self.config)
+            .field("cluster", &self.cluster)
             .finish_non_exhaustive()
     }
 }
@@ -165,7 +172,20 @@ impl Server {
             admission: Arc::new(AllowAnonymous),
             metrics: Metrics::new(),
             health: Health::default(),
+            cluster: None,
         }
+    }
+
+    /// Makes this server a node of a cluster (ARCHITECTURE.md decision 17): rooms,
+    /// presence, names and DMs are shared with the other nodes through `cluster`, which
+    /// must share this server's store with them. Sets the engine's
+    /// [`Config::cluster`](engine::Config::cluster); the bus's health joins
+    /// [`health`](Self::health).
+    pub fn with_cluster(mut self, cluster: Arc<dyn Cluster>) -> Self {
+        self.engine.cluster = true;
+        self.health.watch_cluster(Arc::clone(&cluster));
+        self.cluster = Some(cluster);
+        self
     }
 
     /// Replaces the source of anonymous user ids (e.g. [`SequentialIds`](crate::SequentialIds)
@@ -216,6 +236,7 @@ impl Server {
             admission,
             metrics,
             health,
+            cluster,
         } = self;
         let (stop_tx, stop_rx) = watch::channel(false);
         let (tx, rx) = mpsc::channel(config.hub_queue.max(1));
@@ -224,7 +245,7 @@ impl Server {
         let (lost_tx, lost_rx) = mpsc::unbounded_channel();
         let outbound_budget = Arc::new(outbound::GlobalBudget::new(config.outbound_global_bytes));
         metrics.watch_outbound(&outbound_budget);
-        let hub = Hub::new(
+        let mut hub = Hub::new(
             Engine::new(engine, ids),
             StoreDriver::new(store, config.store_timeout, config.store_concurrency),
             metrics.clone(),
@@ -232,6 +253,17 @@ impl Server {
             Arc::clone(&outbound_budget),
         )
         .with_health(health);
+        // The bus runs on a task of its own; it stops when the hub, its op sender's only
+        // owner, is gone (after the engine emitted every departure at shutdown).
+        let mut bus = None;
+        if let Some(cluster) = cluster {
+            let (op_tx, ops) = ClusterOps::channel();
+            let (events, event_rx) = ClusterEvents::channel(EVENT_QUEUE);
+            metrics.watch_cluster(&op_tx);
+            hub = hub.with_cluster(op_tx, event_rx);
+            bus = Some(spawn(async move { cluster.run(ops, events).await }));
+        }
+        let config_grace = config.shutdown_grace;
         let mut hub_task = spawn(hub.run(rx, lost_rx, stop_rx.clone()));
         let ctx = Arc::new(Context {
             config,
@@ -278,7 +310,10 @@ impl Server {
                     }
                     None => break false,
                 },
-                done = &mut hub_task => return hub_result(done),
+                done = &mut hub_task => {
+                    stop_bus(bus, now() + config_grace).await;
+                    return hub_result(done);
+                }
             }
         };
         // Dropping the transport closes its listener: nobody new gets in.
@@ -293,6 +328,7 @@ impl Server {
                 () = &mut shutdown => {}
                 done = &mut hub_task => {
                     connections.shutdown().await;
+                    stop_bus(bus, now() + grace).await;
                     return hub_result(done);
                 }
             }
@@ -302,6 +338,10 @@ impl Server {
         let grace_over = now() + grace;
         let _ = stop_tx.send(true);
         let done = hub_task.await;
+        // The hub is gone, and with it the bus's op queue: the bus has every departure the
+        // engine emitted while closing the connections, performs them, leaves the cluster
+        // and returns — within what is left of the grace period.
+        stop_bus(bus, grace_over).await;
         // Connections the hub has forgotten may still be lingering after their 1001 (see
         // `RuntimeConfig::close_linger`): aborting them now would reset the peers and
         // lose the close. They get what is left of the grace period.
@@ -338,6 +378,21 @@ impl Server {
             task,
             metrics,
             health,
+        }
+    }
+}
+
+/// Waits for the bus task to leave the cluster until `deadline`, then aborts it.
+async fn stop_bus(bus: Option<JoinHandle<()>>, deadline: tokio::time::Instant) {
+    let Some(mut bus) = bus else {
+        return;
+    };
+    match tokio::time::timeout_at(deadline, &mut bus).await {
+        Ok(Err(e)) if e.is_panic() => tracing::error!(error = %e, "the cluster bus panicked"),
+        Ok(_) => {}
+        Err(_) => {
+            tracing::warn!("the cluster bus did not leave the cluster within the grace period");
+            bus.abort();
         }
     }
 }

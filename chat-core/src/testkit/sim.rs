@@ -429,6 +429,8 @@ impl Sim {
                         self.closed.insert(conn, (code, reason));
                     }
                     Output::Store(request) => self.held.push(request),
+                    // The simulation is a single node: its engine has no cluster.
+                    Output::Cluster(_) => {}
                 }
             }
             if self.mode == StoreMode::Held || self.held.is_empty() {
