@@ -60,7 +60,11 @@ pub(crate) struct Bus {
 
 impl Bus {
     /// Runs until `ops` is closed, then leaves the cluster.
-    pub(crate) async fn run(mut self, mut ops: ClusterOps, mut wake: mpsc::UnboundedReceiver<Wake>) {
+    pub(crate) async fn run(
+        mut self,
+        mut ops: ClusterOps,
+        mut wake: mpsc::UnboundedReceiver<Wake>,
+    ) {
         self.start().await;
         let mut renew = tokio::time::interval(self.config.renew_every);
         renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -100,7 +104,10 @@ impl Bus {
         let node = self.node.as_str().to_owned();
         match self.timed(self.registry.reap(&node, true)).await {
             Ok(Reaped::Removed(n)) if n > 0 => {
-                info!(entries = n, "cleared what a previous run of this node id left")
+                info!(
+                    entries = n,
+                    "cleared what a previous run of this node id left"
+                )
             }
             Ok(_) => {}
             Err(e) => self.failed("clear previous run", &e),
@@ -136,10 +143,12 @@ impl Bus {
                 }
                 result
             }
-            Err(_) => Err(BusError::Redis(redis::RedisError::from(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                format!("no answer from Redis within {limit:?}"),
-            )))),
+            Err(_) => Err(BusError::Redis(redis::RedisError::from(
+                std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no answer from Redis within {limit:?}"),
+                ),
+            ))),
         }
     }
 
@@ -151,7 +160,10 @@ impl Bus {
     }
 
     async fn reply(&self, ticket: chat_core::Ticket, reply: ClusterReply) {
-        let _ = self.events.send(ClusterEvent::Reply { ticket, reply }).await;
+        let _ = self
+            .events
+            .send(ClusterEvent::Reply { ticket, reply })
+            .await;
     }
 
     fn envelope(&self, body: Body) -> String {
@@ -268,9 +280,9 @@ impl Bus {
             ClusterOp::Unsubscribe { room } => {
                 self.record.rooms.remove(&room);
                 self.unsynced.remove(&room);
-                let _ = self
-                    .control
-                    .send(Control::Unsubscribe(self.registry.keys().room_channel(&room)));
+                let _ = self.control.send(Control::Unsubscribe(
+                    self.registry.keys().room_channel(&room),
+                ));
             }
             ClusterOp::Joined { room, user, name } => {
                 self.record
@@ -284,7 +296,10 @@ impl Bus {
                     room: room.as_str().to_owned(),
                     user: user.as_str().to_owned(),
                 });
-                match self.timed(self.registry.leave(&room, &user, &envelope)).await {
+                match self
+                    .timed(self.registry.leave(&room, &user, &envelope))
+                    .await
+                {
                     Ok(_) => bump(&self.state.counters.published, 1),
                     Err(e) => self.failed("leave", &e),
                 }
@@ -315,11 +330,12 @@ impl Bus {
                 user,
                 candidates,
             } => {
-                let reply = match self.with_lease(|r| {
-                    let (user, candidates) = (user.clone(), candidates.clone());
-                    async move { r.claim(&user, &candidates, false).await }
-                })
-                .await
+                let reply = match self
+                    .with_lease(|r| {
+                        let (user, candidates) = (user.clone(), candidates.clone());
+                        async move { r.claim(&user, &candidates, false).await }
+                    })
+                    .await
                 {
                     Ok(Some(won)) => {
                         let name = candidates.get(won).cloned();
@@ -348,7 +364,8 @@ impl Bus {
                 let reply = match self.timed(self.registry.lookup(&user)).await {
                     Ok(name) => ClusterReply::User(name.map(Arc::from)),
                     Err(e) => {
-                        self.state.command_failed(&format_args!("look up a user: {e}"));
+                        self.state
+                            .command_failed(&format_args!("look up a user: {e}"));
                         ClusterReply::Failed
                     }
                 };
@@ -421,7 +438,8 @@ impl Bus {
             Ok(Ok(())) => match self.timed(self.registry.sync(&room)).await {
                 Ok(n) => n > 0,
                 Err(e) => {
-                    self.state.command_failed(&format_args!("room snapshot: {e}"));
+                    self.state
+                        .command_failed(&format_args!("room snapshot: {e}"));
                     false
                 }
             },
@@ -445,7 +463,8 @@ impl Bus {
             Ok(renewal) => renewal,
             Err(e) => {
                 self.dirty = true;
-                self.state.command_failed(&format_args!("renew the lease: {e}"));
+                self.state
+                    .command_failed(&format_args!("renew the lease: {e}"));
                 warn!(error = %e, "cluster bus: cannot renew the lease");
                 return;
             }
@@ -498,13 +517,15 @@ impl Bus {
         let registry = self.registry.clone();
         // Entries Redis holds for this node that the node no longer does.
         for (room, user) in self.timed(registry.own_members()).await? {
-            let (Ok(room), Ok(user)) = (
-                crate::envelope::room(&room),
-                crate::envelope::user(&user),
-            ) else {
+            let (Ok(room), Ok(user)) = (crate::envelope::room(&room), crate::envelope::user(&user))
+            else {
                 continue;
             };
-            if !self.record.members.contains_key(&(room.clone(), user.clone())) {
+            if !self
+                .record
+                .members
+                .contains_key(&(room.clone(), user.clone()))
+            {
                 let envelope = self.envelope(Body::Left {
                     room: room.as_str().to_owned(),
                     user: user.as_str().to_owned(),
@@ -557,7 +578,8 @@ impl Bus {
                 // Nobody listening: the subscriber is reconnecting and resyncs after.
                 Ok(_) => {}
                 Err(e) => {
-                    self.state.command_failed(&format_args!("room snapshot: {e}"));
+                    self.state
+                        .command_failed(&format_args!("room snapshot: {e}"));
                     self.unsynced.insert(room);
                 }
             }

@@ -187,6 +187,9 @@ mod tests {
         assert_eq!(config.prefix, "test:");
         assert_eq!(config.renew_every, Duration::from_secs(1));
         let config = config.renew_every(Duration::from_secs(4));
-        assert!(config.validate().is_err(), "renewing once per lease is refused");
+        assert!(
+            config.validate().is_err(),
+            "renewing once per lease is refused"
+        );
     }
 }

@@ -209,7 +209,10 @@ impl Cluster for RedisCluster {
         let subscriber = Subscriber {
             client: self.client.clone(),
             node: self.node.clone(),
-            fixed_channels: vec![keys.cluster_channel(), keys.node_channel(self.node.as_str())],
+            fixed_channels: vec![
+                keys.cluster_channel(),
+                keys.node_channel(self.node.as_str()),
+            ],
             command_timeout: self.config.command_timeout,
             reconnect_min: self.config.reconnect_min,
             reconnect_max: self.config.reconnect_max,

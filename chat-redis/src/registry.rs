@@ -365,7 +365,10 @@ mod tests {
             a.join(&lobby, &user("u1"), "Ann", "{}").await,
             Err(BusError::LeaseLost)
         ));
-        assert!(matches!(a.online(&user("u1"), "Ann").await, Err(BusError::LeaseLost)));
+        assert!(matches!(
+            a.online(&user("u1"), "Ann").await,
+            Err(BusError::LeaseLost)
+        ));
         assert!(matches!(
             a.claim(&user("u1"), &[name("Ann")], false).await,
             Err(BusError::LeaseLost)
@@ -379,7 +382,10 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(members, [(a.member_field(&user("u1")), "Ann".to_owned())]);
-        assert_eq!(a.own_members().await.unwrap(), [("lobby".into(), "u1".into())]);
+        assert_eq!(
+            a.own_members().await.unwrap(),
+            [("lobby".into(), "u1".into())]
+        );
         expire(&a, "a").await;
         assert!(matches!(
             a.join(&lobby, &user("u2"), "Bob", "{}").await,
@@ -454,10 +460,16 @@ mod tests {
         // A rename releases the old name at once; `keep` does not undo it.
         a.online(&ann, "Alice").await.unwrap();
         b.online(&ann, "Alice").await.unwrap();
-        assert_eq!(a.claim(&ann, &[name("Anna")], false).await.unwrap(), Some(0));
+        assert_eq!(
+            a.claim(&ann, &[name("Anna")], false).await.unwrap(),
+            Some(0)
+        );
         assert_eq!(a.lookup(&ann).await.unwrap().as_deref(), Some("Anna"));
         assert_eq!(b.claim(&ann, &[name("Alice")], true).await.unwrap(), None);
-        assert_eq!(b.claim(&bob, &[name("Alice")], false).await.unwrap(), Some(0));
+        assert_eq!(
+            b.claim(&bob, &[name("Alice")], false).await.unwrap(),
+            Some(0)
+        );
         // Release only by the holder.
         assert!(!a.release(&ann, &name("Alice")).await.unwrap());
         // The last node letting the user go releases its name.
@@ -466,7 +478,9 @@ mod tests {
         assert!(b.offline(&ann).await.unwrap());
         assert_eq!(a.lookup(&ann).await.unwrap(), None);
         assert_eq!(
-            b.claim(&user("carl"), &[name("Anna")], false).await.unwrap(),
+            b.claim(&user("carl"), &[name("Anna")], false)
+                .await
+                .unwrap(),
             Some(0)
         );
     }
@@ -516,7 +530,10 @@ mod tests {
         let a = registry(&prefix, "a").await;
         a.renew(LEASE_MS).await.unwrap();
         a.online(&user("ann"), "Ann").await.unwrap();
-        assert_eq!(a.lookup(&user("ann")).await.unwrap().as_deref(), Some("Ann"));
+        assert_eq!(
+            a.lookup(&user("ann")).await.unwrap().as_deref(),
+            Some("Ann")
+        );
         assert_eq!(a.lookup(&user("nobody")).await.unwrap(), None);
         expire(&a, "a").await;
         assert_eq!(a.lookup(&user("ann")).await.unwrap(), None);
@@ -592,7 +609,11 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(games_members, [a.member_field(&carl)]);
-        let nodes: Vec<String> = a.connection().zrange(a.keys().nodes(), 0, -1).await.unwrap();
+        let nodes: Vec<String> = a
+            .connection()
+            .zrange(a.keys().nodes(), 0, -1)
+            .await
+            .unwrap();
         assert_eq!(nodes, ["a"]);
         // bob's and dave's names are free again; carl (still on a) keeps his.
         let eve = user("eve");

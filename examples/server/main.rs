@@ -128,7 +128,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
 /// Connects this node's cluster bus (`--redis`), or exits with one clear sentence
 /// when Redis cannot be reached.
-async fn join_cluster(config: RedisClusterConfig, options: &Options) -> Arc<dyn chat_core::Cluster> {
+async fn join_cluster(
+    config: RedisClusterConfig,
+    options: &Options,
+) -> Arc<dyn chat_core::Cluster> {
     match RedisCluster::connect(config).await {
         Ok(bus) => {
             tracing::info!(

@@ -13,8 +13,8 @@ use chat_auth::{
     PerIpConfig, PerIpLimits,
 };
 use chat_core::{Config, NodeId, Rate, RuntimeConfig, TrustedProxies};
-use chat_redis::RedisClusterConfig;
 use chat_memory_store::MemoryConfig;
+use chat_redis::RedisClusterConfig;
 use chat_sqlite_store::{Retention, SqliteConfig, Synchronous};
 use chat_ws_warp::WarpConfig;
 use clap::{ArgAction, ArgGroup, Parser, ValueEnum};
@@ -490,7 +490,12 @@ pub(crate) struct Options {
     pub(crate) node_id: Option<NodeId>,
     /// Prefix of the cluster's Redis keys and channels (several clusters may share
     /// one Redis).
-    #[arg(long, env = "CHAT_CLUSTER_PREFIX", default_value = "chat:", help_heading = "Cluster")]
+    #[arg(
+        long,
+        env = "CHAT_CLUSTER_PREFIX",
+        default_value = "chat:",
+        help_heading = "Cluster"
+    )]
     pub(crate) cluster_prefix: String,
     /// A node that stops renewing its lease (crash, partition) is removed from every
     /// member list after this long, plus a quarter of it (the renewal period).

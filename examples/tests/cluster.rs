@@ -48,35 +48,57 @@ async fn three_nodes_share_rooms_presence_typing_and_dms() {
     for i in 0..9 {
         let node = i % 3;
         let label = format!("u{i}@n{}", node + 1);
-        let client = Recorder::connect(nodes[node].addr, &format!("u{i}"), &format!("user{i}"), &label).await;
+        let client = Recorder::connect(
+            nodes[node].addr,
+            &format!("u{i}"),
+            &format!("user{i}"),
+            &label,
+        )
+        .await;
         client.join("lobby").await;
         client.join(if i < 5 { "r1" } else { "r2" }).await;
         clients.push(client);
     }
-    members_agree(&clients, "lobby", &users(0..9), PROMPT).await.unwrap();
-    members_agree(&clients[..5], "r1", &users(0..5), PROMPT).await.unwrap();
-    members_agree(&clients[5..], "r2", &users(5..9), PROMPT).await.unwrap();
+    members_agree(&clients, "lobby", &users(0..9), PROMPT)
+        .await
+        .unwrap();
+    members_agree(&clients[..5], "r1", &users(0..5), PROMPT)
+        .await
+        .unwrap();
+    members_agree(&clients[5..], "r2", &users(5..9), PROMPT)
+        .await
+        .unwrap();
 
     // u1 also on n3: still one member everywhere.
     let u1_again = Recorder::connect(nodes[2].addr, "u1", "user1", "u1@n3").await;
     u1_again.join("lobby").await;
     let mut everyone = clients.clone();
     everyone.push(u1_again.clone());
-    members_agree(&everyone, "lobby", &users(0..9), PROMPT).await.unwrap();
+    members_agree(&everyone, "lobby", &users(0..9), PROMPT)
+        .await
+        .unwrap();
     // Both of u1's connections kept the name it had.
-    assert!(u1_again.with(|s| s
-        .frames
-        .iter()
-        .any(|f| f["type"] == "username_set" && f["username"] == "user1")));
+    assert!(u1_again.with(|s| {
+        s.frames
+            .iter()
+            .any(|f| f["type"] == "username_set" && f["username"] == "user1")
+    }));
 
     // Typing crosses nodes (and is not stored).
-    assert!(clients[0].send(json!({"type": "typing_start", "room": "lobby"})).await);
+    assert!(
+        clients[0]
+            .send(json!({"type": "typing_start", "room": "lobby"}))
+            .await
+    );
     for other in [&clients[1], &clients[2], &u1_again] {
         assert!(
             other
-                .wait(PROMPT, |s| s.frames.iter().any(|f| f["type"] == "typing_indicator"
-                    && f["userId"] == "u0"
-                    && f["isTyping"] == true))
+                .wait(PROMPT, |s| s
+                    .frames
+                    .iter()
+                    .any(|f| f["type"] == "typing_indicator"
+                        && f["userId"] == "u0"
+                        && f["isTyping"] == true))
                 .await,
             "typing reached {}",
             other.user()
@@ -92,9 +114,12 @@ async fn three_nodes_share_rooms_presence_typing_and_dms() {
     for target in [&clients[1], &u1_again] {
         assert!(
             target
-                .wait(PROMPT, |s| s.frames.iter().any(|f| f["type"] == "private_message"
-                    && f["fromId"] == "u0"
-                    && f["content"] == "psst"))
+                .wait(PROMPT, |s| s
+                    .frames
+                    .iter()
+                    .any(|f| f["type"] == "private_message"
+                        && f["fromId"] == "u0"
+                        && f["content"] == "psst"))
                 .await,
             "the DM reached {}",
             target.with(|s| s.history.label.clone())
@@ -102,27 +127,36 @@ async fn three_nodes_share_rooms_presence_typing_and_dms() {
     }
     assert!(
         clients[0]
-            .wait(PROMPT, |s| s
-                .frames
-                .iter()
-                .any(|f| f["type"] == "private_message_sent" && f["clientMsgId"] == "dm-1"))
+            .wait(PROMPT, |s| s.frames.iter().any(|f| f["type"]
+                == "private_message_sent"
+                && f["clientMsgId"] == "dm-1"))
             .await
     );
     // A DM to a user online on another node only; an unknown user is not found.
-    assert!(clients[2].send(json!({"type": "private_message", "targetId": "u7", "content": "hi 7"})).await);
+    assert!(
+        clients[2]
+            .send(json!({"type": "private_message", "targetId": "u7", "content": "hi 7"}))
+            .await
+    );
     assert!(
         clients[7]
-            .wait(PROMPT, |s| s.frames.iter().any(|f| f["type"] == "private_message"
+            .wait(PROMPT, |s| s.frames.iter().any(|f| f["type"]
+                == "private_message"
                 && f["content"] == "hi 7"))
             .await
     );
-    assert!(clients[2].send(json!({"type": "private_message", "targetId": "nobody", "content": "?"})).await);
     assert!(
         clients[2]
-            .wait(PROMPT, |s| s
-                .frames
-                .iter()
-                .any(|f| f["type"] == "error" && f["code"] == "user_not_found"))
+            .send(json!({"type": "private_message", "targetId": "nobody", "content": "?"}))
+            .await
+    );
+    assert!(
+        clients[2]
+            .wait(PROMPT, |s| {
+                s.frames
+                    .iter()
+                    .any(|f| f["type"] == "error" && f["code"] == "user_not_found")
+            })
             .await
     );
 
@@ -153,7 +187,9 @@ async fn three_nodes_share_rooms_presence_typing_and_dms() {
         .filter(|(i, _)| *i != 1)
         .map(|(_, c)| c.clone())
         .collect();
-    members_agree(&remaining, "lobby", &without_u1, PROMPT).await.unwrap();
+    members_agree(&remaining, "lobby", &without_u1, PROMPT)
+        .await
+        .unwrap();
     for c in &remaining {
         let left_events = c.with(|s| {
             s.frames
@@ -179,7 +215,10 @@ async fn three_nodes_share_rooms_presence_typing_and_dms() {
     members_agree(&on_n1_n2, "lobby", &expected, Duration::from_secs(5))
         .await
         .unwrap();
-    println!("clean shutdown: users gone from every list after {:?}", started.elapsed());
+    println!(
+        "clean shutdown: users gone from every list after {:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -195,14 +234,18 @@ async fn two_nodes_claiming_one_name_at_the_same_moment_one_wins() {
     let mut exact = 0;
     for round in 0..rounds {
         let name = format!("Racer{round}");
+        let (xu, yu) = (format!("x{round}"), format!("y{round}"));
         let (x, y) = tokio::join!(
-            Recorder::connect(a.addr, &format!("x{round}"), &name, "x@a"),
-            Recorder::connect(b.addr, &format!("y{round}"), &name, "y@b"),
+            Recorder::connect(a.addr, &xu, &name, "x@a"),
+            Recorder::connect(b.addr, &yu, &name, "y@b"),
         );
         let mut names = Vec::new();
         for c in [&x, &y] {
             assert!(
-                c.wait(PROMPT, |s| s.frames.iter().any(|f| f["type"] == "username_set"))
+                c.wait(PROMPT, |s| s
+                    .frames
+                    .iter()
+                    .any(|f| f["type"] == "username_set"))
                     .await
             );
             names.push(c.with(|s| {
@@ -214,7 +257,11 @@ async fn two_nodes_claiming_one_name_at_the_same_moment_one_wins() {
             }));
         }
         names.sort();
-        assert_eq!(names, [name.clone(), format!("{name} (2)")], "round {round}");
+        assert_eq!(
+            names,
+            [name.clone(), format!("{name} (2)")],
+            "round {round}"
+        );
         exact += 1;
         x.close().await;
         y.close().await;

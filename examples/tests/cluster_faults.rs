@@ -41,17 +41,30 @@ impl Scenario {
     async fn start(pg: &str, redis_url: &str, shared: bool) -> Scenario {
         let db = TestDb::create(pg);
         let prefix = shared.then(|| TestPrefix::new(redis_url));
-        let key_prefix = prefix.as_ref().map_or("chat:".to_owned(), |p| p.prefix.clone());
+        let key_prefix = prefix
+            .as_ref()
+            .map_or("chat:".to_owned(), |p| p.prefix.clone());
         let nodes: Vec<_> = (1..=3)
-            .map(|n| Some(start_node(&db.url, redis_url, &key_prefix, &format!("n{n}"))))
+            .map(|n| {
+                Some(start_node(
+                    &db.url,
+                    redis_url,
+                    &key_prefix,
+                    &format!("n{n}"),
+                ))
+            })
             .collect();
         let mut clients = Vec::new();
         for i in 0..9 {
             let node = i % 3;
             let addr = nodes[node].as_ref().unwrap().addr;
-            let client =
-                Recorder::connect(addr, &format!("u{i}"), &format!("user{i}"), &format!("u{i}@n{}", node + 1))
-                    .await;
+            let client = Recorder::connect(
+                addr,
+                &format!("u{i}"),
+                &format!("user{i}"),
+                &format!("u{i}@n{}", node + 1),
+            )
+            .await;
             client.join("lobby").await;
             client.join(if i % 2 == 0 { "even" } else { "odd" }).await;
             clients.push(client);
@@ -138,9 +151,14 @@ async fn kill_9_of_a_node_loses_nothing_and_its_users_leave_within_the_bound() {
         .into_iter()
         .filter(|u| u != "u5" && u != "u8")
         .collect();
-    members_agree(&staying, "lobby", &expected, CRASH_BOUND + Duration::from_secs(5))
-        .await
-        .unwrap();
+    members_agree(
+        &staying,
+        "lobby",
+        &expected,
+        CRASH_BOUND + Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
     let gone_after = killed_at.elapsed();
     println!("kill -9: the dead node's users left every list after {gone_after:?}");
     assert!(gone_after <= CRASH_BOUND, "{gone_after:?}");
@@ -196,7 +214,10 @@ async fn client_kill_type_pubsub_mid_traffic_loses_nothing() {
     assert!(killed >= 3, "the nodes' subscribers were killed ({killed})");
     load.await.unwrap();
     let settled = settle(&s.clients, Duration::from_secs(60)).await;
-    s.check(&format!("CLIENT KILL TYPE pubsub x3 ({killed} subscribers)"), settled);
+    s.check(
+        &format!("CLIENT KILL TYPE pubsub x3 ({killed} subscribers)"),
+        settled,
+    );
     members_agree(&s.clients, "lobby", &all_users(), PROMPT)
         .await
         .unwrap();
@@ -228,10 +249,18 @@ async fn a_node_paused_for_20_seconds_catches_up_and_comes_back() {
         .into_iter()
         .filter(|u| !["u1", "u4", "u7"].contains(&u.as_str()))
         .collect();
-    members_agree(&others, "lobby", &without_n2, CRASH_BOUND + Duration::from_secs(5))
-        .await
-        .unwrap();
-    println!("SIGSTOP: n2's users left the other lists after {:?}", paused_at.elapsed());
+    members_agree(
+        &others,
+        "lobby",
+        &without_n2,
+        CRASH_BOUND + Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    println!(
+        "SIGSTOP: n2's users left the other lists after {:?}",
+        paused_at.elapsed()
+    );
     let rest = Duration::from_secs(20).saturating_sub(paused_at.elapsed());
     // The pause itself is the fault being tested: it lasts 20 s by the clock.
     tokio::time::sleep(rest).await;

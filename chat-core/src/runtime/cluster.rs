@@ -172,6 +172,12 @@ impl ClusterOpSender {
     pub fn queued(&self) -> usize {
         self.queued.load(Ordering::Relaxed)
     }
+
+    /// The queue's depth counter, for a gauge that must not keep the queue open (the
+    /// bus's `run` returns only once every sender is gone).
+    pub(crate) fn depth(&self) -> Arc<AtomicUsize> {
+        Arc::clone(&self.queued)
+    }
 }
 
 /// Where [`Cluster::run`] sends what other nodes announced. Cheap to clone.

@@ -11,6 +11,7 @@
 //! names next to the `chat_` ones.
 
 use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -72,7 +73,8 @@ struct Inner {
     cluster_failed: Counter,
     cluster_queued: Gauge,
     /// Where `chat_cluster_queued` is read at scrape time (set when the server is a node).
-    cluster_sender: OnceLock<ClusterOpSender>,
+    /// The counter only: a sender kept here would keep the bus's op queue open forever.
+    cluster_sender: OnceLock<Arc<AtomicUsize>>,
 }
 
 /// A handle to one server's metrics. Cheap to clone; all clones see the same numbers.
@@ -333,7 +335,7 @@ impl Metrics {
         if let Some(ops) = self.inner.cluster_sender.get() {
             self.inner
                 .cluster_queued
-                .set(i64::try_from(ops.queued()).unwrap_or(i64::MAX));
+                .set(i64::try_from(ops.load(Ordering::Relaxed)).unwrap_or(i64::MAX));
         }
         let mut out = String::new();
         // Writing into a String cannot fail; an error could only come from the writer.
@@ -379,7 +381,7 @@ impl Metrics {
 
     /// Reads `chat_cluster_queued` from `ops` at scrape time.
     pub(crate) fn watch_cluster(&self, ops: &ClusterOpSender) {
-        let _ = self.inner.cluster_sender.set(ops.clone());
+        let _ = self.inner.cluster_sender.set(ops.depth());
     }
 
     /// An op was handed to the cluster bus.

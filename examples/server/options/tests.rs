@@ -387,7 +387,10 @@ fn a_cluster_needs_a_shared_store_and_is_off_by_default() {
     let alone = Options::parse_from(["server", "--redis", "redis://127.0.0.1:6379"]);
     let refused = alone.cluster().unwrap_err();
     assert!(matches!(refused, ClusterFlagError::StoreNotShared(_)));
-    assert!(refused.to_string().contains("--store postgres://"), "{refused}");
+    assert!(
+        refused.to_string().contains("--store postgres://"),
+        "{refused}"
+    );
     let config = Options::parse_from([
         "server",
         "--redis",
@@ -410,7 +413,13 @@ fn a_cluster_needs_a_shared_store_and_is_off_by_default() {
         (Duration::from_secs(4), Duration::from_secs(1))
     );
     let defaults = chat_redis::RedisClusterConfig::default();
-    let o = Options::parse_from(["server", "--redis", "redis://x", "--store", "postgres://db/c"]);
+    let o = Options::parse_from([
+        "server",
+        "--redis",
+        "redis://x",
+        "--store",
+        "postgres://db/c",
+    ]);
     let config = o.cluster().unwrap().unwrap();
     assert_eq!((config.lease, config.node_id), (defaults.lease, None));
     assert!(Options::try_parse_from(["server", "--node-id", "a b"]).is_err());

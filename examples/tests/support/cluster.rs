@@ -156,11 +156,20 @@ impl Recorder {
             state.frames.clear();
         }
         let reader = tokio::spawn(read(Arc::downgrade(&self.inner), stream));
-        if let Some(old) = self.inner.reader.lock().expect("reader lock").replace(reader) {
+        if let Some(old) = self
+            .inner
+            .reader
+            .lock()
+            .expect("reader lock")
+            .replace(reader)
+        {
             old.abort();
         }
         assert!(
-            self.wait(PROMPT, |s| s.frames.iter().any(|f| f["type"] == "connection"))
+            self.wait(PROMPT, |s| s
+                .frames
+                .iter()
+                .any(|f| f["type"] == "connection"))
                 .await,
             "{}: no connection frame",
             self.inner.user
@@ -278,7 +287,8 @@ impl Recorder {
         };
         self.open(addr).await;
         for (room, since, epoch) in &rooms {
-            let mut join = json!({"type": "join_room", "room": room, "keepRooms": true, "since": since});
+            let mut join =
+                json!({"type": "join_room", "room": room, "keepRooms": true, "since": since});
             if let Some(epoch) = epoch {
                 join["epoch"] = json!(epoch);
             }
@@ -351,7 +361,8 @@ fn record(inner: &Inner, frame: Value) {
                 return;
             };
             let messages = frame["messages"].as_array().cloned().unwrap_or_default();
-            view.pending.extend(messages.iter().filter_map(Msg::from_json));
+            view.pending
+                .extend(messages.iter().filter_map(Msg::from_json));
             if frame["continued"] == true {
                 return;
             }
@@ -453,7 +464,12 @@ pub(crate) async fn settle(clients: &[Recorder], limit: Duration) -> bool {
     let deadline = tokio::time::Instant::now() + limit;
     for c in clients {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        if !c.wait(left, |s| !s.connected || s.history.sent.iter().all(|m| s.acked.contains(m))).await {
+        if !c
+            .wait(left, |s| {
+                !s.connected || s.history.sent.iter().all(|m| s.acked.contains(m))
+            })
+            .await
+        {
             return false;
         }
     }
@@ -471,8 +487,7 @@ pub(crate) async fn settle(clients: &[Recorder], limit: Duration) -> bool {
         let reached = c
             .wait(left, |s| {
                 !s.connected
-                    || s
-                        .rooms
+                    || s.rooms
                         .iter()
                         .all(|(room, view)| view.cursor >= head.get(room).copied().unwrap_or(0))
             })

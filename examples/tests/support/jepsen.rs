@@ -115,6 +115,7 @@ pub(crate) fn check(histories: &[ClientHistory]) -> Report {
     let mut by_seq: HashMap<(String, u64), String> = HashMap::new();
     let mut by_client_id: HashMap<(String, String, String), String> = HashMap::new();
     let mut head: BTreeMap<String, u64> = BTreeMap::new();
+    let mut joined_heads: Vec<(String, u64)> = Vec::new();
     let mut note = |m: &Msg, violations: &mut Vec<String>| {
         let id = by_seq
             .entry((m.room.clone(), m.seq))
@@ -152,12 +153,16 @@ pub(crate) fn check(histories: &[ClientHistory]) -> Report {
                     for m in history {
                         note(m, &mut violations);
                     }
-                    let h = head.entry(room.clone()).or_default();
-                    *h = (*h).max(*last_seq);
+                    joined_heads.push((room.clone(), *last_seq));
                 }
                 _ => {}
             }
         }
+    }
+
+    for (room, last_seq) in joined_heads {
+        let h = head.entry(room).or_default();
+        *h = (*h).max(last_seq);
     }
 
     for h in histories {
@@ -166,7 +171,7 @@ pub(crate) fn check(histories: &[ClientHistory]) -> Report {
         let mut away = false;
         let mut delivered = 0;
         let mut acked: BTreeSet<(String, String)> = BTreeSet::new();
-        let mut ack = |m: &Msg, acked: &mut BTreeSet<(String, String)>| {
+        let ack = |m: &Msg, acked: &mut BTreeSet<(String, String)>| {
             if m.user == h.user
                 && let Some(cmid) = &m.client_msg_id
             {
@@ -303,7 +308,10 @@ mod tests {
         ClientHistory {
             label: user.into(),
             user: user.into(),
-            sent: sent.iter().map(|c| ("r".to_owned(), (*c).to_owned())).collect(),
+            sent: sent
+                .iter()
+                .map(|c| ("r".to_owned(), (*c).to_owned()))
+                .collect(),
             seen,
         }
     }
@@ -344,19 +352,24 @@ mod tests {
         let gone = client(
             "gone",
             &[],
-            vec![joined("r", 0), Seen::Live(msg("r", 1, "a", "a1")), Seen::Disconnected],
+            vec![
+                joined("r", 0),
+                Seen::Live(msg("r", 1, "a", "a1")),
+                Seen::Disconnected,
+            ],
         );
         let r = check(&[a, b, c, gone]);
         assert!(r.violations.is_empty(), "{r}");
-        assert_eq!(
-            (r.sent, r.acknowledged, r.delivered[1].1),
-            (2, 2, 2)
-        );
+        assert_eq!((r.sent, r.acknowledged, r.delivered[1].1), (2, 2, 2));
     }
 
     #[test]
     fn gaps_duplicates_strangers_and_missing_tails_are_reported() {
-        let gap = client("g", &[], vec![joined("r", 0), Seen::Live(msg("r", 2, "x", "x2"))]);
+        let gap = client(
+            "g",
+            &[],
+            vec![joined("r", 0), Seen::Live(msg("r", 2, "x", "x2"))],
+        );
         let dup = client(
             "d",
             &[],
@@ -368,7 +381,11 @@ mod tests {
             ],
         );
         let stranger = client("s", &[], vec![Seen::Live(msg("r", 1, "x", "x1"))]);
-        let behind = client("b", &[], vec![joined("r", 0), Seen::Live(msg("r", 1, "x", "x1"))]);
+        let behind = client(
+            "b",
+            &[],
+            vec![joined("r", 0), Seen::Live(msg("r", 1, "x", "x1"))],
+        );
         let mut twice = msg("r", 3, "x", "x1");
         twice.id = "other".into();
         let idem = client("i", &[], vec![joined("r", 2), Seen::Live(twice)]);
