@@ -9,6 +9,7 @@ use std::time::Instant;
 use smallvec::SmallVec;
 
 use super::{Engine, Pending};
+use crate::cluster::ClusterOp;
 use crate::engine::StoreOp;
 use crate::ids::{ClientMsgId, ConnId, Content, Seq, UserId};
 use crate::message::{NewDm, StoredDm};
@@ -35,11 +36,18 @@ impl Engine {
             // Ignored without an error, as in the base protocol, but not for free.
             return self.charge_noop(now, conn);
         };
-        let target = UserId::parse(target).ok().and_then(|id| {
+        let target_id = UserId::parse(target).ok();
+        let target = target_id.clone().and_then(|id| {
             let name = self.users.get(&id)?.display_name()?;
             Some((id, name))
         });
         let Some((to, to_username)) = target else {
+            if self.config.cluster
+                && let Some(to) = target_id
+            {
+                // Perhaps online on another node: the bus knows.
+                return self.lookup_dm_target(now, conn, to, content, client_msg_id);
+            }
             return self.refuse(
                 now,
                 conn,
@@ -107,6 +115,11 @@ impl Engine {
                     .copied()
                     .filter(|c| *c != conn && !targets.contains(c)),
             );
+        }
+        if self.config.cluster {
+            self.out.cluster(ClusterOp::Dm {
+                message: message.clone(),
+            });
         }
         self.out
             .send_list(&targets, ServerEvent::PrivateMessage(message.clone()));

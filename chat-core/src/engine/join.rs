@@ -27,6 +27,7 @@ use smallvec::SmallVec;
 use super::room::Member;
 use super::typing::broadcast_stopped;
 use super::{Engine, Pending, Timer, display};
+use crate::cluster::ClusterOp;
 use crate::ids::{ConnId, Epoch, RoomName, Seq};
 use crate::message::StoredMessage;
 use crate::protocol::{ErrorCode, History, JoinCursor, ServerEvent, UserEntry, WireError};
@@ -121,6 +122,7 @@ impl Engine {
             return self.refuse(now, conn, e);
         }
         self.rooms.entry(room.clone()).or_default().pending_joins += 1;
+        self.subscribe_if_needed(&room);
         let task = JoinTask {
             conn,
             room,
@@ -166,7 +168,7 @@ impl Engine {
     }
 
     /// The join failed: release the room and tell the connection why.
-    fn abort_join(&mut self, task: &JoinTask, error: Option<WireError>) {
+    pub(super) fn abort_join(&mut self, task: &JoinTask, error: Option<WireError>) {
         if let Some(room) = self.rooms.get_mut(&task.room) {
             room.pending_joins = room.pending_joins.saturating_sub(1);
             if room.members.is_empty() && room.pending_joins == 0 {
@@ -184,7 +186,7 @@ impl Engine {
     pub(super) fn on_join_page(
         &mut self,
         now: Instant,
-        mut task: JoinTask,
+        task: JoinTask,
         page: Result<Page<StoredMessage>, StoreError>,
     ) {
         if !self.conns.contains_key(&task.conn) {
@@ -196,6 +198,10 @@ impl Engine {
                 let error = WireError::store_unavailable();
                 return self.abort_join(&task, Some(error));
             }
+        };
+        // A cluster node activates a join only once the room's members are known.
+        let Some((mut task, page)) = self.park_unless_synced(task, page) else {
+            return;
         };
         let partial = match std::mem::replace(&mut task.phase, Phase::First) {
             Phase::First => match &task.resume {
@@ -323,7 +329,16 @@ impl Engine {
         if stream.cursor.is_some_and(|d| partial.last > d) {
             stream.ahead.push((conn, partial.last));
         }
-        if !room.presence.contains_key(&user) {
+        let first_here = !room.presence.contains_key(&user);
+        if first_here && self.config.cluster {
+            self.out.cluster(ClusterOp::Joined {
+                room: task.room.clone(),
+                user: user.clone(),
+                name: username.clone(),
+            });
+        }
+        // Present through another node already: the members know the user.
+        if first_here && !room.remote.users.contains_key(&user) {
             let event = ServerEvent::UserJoined {
                 room: task.room.clone(),
                 user: UserEntry {
@@ -410,6 +425,14 @@ impl Engine {
         if let Some(deadline) = departure.stopped_typing {
             self.timers
                 .remove(&(deadline, Timer::TypingStop(name.clone(), user.id.clone())));
+            if self.config.cluster {
+                self.out.cluster(ClusterOp::Typing {
+                    room: name.clone(),
+                    user: user.id.clone(),
+                    name: user.username.clone(),
+                    on: false,
+                });
+            }
             let except = room
                 .presence
                 .get(&user.id)
@@ -424,7 +447,14 @@ impl Engine {
                 except,
             );
         }
-        if departure.user_gone {
+        if departure.user_gone && self.config.cluster {
+            self.out.cluster(ClusterOp::Left {
+                room: name.clone(),
+                user: user.id.clone(),
+            });
+        }
+        // Still present through another node: the members keep seeing the user.
+        if departure.user_gone && !room.remote.users.contains_key(&user.id) {
             let event = ServerEvent::UserLeft {
                 room: name.clone(),
                 user,

@@ -89,6 +89,7 @@ impl Engine {
                 duplicate,
                 epoch,
             }) => {
+                self.announce_message(name, &message, &epoch);
                 if let Some(room) = self.rooms.get_mut(name) {
                     if room.is_retired(&epoch) {
                         // Stored in a stream the store forgot since (its reply lost the
@@ -135,10 +136,11 @@ impl Engine {
         };
         let target = beyond.max(ahead);
         let nobody_needs_it = room.members.is_empty() && room.pending_joins == 0;
+        let known_gap = target.is_some_and(|t| t > cursor);
         if nobody_needs_it
             || room.stream.inflight > 0
             || room.stream.gap_fill
-            || target.is_none_or(|t| t <= cursor)
+            || !(known_gap || room.stream.catch_up)
         {
             return;
         }
@@ -177,6 +179,10 @@ impl Engine {
             self.check_gap(name);
             self.forget_if_idle(name);
             return;
+        }
+        if !page.has_more {
+            // The read reached the end of the stream: a catch-up is complete.
+            room.stream.catch_up = false;
         }
         let before = room.stream.cursor;
         for message in page.messages {

@@ -24,6 +24,7 @@ mod join;
 mod messages;
 mod outbox;
 mod rate;
+mod remote;
 mod room;
 mod typing;
 mod username;
@@ -130,6 +131,8 @@ enum Timer {
     TypingStop(RoomName, UserId),
     /// Retry a gap-fill read that failed.
     GapRetry(RoomName),
+    /// A typing indicator of a user on another node stops by itself.
+    RemoteTypingStop(RoomName, UserId),
 }
 
 /// How long to wait before retrying a failed gap-fill read.
@@ -145,6 +148,8 @@ pub struct Engine {
     pending: FxHashMap<Ticket, Pending>,
     timers: BTreeSet<(Instant, Timer)>,
     out: Outbox,
+    /// Cluster round trips in flight and recently seen remote DMs (empty on one node).
+    cluster: cluster::ClusterState,
 }
 
 impl std::fmt::Debug for Engine {
@@ -170,6 +175,7 @@ impl Engine {
             pending: FxHashMap::default(),
             timers: BTreeSet::new(),
             out: Outbox::default(),
+            cluster: cluster::ClusterState::default(),
         }
     }
 
@@ -212,6 +218,7 @@ impl Engine {
             match timer {
                 Timer::TypingStop(room, user) => self.typing_expired(&room, &user, at),
                 Timer::GapRetry(room) => self.retry_gap_fill(&room),
+                Timer::RemoteTypingStop(room, user) => self.remote_typing_expired(&room, &user, at),
             }
         }
     }
@@ -277,11 +284,33 @@ impl Engine {
                     );
                     return;
                 }
+                // A cluster node claims the name cluster-wide first (see `cluster`).
+                if self.config.cluster && self.users.get(&user_id).is_none_or(|u| u.name.is_none())
+                {
+                    return self.connect_claiming(conn, user_id, username);
+                }
                 let name = self.users.free_name(username, &user_id);
                 (user_id, Some(name))
             }
             None => (self.ids.user_id(), None),
         };
+        self.insert_conn(conn, &user);
+        self.users.attach(&user, conn, name);
+        self.announce_online(&user);
+        self.out.send(
+            conn,
+            ServerEvent::Connection {
+                client_id: user.clone(),
+            },
+        );
+        if let Some(name) = self.users.get(&user).and_then(|u| u.display_name()) {
+            self.out
+                .send(conn, ServerEvent::UsernameSet { username: name });
+        }
+    }
+
+    /// Registers a new connection of `user` (not yet attached to the user).
+    fn insert_conn(&mut self, conn: ConnId, user: &UserId) {
         let c = &self.config;
         self.conns.insert(
             conn,
@@ -299,17 +328,6 @@ impl Engine {
                 },
             },
         );
-        self.users.attach(&user, conn, name);
-        self.out.send(
-            conn,
-            ServerEvent::Connection {
-                client_id: user.clone(),
-            },
-        );
-        if let Some(name) = self.users.get(&user).and_then(|u| u.display_name()) {
-            self.out
-                .send(conn, ServerEvent::UsernameSet { username: name });
-        }
     }
 
     /// A frame from a connection: handled now, or queued behind a store round trip so a
@@ -464,6 +482,7 @@ impl Engine {
             self.depart(conn, room, false);
         }
         self.users.detach(&c.user, conn);
+        self.announce_offline(&c.user);
     }
 
     fn on_store_reply(&mut self, now: Instant, ticket: Ticket, reply: StoreReply) {
@@ -529,6 +548,7 @@ impl Engine {
 
     /// Drops a room nobody needs any more.
     fn forget_if_idle(&mut self, name: &RoomName) {
+        self.unsubscribe_if_unneeded(name);
         if self.rooms.get(name).is_some_and(Room::is_idle) {
             self.rooms.remove(name);
         }

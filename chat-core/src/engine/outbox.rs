@@ -65,10 +65,6 @@ impl Outbox {
     }
 
     /// Queues an op for the cluster bus.
-    #[expect(
-        dead_code,
-        reason = "the engine's cluster semantics emit ops (next commit)"
-    )]
     pub(crate) fn cluster(&mut self, op: ClusterOp) {
         self.queue.push_back(Output::Cluster(op));
     }

@@ -31,6 +31,7 @@ use smallvec::SmallVec;
 
 use super::io::Recipients;
 use super::outbox::Outbox;
+use super::remote::RoomRemote;
 use crate::ids::{ConnId, Epoch, RoomName, Seq, UserId};
 use crate::message::StoredMessage;
 use crate::protocol::{ServerEvent, UserEntry};
@@ -63,6 +64,9 @@ pub(crate) struct Typing {
     /// The connection that started it (its leaving stops it).
     pub(crate) by: ConnId,
     pub(crate) deadline: Instant,
+    /// When the other nodes of a cluster were last told it is on (they stop it by
+    /// themselves a typing timeout later unless told again).
+    pub(crate) announced: Instant,
 }
 
 /// A user present in the room through one or more connections.
@@ -90,6 +94,10 @@ pub(crate) struct Stream {
     pub(crate) retired: SmallVec<[Epoch; 2]>,
     /// Members whose join history reaches past the cursor, with its last `seq`.
     pub(crate) ahead: SmallVec<[(ConnId, Seq); 2]>,
+    /// Read on from the cursor until a page comes back short, even without a known gap:
+    /// set when a cluster node (re)synced the room, so messages announced while it was
+    /// not listening are recovered from the store.
+    pub(crate) catch_up: bool,
 }
 
 /// What removing a member changed.
@@ -114,6 +122,8 @@ pub(crate) struct Room {
     /// Joins waiting for their store read.
     pub(crate) pending_joins: u32,
     pub(crate) stream: Stream,
+    /// Members on other nodes of a cluster (empty on a single node).
+    pub(crate) remote: RoomRemote,
 }
 
 impl Room {
@@ -149,7 +159,8 @@ impl Room {
         out.deliver(Recipients::Room { members, except }, event);
     }
 
-    /// `room_users`: each present user once, in arrival order.
+    /// `room_users`: each present user once, in arrival order (local users first, then
+    /// those present only on other nodes of a cluster).
     pub(crate) fn user_entries(&self) -> Vec<UserEntry> {
         self.presence
             .iter()
@@ -157,6 +168,7 @@ impl Room {
                 id: id.clone(),
                 username: p.username.clone(),
             })
+            .chain(self.remote_entries())
             .collect()
     }
 

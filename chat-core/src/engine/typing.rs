@@ -10,6 +10,7 @@ use smallvec::SmallVec;
 
 use super::room::Typing;
 use super::{Engine, Timer};
+use crate::cluster::ClusterOp;
 use crate::ids::{ConnId, RoomName, UserId};
 use crate::protocol::{ServerEvent, UserEntry};
 
@@ -47,12 +48,39 @@ impl Engine {
         let Some(presence) = room.presence.get_mut(user) else {
             return;
         };
-        let previous = presence.typing.replace(Typing { by: conn, deadline });
+        // Other nodes stop a remote indicator by themselves a timeout after they were
+        // last told; a held key tells them again once half of it has passed.
+        let previous = presence.typing;
+        let announce = self.config.cluster
+            && previous.is_none_or(|old| now >= old.announced + self.config.typing_timeout / 2);
+        let announced = match previous {
+            Some(old) if !announce => old.announced,
+            _ => now,
+        };
+        presence.typing = Some(Typing {
+            by: conn,
+            deadline,
+            announced,
+        });
+        if announce {
+            self.out.cluster(ClusterOp::Typing {
+                room: name.clone(),
+                user: user.clone(),
+                name: presence.username.clone(),
+                on: true,
+            });
+        }
         let timer = Timer::TypingStop(name.clone(), user.clone());
         match previous {
             Some(old) => {
                 self.timers.remove(&(old.deadline, timer.clone()));
             }
+            // Already shown: the user is typing on another node too.
+            None if room
+                .remote
+                .users
+                .get(user)
+                .is_some_and(|u| u.typing.is_some()) => {}
             None => {
                 let except = presence.conns.clone();
                 let event = ServerEvent::TypingIndicator {
@@ -86,6 +114,23 @@ impl Engine {
         ));
         let except = presence.conns.clone();
         let username = presence.username.clone();
+        if self.config.cluster {
+            self.out.cluster(ClusterOp::Typing {
+                room: name.clone(),
+                user: user.clone(),
+                name: username.clone(),
+                on: false,
+            });
+        }
+        // Still typing on another node: the indicator stays on for the members here.
+        if room
+            .remote
+            .users
+            .get(user)
+            .is_some_and(|u| u.typing.is_some())
+        {
+            return;
+        }
         broadcast_stopped(room, &mut self.out, name, user, username, except);
     }
 

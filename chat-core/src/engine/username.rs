@@ -48,6 +48,10 @@ impl Engine {
             );
             return self.refuse(now, conn, e);
         }
+        if !unchanged && self.config.cluster {
+            // Unique cluster-wide: claimed on the bus, answered when it replies.
+            return self.claim_rename(conn, user_id, name);
+        }
         let display: Arc<str> = name.shared();
         if !unchanged {
             self.users.rename(&user_id, name);

@@ -67,26 +67,28 @@ impl Users {
     /// name. If all are taken (vanishingly unlikely), the name is shared rather than
     /// refused.
     pub(crate) fn free_name(&self, wanted: Username, id: &UserId) -> Username {
-        let free = |name: &Username| self.names.get(name.key()).is_none_or(|h| h == id);
-        if free(&wanted) {
-            return wanted;
-        }
-        let numbered = (2..).take(NUMBERED_TRIES).map(|n| format!(" ({n})"));
-        let hashed = (0..HASHED_TRIES).map(|variant| format!(" #{:04x}", id_hash(id, variant)));
         let mut last = None;
-        for suffix in numbered.chain(hashed) {
-            let room = USERNAME_MAX_CHARS.saturating_sub(suffix.chars().count());
-            let base: String = wanted.as_str().chars().take(room).collect();
-            let Ok(candidate) = Username::parse(&format!("{}{suffix}", base.trim_end())) else {
-                continue;
-            };
-            if free(&candidate) {
+        for candidate in candidates(&wanted, id) {
+            if self.is_free(&candidate, id) {
                 return candidate;
             }
             last = Some(candidate);
         }
         // Every candidate taken: a shared name beats a refusal.
         last.unwrap_or(wanted)
+    }
+
+    /// Whether nobody but `id` holds `name` here.
+    fn is_free(&self, name: &Username, id: &UserId) -> bool {
+        self.names.get(name.key()).is_none_or(|h| h == id)
+    }
+
+    /// The names [`free_name`](Self::free_name) would try, in order, minus those another
+    /// user holds here: what a cluster node claims cluster-wide in one round trip.
+    pub(crate) fn name_candidates(&self, wanted: &Username, id: &UserId) -> Vec<Username> {
+        candidates(wanted, id)
+            .filter(|c| self.is_free(c, id))
+            .collect()
     }
 
     /// Adds a connection to a user, creating the user when new.
@@ -120,6 +122,19 @@ impl Users {
         }
     }
 
+    /// Gives an online user without a name the name it claimed for its identity
+    /// (locked, like [`attach`](Self::attach) with a name).
+    pub(crate) fn name_locked(&mut self, id: &UserId, name: Username) {
+        let Some(user) = self.by_id.get_mut(id) else {
+            return;
+        };
+        if user.name.is_none() {
+            self.names.insert(name.key().into(), id.clone());
+            user.name = Some(name);
+            user.locked = true;
+        }
+    }
+
     /// Sets an online user's name. The caller checked that nobody else holds it.
     pub(crate) fn rename(&mut self, id: &UserId, name: Username) {
         let Some(user) = self.by_id.get_mut(id) else {
@@ -131,6 +146,18 @@ impl Users {
         self.names.insert(name.key().into(), id.clone());
         user.name = Some(name);
     }
+}
+
+/// `wanted`, then `wanted (2)`… and `wanted #a1b2`… (see [`Users::free_name`]).
+fn candidates<'a>(wanted: &'a Username, id: &'a UserId) -> impl Iterator<Item = Username> + 'a {
+    let numbered = (2..).take(NUMBERED_TRIES).map(|n| format!(" ({n})"));
+    let hashed = (0..HASHED_TRIES).map(move |variant| format!(" #{:04x}", id_hash(id, variant)));
+    let suffixed = numbered.chain(hashed).filter_map(move |suffix| {
+        let room = USERNAME_MAX_CHARS.saturating_sub(suffix.chars().count());
+        let base: String = wanted.as_str().chars().take(room).collect();
+        Username::parse(&format!("{}{suffix}", base.trim_end())).ok()
+    });
+    std::iter::once(wanted.clone()).chain(suffixed)
 }
 
 /// Numbered candidates (`X (2)` … `X (17)`) [`Users::free_name`] tries: 16.

@@ -19,9 +19,14 @@
 //! * [`sim`]: a deterministic simulation of the engine with a synchronous store whose
 //!   replies the test can hold and reorder.
 //! * `store`: the [`Store`](crate::Store) conformance suite.
+//! * `cluster`: an in-process cluster bus (`MemoryCluster`), a deterministic
+//!   multi-engine harness (`Mesh`) and the conformance checks every
+//!   [`Cluster`](crate::runtime::Cluster) implementation runs.
 //! * [`transport`]: the conformance suite every [`Transport`](crate::Transport)
 //!   implementation runs, so they all behave alike for the runtime.
 
+#[cfg(feature = "testkit")]
+pub mod cluster;
 pub mod sim;
 #[cfg(feature = "testkit")]
 pub mod store;

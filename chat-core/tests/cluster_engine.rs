@@ -1,0 +1,361 @@
+//! Engines of a cluster, wired by hand through the deterministic `Mesh` (a shared
+//! store, the in-process bus core between them): the exact frames clients on different
+//! nodes see, with and without faults (ARCHITECTURE.md decision 17).
+//!
+//! Run: `cargo test -p chat-core --features testkit --test cluster_engine`.
+#![cfg(feature = "testkit")]
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use chat_core::testkit::cluster::Mesh;
+use chat_core::{Config, ConnId};
+
+fn mesh(nodes: usize) -> Mesh {
+    Mesh::new(nodes, Config::unlimited())
+}
+
+/// Sends a frame and lets the bus settle.
+fn send(m: &mut Mesh, conn: ConnId, frame: Value) {
+    m.send(conn, frame);
+    m.settle();
+}
+
+/// An anonymous connection on `node` named `name`; returns it and its user id.
+fn named(m: &mut Mesh, node: usize, name: &str) -> (ConnId, String) {
+    let c = m.connect(node);
+    m.settle();
+    send(m, c, json!({"type":"set_username","username":name}));
+    let frames = m.take(c);
+    assert_eq!(frames[1], json!({"type":"username_set","username":name}));
+    let id = frames[0]["clientId"].as_str().expect("present").to_owned();
+    (c, id)
+}
+
+/// `named`, then joined to `room`; its join frames are taken.
+fn member(m: &mut Mesh, node: usize, name: &str, room: &str) -> (ConnId, String) {
+    let (c, id) = named(m, node, name);
+    send(m, c, json!({"type":"join_room","room":room}));
+    m.take(c);
+    (c, id)
+}
+
+fn user(id: &str, name: &str) -> Value {
+    json!({"id":id,"username":name})
+}
+
+#[test]
+fn members_on_other_nodes_are_listed_and_announced() {
+    let mut m = mesh(2);
+    let (a, alice) = member(&mut m, 0, "alice", "lobby");
+    let (b, bob) = named(&mut m, 1, "bob");
+    send(&mut m, b, json!({"type":"join_room","room":"lobby"}));
+    assert_eq!(
+        m.take(b),
+        vec![
+            json!({"type":"room_joined","room":"lobby"}),
+            json!({"type":"message_history","room":"lobby","messages":[],"epoch":"sim-epoch",
+                   "lastSeq":0,"recovered":false,"hasMore":false}),
+            json!({"type":"room_users","room":"lobby",
+                   "users":[user(&bob, "bob"), user(&alice, "alice")]}),
+        ],
+        "local users first, then those on other nodes"
+    );
+    assert_eq!(
+        m.take(a),
+        vec![json!({"type":"user_joined","room":"lobby","username":"bob","userId":bob})]
+    );
+    send(&mut m, b, json!({"type":"leave_room"}));
+    assert_eq!(
+        m.take(a),
+        vec![json!({"type":"user_left","room":"lobby","username":"bob","userId":bob})]
+    );
+}
+
+#[test]
+fn a_user_on_two_nodes_is_one_member() {
+    let mut m = mesh(2);
+    let (watcher, w) = member(&mut m, 0, "watcher", "lobby");
+    let on0 = m.connect_as(0, "u-1", "carol");
+    let on1 = m.connect_as(1, "u-1", "carol");
+    m.settle();
+    for c in [on0, on1] {
+        assert_eq!(
+            m.take(c),
+            vec![
+                json!({"type":"connection","clientId":"u-1"}),
+                json!({"type":"username_set","username":"carol"}),
+            ],
+            "both connections get the name claimed for the user"
+        );
+    }
+    send(&mut m, on1, json!({"type":"join_room","room":"lobby"}));
+    send(&mut m, on0, json!({"type":"join_room","room":"lobby"}));
+    assert_eq!(
+        m.take(watcher),
+        vec![json!({"type":"user_joined","room":"lobby","username":"carol","userId":"u-1"})],
+        "one user_joined for the user, not one per node"
+    );
+    let frames = m.take(on0);
+    assert_eq!(
+        frames[2]["users"],
+        json!([user(&w, "watcher"), user("u-1", "carol")]),
+        "listed once"
+    );
+    send(&mut m, on1, json!({"type":"leave_room"}));
+    assert_eq!(
+        m.take(watcher),
+        Vec::<Value>::new(),
+        "still present on node 0"
+    );
+    send(&mut m, on0, json!({"type":"leave_room"}));
+    assert_eq!(
+        m.take(watcher),
+        vec![json!({"type":"user_left","room":"lobby","username":"carol","userId":"u-1"})]
+    );
+}
+
+fn seqs(frames: &[Value]) -> Vec<u64> {
+    frames
+        .iter()
+        .filter(|f| f["type"] == "message_received")
+        .map(|f| f["seq"].as_u64().expect("present"))
+        .collect()
+}
+
+#[test]
+fn messages_from_every_node_arrive_in_seq_order_everywhere() {
+    let mut m = mesh(3);
+    let (a, _) = member(&mut m, 0, "alice", "lobby");
+    let (b, _) = member(&mut m, 1, "bob", "lobby");
+    let (c, _) = member(&mut m, 2, "carol", "lobby");
+    m.take(a);
+    m.take(b);
+    // Three nodes post before the bus moves: announcements cross in flight.
+    m.send(a, json!({"type":"chat_message","content":"a1"}));
+    m.send(b, json!({"type":"chat_message","content":"b1"}));
+    m.send(c, json!({"type":"chat_message","content":"c1"}));
+    m.send(a, json!({"type":"chat_message","content":"a2"}));
+    m.settle();
+    for conn in [a, b, c] {
+        let frames = m.take(conn);
+        assert_eq!(seqs(&frames), vec![1, 2, 3, 4], "{conn:?} saw {frames:?}");
+        let contents: Vec<&str> = frames
+            .iter()
+            .map(|f| f["content"].as_str().expect("present"))
+            .collect();
+        assert_eq!(contents, ["a1", "b1", "c1", "a2"]);
+    }
+}
+
+#[test]
+fn a_lost_announcement_is_filled_from_the_store_before_the_next_is_delivered() {
+    let mut m = mesh(2);
+    let (a, _) = member(&mut m, 0, "alice", "lobby");
+    let (b, _) = member(&mut m, 1, "bob", "lobby");
+    m.take(a);
+    m.drop_next(1, 1);
+    send(&mut m, a, json!({"type":"chat_message","content":"lost"}));
+    assert_eq!(m.take(b), Vec::<Value>::new(), "the announcement was lost");
+    send(&mut m, a, json!({"type":"chat_message","content":"next"}));
+    let frames = m.take(b);
+    assert_eq!(
+        seqs(&frames),
+        vec![1, 2],
+        "the gap is read before seq 2 goes out"
+    );
+    assert_eq!(frames[0]["content"], "lost");
+}
+
+#[test]
+fn a_resync_after_a_disconnection_sends_the_membership_diff_and_what_was_missed() {
+    let mut m = mesh(2);
+    let (a, _) = member(&mut m, 0, "alice", "lobby");
+    let (b, _) = member(&mut m, 1, "bob", "lobby");
+    m.take(a);
+    m.disconnect_node(1);
+    // Meanwhile carol joins on node 0 and alice posts: node 1 hears neither.
+    let (carol, carol_id) = member(&mut m, 0, "carol", "lobby");
+    send(
+        &mut m,
+        a,
+        json!({"type":"chat_message","content":"while away"}),
+    );
+    m.take(a);
+    m.take(carol);
+    m.reconnect_node(1);
+    m.settle();
+    let frames = m.take(b);
+    assert_eq!(
+        frames,
+        vec![
+            json!({"type":"user_joined","room":"lobby","username":"carol","userId":carol_id}),
+            frames[1].clone(),
+        ]
+    );
+    assert_eq!(frames[1]["content"], "while away");
+    assert_eq!(frames[1]["seq"], 1);
+    assert_eq!(
+        m.take(a),
+        Vec::<Value>::new(),
+        "bob never left for the others"
+    );
+}
+
+#[test]
+fn a_crashed_node_s_users_leave_when_the_bus_declares_it_down() {
+    let mut m = mesh(2);
+    let (a, _) = member(&mut m, 0, "alice", "lobby");
+    let (b, bob) = member(&mut m, 1, "bob", "lobby");
+    send(&mut m, b, json!({"type":"typing_start"}));
+    m.take(a);
+    m.crash(1);
+    assert_eq!(
+        m.take(a),
+        Vec::<Value>::new(),
+        "nothing until the lease expires"
+    );
+    m.declare_down(1);
+    assert_eq!(
+        m.take(a),
+        vec![
+            json!({"type":"typing_indicator","room":"lobby","username":"bob","userId":bob,
+                   "isTyping":false}),
+            json!({"type":"user_left","room":"lobby","username":"bob","userId":bob}),
+        ]
+    );
+    // Its name is free again (`named` checks the `username_set`).
+    named(&mut m, 0, "bob");
+}
+
+#[test]
+fn two_nodes_claiming_one_name_at_once_exactly_one_wins() {
+    let mut m = mesh(2);
+    let a = m.connect(0);
+    let b = m.connect(1);
+    m.settle();
+    m.take(a);
+    m.take(b);
+    m.send(a, json!({"type":"set_username","username":"sam"}));
+    m.send(b, json!({"type":"set_username","username":"SAM"}));
+    m.settle();
+    let (fa, fb) = (m.take(a), m.take(b));
+    let won = [&fa, &fb]
+        .iter()
+        .filter(|f| f[0]["type"] == "username_set")
+        .count();
+    let lost: Vec<&Value> = [&fa, &fb]
+        .iter()
+        .filter(|f| f[0]["type"] == "error")
+        .map(|f| &f[0])
+        .collect();
+    assert_eq!(won, 1, "{fa:?} {fb:?}");
+    assert_eq!(
+        lost,
+        vec![&json!({"type":"error","message":"Username taken","code":"username_taken"})]
+    );
+}
+
+#[test]
+fn commands_wait_for_the_name_claim() {
+    let mut m = mesh(1);
+    let a = m.connect(0);
+    m.settle();
+    m.take(a);
+    m.send(a, json!({"type":"set_username","username":"alice"}));
+    m.send(a, json!({"type":"join_room","room":"lobby"}));
+    assert_eq!(m.take(a), Vec::<Value>::new(), "busy until the bus answers");
+    m.settle();
+    assert_eq!(
+        m.take_types(a),
+        [
+            "username_set",
+            "room_joined",
+            "message_history",
+            "room_users"
+        ]
+    );
+}
+
+#[test]
+fn a_bus_that_cannot_answer_gives_cluster_unavailable() {
+    let mut m = mesh(2);
+    let a = m.connect(0);
+    m.settle();
+    m.take(a);
+    m.disconnect_node(0);
+    send(&mut m, a, json!({"type":"set_username","username":"alice"}));
+    assert_eq!(
+        m.take(a),
+        vec![json!({"type":"error",
+                    "message":"The cluster is unavailable; nothing was changed. Try again later",
+                    "code":"cluster_unavailable"})]
+    );
+}
+
+#[test]
+fn dms_reach_users_on_other_nodes() {
+    let mut m = mesh(2);
+    let (a, alice) = named(&mut m, 0, "alice");
+    let (b, bob) = named(&mut m, 1, "bob");
+    let b2 = m.connect_as(0, &bob, "bob");
+    m.settle();
+    m.take(b2);
+    send(
+        &mut m,
+        a,
+        json!({"type":"private_message","targetId":bob,"content":"hi","clientMsgId":"m1"}),
+    );
+    let sent = m.take(a);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0]["type"], "private_message_sent");
+    assert_eq!(sent[0]["clientMsgId"], "m1");
+    for conn in [b, b2] {
+        let got = m.take(conn);
+        assert_eq!(got.len(), 1, "{conn:?}: {got:?}");
+        assert_eq!(got[0]["type"], "private_message");
+        assert_eq!(got[0]["fromId"], alice);
+        assert_eq!(got[0]["toUsername"], "bob");
+        assert_eq!(got[0]["content"], "hi");
+    }
+    send(
+        &mut m,
+        a,
+        json!({"type":"private_message","targetId":"nobody","content":"hi"}),
+    );
+    assert_eq!(
+        m.take(a),
+        vec![json!({"type":"error","message":"User not found","code":"user_not_found"})]
+    );
+}
+
+#[test]
+fn typing_crosses_nodes_and_stops_by_itself_when_the_origin_goes_quiet() {
+    let mut m = mesh(2);
+    let (a, alice) = member(&mut m, 0, "alice", "lobby");
+    let (b, _) = member(&mut m, 1, "bob", "lobby");
+    m.take(a);
+    send(&mut m, a, json!({"type":"typing_start"}));
+    let on = json!({"type":"typing_indicator","room":"lobby","username":"alice",
+                    "userId":alice,"isTyping":true});
+    let off = json!({"type":"typing_indicator","room":"lobby","username":"alice",
+                     "userId":alice,"isTyping":false});
+    assert_eq!(m.take(b), vec![on.clone()]);
+    // A held key: the origin tells the others again once half the timeout passed, so
+    // the indicator does not blink off at 5 s.
+    m.advance(Duration::from_secs(3));
+    send(&mut m, a, json!({"type":"typing_start"}));
+    m.advance(Duration::from_millis(2500));
+    m.settle();
+    assert_eq!(m.take(b), Vec::<Value>::new(), "still on at 5.5 s");
+    send(&mut m, a, json!({"type":"typing_stop"}));
+    assert_eq!(m.take(b), vec![off.clone()]);
+    // The origin goes quiet (cut off the bus): the indicator stops by itself.
+    send(&mut m, a, json!({"type":"typing_start"}));
+    assert_eq!(m.take(b), vec![on]);
+    m.disconnect_node(0);
+    m.advance(Duration::from_secs(5));
+    m.settle();
+    assert_eq!(m.take(b), vec![off]);
+}
