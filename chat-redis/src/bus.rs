@@ -310,10 +310,12 @@ impl Bus {
                 if name.is_some() {
                     entry.name = name;
                 }
-                let _ = self.control.send(Control::Subscribe(
-                    self.registry.keys().user_channel(&user),
-                    None,
-                ));
+                // Subscribed before the op counts as done: a DM stored after it reaches
+                // this node.
+                let channel = self.registry.keys().user_channel(&user);
+                if !self.subscribed(channel).await {
+                    warn!(%user, "DM channel not subscribed yet (the subscriber is reconnecting)");
+                }
                 self.online(&user).await;
             }
             ClusterOp::UserOffline { user } => {
@@ -430,21 +432,16 @@ impl Bus {
     /// node's channel (the subscriber turns it into `RoomMembers`).
     async fn subscribe(&mut self, room: RoomName) {
         self.record.rooms.insert(room.clone());
-        let (ack, subscribed) = oneshot::channel();
         let channel = self.registry.keys().room_channel(&room);
-        let _ = self.control.send(Control::Subscribe(channel, Some(ack)));
-        let limit = self.config.command_timeout + self.config.connect_timeout;
-        let ok = match tokio::time::timeout(limit, subscribed).await {
-            Ok(Ok(())) => match self.timed(self.registry.sync(&room)).await {
+        let ok = self.subscribed(channel).await
+            && match self.timed(self.registry.sync(&room)).await {
                 Ok(n) => n > 0,
                 Err(e) => {
                     self.state
                         .command_failed(&format_args!("room snapshot: {e}"));
                     false
                 }
-            },
-            _ => false,
-        };
+            };
         if !ok {
             // Kept subscribed: the next resync sends the snapshot once the bus is back.
             self.unsynced.insert(room.clone());
@@ -453,6 +450,15 @@ impl Bus {
                 .send(ClusterEvent::RoomUnavailable { room })
                 .await;
         }
+    }
+
+    /// Has the subscriber subscribe to `channel`; true once it is active, false if that
+    /// did not happen in time (it stays asked for: the next connection has it).
+    async fn subscribed(&mut self, channel: String) -> bool {
+        let (ack, subscribed) = oneshot::channel();
+        let _ = self.control.send(Control::Subscribe(channel, Some(ack)));
+        let limit = self.config.command_timeout + self.config.connect_timeout;
+        matches!(tokio::time::timeout(limit, subscribed).await, Ok(Ok(())))
     }
 
     /// Renews the lease; re-asserts when it was lost or a write failed; reaps expired

@@ -68,15 +68,16 @@ pub(crate) struct WireMessage {
     cmid: Option<String>,
 }
 
-/// A [`StoredDm`] on the bus.
+/// A [`StoredDm`] on the bus. (Its users are `sender`/`recipient`: `from` is the
+/// envelope's node.)
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct WireDm {
     id: uuid::Uuid,
     seq: u64,
-    from: String,
-    from_name: String,
-    to: String,
-    to_name: String,
+    sender: String,
+    sender_name: String,
+    recipient: String,
+    recipient_name: String,
     content: String,
     ts: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -126,10 +127,10 @@ impl From<&StoredDm> for WireDm {
         Self {
             id: m.id.0,
             seq: m.seq.0,
-            from: m.from.as_str().to_owned(),
-            from_name: m.from_username.to_string(),
-            to: m.to.as_str().to_owned(),
-            to_name: m.to_username.to_string(),
+            sender: m.from.as_str().to_owned(),
+            sender_name: m.from_username.to_string(),
+            recipient: m.to.as_str().to_owned(),
+            recipient_name: m.to_username.to_string(),
             content: m.content.as_str().to_owned(),
             ts: m.timestamp.0,
             cmid: m.client_msg_id.as_ref().map(|c| c.as_str().to_owned()),
@@ -146,10 +147,10 @@ impl WireDm {
         Ok(StoredDm {
             id: MessageId(self.id),
             seq: Seq(self.seq),
-            from: user(&self.from)?,
-            from_username: Arc::from(self.from_name),
-            to: user(&self.to)?,
-            to_username: Arc::from(self.to_name),
+            from: user(&self.sender)?,
+            from_username: Arc::from(self.sender_name),
+            to: user(&self.recipient)?,
+            to_username: Arc::from(self.recipient_name),
             content: Content::parse(&self.content).ok_or(Invalid("content"))?,
             timestamp: Timestamp(self.ts),
             client_msg_id: self
@@ -232,6 +233,28 @@ mod tests {
             panic!("{text}")
         };
         assert_eq!(wire.into_stored().unwrap(), message);
+    }
+
+    #[test]
+    fn a_dm_survives_the_bus_unchanged_and_keeps_the_node_apart() {
+        let dm = StoredDm {
+            id: MessageId(uuid::Uuid::from_u128(9)),
+            seq: Seq(3),
+            from: UserId::parse("u-1").unwrap(),
+            from_username: Arc::from("Ann"),
+            to: UserId::parse("u-2").unwrap(),
+            to_username: Arc::from("Bob"),
+            content: Content::parse("psst").unwrap(),
+            timestamp: Timestamp(5),
+            client_msg_id: None,
+        };
+        let text = Envelope::new("node-a", Body::Dm(WireDm::from(&dm))).encode();
+        let back = Envelope::decode(text.as_bytes()).unwrap();
+        assert_eq!(back.from, "node-a");
+        let Body::Dm(wire) = back.body else {
+            panic!("{text}")
+        };
+        assert_eq!(wire.into_stored().unwrap(), dm);
     }
 
     #[test]

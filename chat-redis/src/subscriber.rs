@@ -105,6 +105,7 @@ impl Subscriber {
         let mut waiting: Vec<oneshot::Sender<()>> = Vec::new();
         let mut recent = RecentIds::new(4096);
         let mut backoff = self.reconnect_min;
+        let mut connections = 0u64;
         loop {
             let connected = tokio::time::timeout(
                 self.command_timeout,
@@ -135,12 +136,15 @@ impl Subscriber {
                 }
             };
             backoff = self.reconnect_min;
+            connections += 1;
             self.state.subscriber(true);
             bump(&self.state.counters.subscriber_connects, 1);
             for ack in waiting.drain(..) {
                 let _ = ack.send(());
             }
-            if wake.send(Wake::Resync).is_err() {
+            // After a reconnection (not the first connection: nothing was missed before
+            // it), whatever was announced meanwhile must be recovered.
+            if connections > 1 && wake.send(Wake::Resync).is_err() {
                 return;
             }
             let ended = self
