@@ -94,6 +94,23 @@ impl Scenario {
         let histories: Vec<_> = self.clients.iter().map(Recorder::history).collect();
         let report = jepsen::check(&histories);
         println!("FAULT {fault}: {report}");
+        for c in &self.clients {
+            let errors: Vec<String> = c.with(|st| {
+                st.frames
+                    .iter()
+                    .filter(|f| f["type"] == "error")
+                    .map(|f| f["code"].as_str().unwrap_or("?").to_owned())
+                    .collect()
+            });
+            if !errors.is_empty() {
+                println!(
+                    "  {} got {} errors: {:?}",
+                    c.with(|st| st.history.label.clone()),
+                    errors.len(),
+                    &errors[..errors.len().min(5)]
+                );
+            }
+        }
         assert!(settled, "{fault}: the clients did not settle\n{report}");
         assert!(report.violations.is_empty(), "{fault}\n{report}");
         report

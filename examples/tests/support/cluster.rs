@@ -254,6 +254,26 @@ impl Recorder {
         .await
     }
 
+    /// Resends, one at a time, every message not acknowledged yet (same
+    /// `clientMsgId`: a stored one is not stored twice), as a client does after
+    /// `too_many_requests` or a lost connection. Each gets `PROMPT` to be acknowledged.
+    pub(crate) async fn resend_unacked(&self) {
+        let unacked: Vec<(String, String)> = self.with(|s| {
+            s.history
+                .sent
+                .iter()
+                .filter(|m| !s.acked.contains(*m))
+                .cloned()
+                .collect()
+        });
+        for m in unacked {
+            if !self.send_chat(&m.0, &m.1).await {
+                return;
+            }
+            let _ = self.wait(PROMPT, |s| s.acked.contains(&m)).await;
+        }
+    }
+
     /// Every message sent was acknowledged.
     pub(crate) fn all_acked(&self) -> bool {
         self.with(|s| s.history.sent.iter().all(|m| s.acked.contains(m)))
@@ -457,19 +477,20 @@ pub(crate) async fn traffic(clients: &[Recorder], per_client: usize, every: Dura
     }
 }
 
-/// Waits until every connected client had its messages acknowledged and reached the
-/// head of each of its rooms (the highest `seq` any client saw), within `limit`.
-/// False if that did not happen (the checker then says what is missing).
+/// Waits until every connected client had its messages acknowledged (resending, with
+/// the same `clientMsgId`, those refused meanwhile — e.g. `too_many_requests` when a
+/// paused node wakes up to a burst) and reached the head of each of its rooms (the
+/// highest `seq` any client saw), within `limit`. False if that did not happen (the
+/// checker then says what is missing).
 pub(crate) async fn settle(clients: &[Recorder], limit: Duration) -> bool {
     let deadline = tokio::time::Instant::now() + limit;
+    let acked = |s: &State| !s.connected || s.history.sent.iter().all(|m| s.acked.contains(m));
     for c in clients {
+        if !c.wait(Duration::from_secs(5), acked).await {
+            c.resend_unacked().await;
+        }
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        if !c
-            .wait(left, |s| {
-                !s.connected || s.history.sent.iter().all(|m| s.acked.contains(m))
-            })
-            .await
-        {
+        if !c.wait(left, acked).await {
             return false;
         }
     }
