@@ -92,12 +92,16 @@ impl RedisClusterConfig {
     }
 
     /// Sets [`lease`](Self::lease) and, to keep the default ratio, [`renew_every`]
-    /// (`lease / 4`); call [`renew_every`](Self::renew_every) after it to choose another.
+    /// (`lease / 4`); it also caps [`command_timeout`] at `lease / 4` (a renewal must
+    /// be able to fail and be retried before the lease runs out). Call the other
+    /// setters after it to choose otherwise.
     ///
     /// [`renew_every`]: Self::renew_every
+    /// [`command_timeout`]: Self::command_timeout
     pub fn lease(mut self, lease: Duration) -> Self {
         self.lease = lease;
         self.renew_every = lease / 4;
+        self.command_timeout = self.command_timeout.min(lease / 4);
         self
     }
 
@@ -186,6 +190,8 @@ mod tests {
         assert_eq!(config.url, "redis://10.0.0.1:6380");
         assert_eq!(config.prefix, "test:");
         assert_eq!(config.renew_every, Duration::from_secs(1));
+        assert_eq!(config.command_timeout, Duration::from_secs(1));
+        assert!(config.validate().is_ok());
         let config = config.renew_every(Duration::from_secs(4));
         assert!(
             config.validate().is_err(),

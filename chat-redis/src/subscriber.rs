@@ -306,6 +306,11 @@ impl Subscriber {
                 }
                 return None;
             }
+            // The reaper's engine hears of it like everyone else's.
+            Body::NodeDown { node } => match NodeId::parse(&node) {
+                Ok(node) => ClusterEvent::NodeDown { node },
+                Err(e) => return invalid(&e),
+            },
             // A node never hands itself its own announcements.
             _ if own => return None,
             Body::Members { .. } => return None,
@@ -350,10 +355,6 @@ impl Subscriber {
                     Err(e) => return invalid(&e),
                 }
             }
-            Body::NodeDown { node } => match NodeId::parse(&node) {
-                Ok(node) => ClusterEvent::NodeDown { node },
-                Err(e) => return invalid(&e),
-            },
         };
         Some(event)
     }
