@@ -125,7 +125,9 @@ pub enum ClusterOp {
         on: bool,
     },
     /// `user`'s first local connection: subscribe to its DM announcements and record
-    /// it in the online registry (user → nodes → name).
+    /// it in the online registry (user → nodes → name). Sent again for a user already
+    /// online here when its name changed (a granted claim): it updates this node's
+    /// entry.
     UserOnline {
         /// The user.
         user: UserId,
@@ -133,13 +135,14 @@ pub enum ClusterOp {
         name: Option<Username>,
     },
     /// `user`'s last local connection is gone: unsubscribe its DMs and remove this node
-    /// from its online entry. When no node has the user any more, its name claim is
-    /// released too.
+    /// from its online entry. When no node has the user any more, the names it claimed
+    /// are released too.
     UserOffline {
         /// The user.
         user: UserId,
     },
-    /// Announce a stored DM to the nodes of both of its users.
+    /// Announce a stored DM to the nodes of both of its users (once per node is the
+    /// aim; the engine drops a second copy of a DM it already delivered).
     Dm {
         /// The stored DM.
         message: Arc<StoredDm>,
@@ -240,7 +243,8 @@ pub enum ClusterEvent {
     },
     /// The room's member registry, read after subscribing (first join, or every
     /// resubscribe after the bus reconnected): it replaces what the engine knew of the
-    /// room's remote members. Entries of this node are left out (or ignored).
+    /// room's remote members. The bus leaves this node's own entries out (the engine
+    /// does not know its node id).
     RoomMembers {
         /// The room.
         room: RoomName,

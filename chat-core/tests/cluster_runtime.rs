@@ -252,6 +252,7 @@ async fn three_servers_share_rooms_presence_and_dms() {
     // Health and metrics show the bus.
     let report = c.nodes[0].handle.health().check();
     assert!(report.is_healthy(), "{report}");
+    assert_eq!(report.to_string(), "ok (node node-0: bus ok)");
     assert!(report.cluster.is_some_and(|h| h.connected));
     let metrics = c.nodes[0].handle.metrics();
     assert!(metrics.cluster_ops("message") >= 1);
@@ -266,6 +267,11 @@ async fn three_servers_share_rooms_presence_and_dms() {
     for node in c.nodes {
         node.handle.shutdown();
         node.handle.join().await.expect("clean shutdown");
+        assert!(
+            !c.bus.is_alive(&node.id),
+            "{}: the bus left the cluster before the server returned",
+            node.id
+        );
     }
     assert_eq!(
         c.bus
@@ -303,4 +309,58 @@ async fn a_node_cut_off_the_bus_reports_it_and_catches_up_when_back() {
         node.handle.shutdown();
         node.handle.join().await.expect("clean shutdown");
     }
+}
+
+/// A bus whose `run` returns at once (it could not connect, say).
+struct DeadBus(chat_core::NodeId);
+
+#[async_trait]
+impl chat_core::runtime::Cluster for DeadBus {
+    fn node(&self) -> &chat_core::NodeId {
+        &self.0
+    }
+
+    async fn run(&self, _ops: chat_core::ClusterOps, _events: chat_core::ClusterEvents) {}
+
+    fn health(&self) -> chat_core::ClusterHealth {
+        let mut h = chat_core::ClusterHealth::new(self.0.clone());
+        h.connected = false;
+        h
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn requests_to_a_bus_that_stopped_are_refused_not_left_waiting() {
+    let (transport, connector) = ChannelTransport::new();
+    let node = chat_core::NodeId::parse("dead").expect("valid");
+    let server = Server::new(
+        Config::unlimited(),
+        RuntimeConfig::default(),
+        Arc::new(SharedStore::default()) as Arc<dyn Store>,
+    )
+    .with_cluster(Arc::new(DeadBus(node.clone())));
+    let handle = server.spawn(transport);
+    let node = Node {
+        connector,
+        handle,
+        id: node,
+    };
+    let mut a = node.connect().await;
+    a.send(json!({"type":"set_username","username":"alice"}))
+        .await;
+    let unavailable = json!({"type":"error",
+        "message":"The cluster is unavailable; nothing was changed. Try again later",
+        "code":"cluster_unavailable"});
+    assert_eq!(a.next().await, unavailable);
+    let report = node.handle.health().check();
+    assert!(!report.is_healthy());
+    assert_eq!(report.to_string(), "node dead: bus disconnected");
+    assert!(
+        node.handle
+            .metrics()
+            .encode_text()
+            .contains("chat_cluster_failed_total 1")
+    );
+    node.handle.shutdown();
+    node.handle.join().await.expect("clean shutdown");
 }

@@ -113,8 +113,9 @@ pub enum StoreStatus {
     },
 }
 
-/// What [`Health::check`] found. Its `Display` is `ok` when healthy, otherwise one line
-/// naming each problem, e.g. `store failing: 3 operations in a row failed (for 2.1s)`.
+/// What [`Health::check`] found. Its `Display` is `ok` when healthy (`ok (node n1: bus
+/// ok)` on a cluster node), otherwise one line naming each problem, e.g. `store failing:
+/// 3 operations in a row failed (for 2.1s)` or `node n1: bus disconnected (…)`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthReport {
     /// The hub's state.
@@ -137,7 +138,11 @@ impl HealthReport {
 impl fmt::Display for HealthReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.is_healthy() {
-            return f.write_str("ok");
+            // A cluster node names its bus even when all is well (`ok (node n1: bus ok)`).
+            return match &self.cluster {
+                Some(cluster) => write!(f, "ok ({cluster})"),
+                None => f.write_str("ok"),
+            };
         }
         let mut problems = Vec::with_capacity(2);
         match self.hub {

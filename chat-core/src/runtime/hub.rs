@@ -221,22 +221,27 @@ impl Hub {
     }
 
     /// Queues an op for the bus. Without a bus (a single node, or one whose `run`
-    /// ended) the op has nowhere to go: ops with a ticket are answered `Failed` so no
-    /// connection waits forever.
+    /// ended) the op has nowhere to go: what waits for an answer is answered as the bus
+    /// would when unavailable (`Failed`, `RoomUnavailable`), so no connection waits
+    /// forever.
     fn send_to_bus(&mut self, op: ClusterOp) {
         self.metrics.cluster_op(op.kind());
         let unsent = match &self.cluster {
             Some(ops) => ops.send(op).err().map(|e| e.0),
             None => Some(op),
         };
-        let Some(ticket) = unsent.as_ref().and_then(ClusterOp::ticket) else {
-            return;
+        let answer = match unsent {
+            Some(ClusterOp::Subscribe { room }) => ClusterEvent::RoomUnavailable { room },
+            Some(op) => match op.ticket() {
+                Some(ticket) => ClusterEvent::Reply {
+                    ticket,
+                    reply: ClusterReply::Failed,
+                },
+                None => return,
+            },
+            None => return,
         };
-        let reply = ClusterEvent::Reply {
-            ticket,
-            reply: ClusterReply::Failed,
-        };
-        self.bus_event(reply);
+        self.bus_event(answer);
     }
 
     /// Hands an event from the bus to the engine.

@@ -15,6 +15,8 @@
 //!                                         Close   → close a queue
 //!                                         Store   → store future polled by the hub
 //!                                                   → reply into the engine
+//!                                         Cluster → op queue ──▶ Cluster::run (bus task)
+//!                                       cluster events ◀── bounded queue ◀──┘
 //! ```
 //!
 //! * `hub` owns the engine (no locks; one task).
@@ -23,6 +25,8 @@
 //! * [`Metrics`] is the server's Prometheus registry.
 //! * [`Health`] says whether the hub is turning and the store answering (for `/healthz`).
 //! * [`RuntimeConfig`] holds every bound and timeout, with documented defaults.
+//! * [`Cluster`] is the bus that makes the server one node of a cluster
+//!   ([`Server::with_cluster`]; ARCHITECTURE.md decision 17).
 //!
 //! # Time and tasks
 //!
@@ -217,7 +221,9 @@ impl Server {
     /// accepting, gives every connection what is queued for it and a 1001 close ("server
     /// shutting down"), lingers until each peer has answered it (see
     /// [`RuntimeConfig::close_linger`]), lets store requests in flight finish — all within
-    /// [`RuntimeConfig::shutdown_grace`] — aborts whatever is left, and returns.
+    /// [`RuntimeConfig::shutdown_grace`] — aborts whatever is left, and returns. A cluster
+    /// node then lets its bus perform the departures the closed connections caused and
+    /// leave the cluster (within what is left of the grace period) before returning.
     ///
     /// If the transport stops accepting (its `accept` returns `None`), open connections
     /// are served on, and `run` returns once they have all ended (or at `shutdown`). A

@@ -34,9 +34,16 @@ struct Link {
     record: Record,
     /// Announcements to this node still to drop (fault injection).
     drop_next: usize,
+    /// Stored messages and DMs this node announced while cut off, published when it is
+    /// back (late is harmless: receivers ignore what they have and fill what they miss).
+    unsent: Vec<ClusterOp>,
 }
 
-/// The bus's shared state. See the [module docs](self).
+/// The bus's shared state: the registry (room members, online users, name claims, live
+/// nodes), who receives which announcement, and the fault knobs. Each node also keeps
+/// its own record of what it asserted, as a real bus client does: when a node comes back
+/// from a disconnection (or from being declared down while it was only paused) it
+/// re-asserts that record and gets a fresh `RoomMembers` for every room it listens to.
 #[derive(Debug, Default)]
 pub struct BusCore {
     links: BTreeMap<NodeId, Link>,
@@ -74,6 +81,13 @@ impl BusCore {
         }
     }
 
+    /// Forgets the announcements still to drop for `node`.
+    pub fn stop_dropping(&mut self, node: &NodeId) {
+        if let Some(link) = self.links.get_mut(node) {
+            link.drop_next = 0;
+        }
+    }
+
     /// Cuts `node` off the bus: its announcements and registry writes are lost (it
     /// keeps its own record), its requests fail, nothing reaches it.
     pub fn disconnect(&mut self, node: &NodeId) {
@@ -83,7 +97,8 @@ impl BusCore {
     }
 
     /// Reconnects `node`: it re-asserts its record (the others see `Joined`/`Left` for
-    /// what changed meanwhile) and gets `RoomMembers` for each room it listens to.
+    /// what changed meanwhile), gets `RoomMembers` for each room it listens to, and
+    /// publishes the messages and DMs it stored while cut off.
     pub fn reconnect(&mut self, node: &NodeId) -> Vec<Delivery> {
         let Some(link) = self.links.get_mut(node) else {
             return Vec::new();
@@ -132,7 +147,16 @@ impl BusCore {
         for room in &record.rooms {
             out.push((node.clone(), self.snapshot(node, room)));
         }
-        self.filter(out)
+        let mut out = self.filter(out);
+        let unsent = self
+            .links
+            .get_mut(node)
+            .map(|l| std::mem::take(&mut l.unsent))
+            .unwrap_or_default();
+        for op in unsent {
+            out.extend(self.perform(node, op));
+        }
+        out
     }
 
     /// Reaps `node` (its lease expired, or it left cleanly): its members and online
@@ -198,17 +222,23 @@ impl BusCore {
             _ => {}
         }
         if !link.connected {
-            // Requests fail; the rest is lost (and re-asserted on reconnect).
-            return match op.ticket() {
-                Some(ticket) => vec![(
-                    from.clone(),
-                    ClusterEvent::Reply {
-                        ticket,
-                        reply: ClusterReply::Failed,
-                    },
-                )],
-                None => Vec::new(),
+            // Requests fail and subscriptions cannot be read; the rest is lost (and
+            // re-asserted on reconnect).
+            let failed = match (&op, op.ticket()) {
+                (_, Some(ticket)) => ClusterEvent::Reply {
+                    ticket,
+                    reply: ClusterReply::Failed,
+                },
+                (ClusterOp::Subscribe { room }, None) => {
+                    ClusterEvent::RoomUnavailable { room: room.clone() }
+                }
+                (ClusterOp::Message { .. } | ClusterOp::Dm { .. }, None) => {
+                    link.unsent.push(op);
+                    return Vec::new();
+                }
+                _ => return Vec::new(),
             };
+            return vec![(from.clone(), failed)];
         }
         let out = match op {
             ClusterOp::Subscribe { room } => vec![(from.clone(), self.snapshot(from, &room))],

@@ -86,6 +86,11 @@ impl MemoryBus {
         shared.route(out);
     }
 
+    /// Whether `node` is in the registry (it has not left or been reaped).
+    pub fn is_alive(&self, node: &NodeId) -> bool {
+        self.lock().core.is_alive(node)
+    }
+
     /// Who holds the name with `key` (see `Username::key`), if anyone.
     pub fn name_holder(&self, key: &str) -> Option<UserId> {
         self.lock().core.name_holder(key).cloned()

@@ -40,7 +40,10 @@ struct Node {
     engine: Option<Engine>,
 }
 
-/// A deterministic cluster of engines. See the [module docs](self).
+/// A deterministic cluster of engines: a shared [`SimStore`], a [`BusCore`] between
+/// them, no tokio, no clock. Store requests are performed at once; cluster ops queue
+/// until [`settle`](Self::settle), so requests two nodes issue before it race exactly
+/// as on a real bus (performed in the order they were emitted).
 #[derive(Debug)]
 pub struct Mesh {
     /// The store every node shares.
