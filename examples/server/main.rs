@@ -143,10 +143,9 @@ async fn join_cluster(
         }
         Err(e) => {
             tracing::error!(error = %e, "cannot join the cluster");
-            eprintln!(
-                "chat server: cannot join the cluster through {}: {e}",
-                options.redis.as_deref().unwrap_or_default()
-            );
+            // Logged and printed without a password the URL may hold.
+            let redis = stores::without_password(options.redis.as_deref().unwrap_or_default());
+            eprintln!("chat server: cannot join the cluster through {redis}: {e}");
             std::process::exit(1);
         }
     }

@@ -19,7 +19,7 @@ use serde_json::json;
 use support::cluster::{Recorder, members_agree, settle, start_node, traffic};
 use support::postgres::{self, TestDb};
 use support::redis::{self, TestPrefix};
-use support::{PROMPT, jepsen};
+use support::{PROMPT, jepsen, start_refused};
 
 /// Both services, or `None` (skipped, with a note) when one is not configured.
 fn services(test: &str) -> Option<(String, String)> {
@@ -267,4 +267,28 @@ async fn two_nodes_claiming_one_name_at_the_same_moment_one_wins() {
         y.close().await;
     }
     println!("username race: {rounds} rounds, exactly one winner in {exact}");
+}
+
+#[test]
+fn a_node_refuses_to_start_without_a_shared_store_or_a_reachable_redis() {
+    let (status, stderr) = start_refused(&["--redis", "redis://127.0.0.1:1"]);
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("add --store postgres://"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let Some(pg) = postgres::server_url("a_node_refuses_to_start_without_a_reachable_redis") else {
+        return;
+    };
+    let db = TestDb::create(&pg);
+    let (status, stderr) = start_refused(&[
+        "--store",
+        &db.url,
+        "--redis",
+        "redis://:hunter2@127.0.0.1:1",
+    ]);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cannot join the cluster through redis://:***@127.0.0.1:1"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("hunter2"), "{stderr}");
 }
