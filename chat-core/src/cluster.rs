@@ -244,7 +244,12 @@ pub enum ClusterEvent {
     /// The room's member registry, read after subscribing (first join, or every
     /// resubscribe after the bus reconnected): it replaces what the engine knew of the
     /// room's remote members. The bus leaves this node's own entries out (the engine
-    /// does not know its node id).
+    /// does not know its node id). The registry is read *after* the subscription is in
+    /// place, and the snapshot is handed over *before* any announcement of the room
+    /// received on that subscription (a sequential subscriber does this naturally:
+    /// resubscribe, read, send the snapshots, then forward what arrived): an
+    /// announcement that raced the read is then applied on top of the snapshot instead of
+    /// being overwritten by it (replaying one the snapshot already reflects is harmless).
     RoomMembers {
         /// The room.
         room: RoomName,

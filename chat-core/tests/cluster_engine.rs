@@ -690,3 +690,100 @@ fn a_client_resumes_on_another_node_with_exactly_what_it_missed() {
         .collect();
     assert_eq!(contents, ["missed 1", "missed 2"]);
 }
+
+/// Steady traffic of its own must not hold back a lost remote message on a cluster
+/// node: the gap is read once the appends that were in flight when it was seen have
+/// answered, even though newer ones are in flight by then.
+#[test]
+fn a_lost_remote_message_is_read_despite_steady_local_appends() {
+    use chat_core::cluster::{ClusterEvent, ClusterOp, ClusterReply};
+    use chat_core::testkit::sim::{Sim, StoreMode};
+    use chat_core::{Input, NewRoomMessage, Output, StoreOp, StoreReply, UserId};
+
+    let mut config = Config::unlimited();
+    config.cluster = true;
+    let mut s = Sim::new(config);
+    s.keep_log();
+    // The sim drops cluster ops; its log keeps them, and the test answers as the bus.
+    let answer_bus = |s: &mut Sim| {
+        let ops: Vec<ClusterOp> = s
+            .log
+            .drain(..)
+            .filter_map(|o| match o {
+                Output::Cluster(op) => Some(op),
+                _ => None,
+            })
+            .collect();
+        for op in ops {
+            let event = match op {
+                ClusterOp::ClaimName {
+                    ticket, candidates, ..
+                } => ClusterEvent::Reply {
+                    ticket,
+                    reply: ClusterReply::Name(candidates.into_iter().next()),
+                },
+                ClusterOp::Subscribe { room } => ClusterEvent::RoomMembers {
+                    room,
+                    members: vec![],
+                },
+                _ => continue,
+            };
+            s.input(Input::Cluster(event));
+        }
+    };
+    let (a, b) = (s.connect(), s.connect());
+    for (c, name) in [(a, "alice"), (b, "bob")] {
+        s.send(c, json!({"type":"set_username","username":name}));
+        answer_bus(&mut s);
+        s.send(c, json!({"type":"join_room","room":"lobby"}));
+        answer_bus(&mut s);
+    }
+    s.take(a);
+    let room = chat_core::RoomName::parse("lobby").expect("room");
+    // Another node stores seq 1 (its announcement is lost) and seq 2.
+    let remote = |s: &mut Sim, text: &str| {
+        let op = StoreOp::AppendRoom(NewRoomMessage {
+            room: room.clone(),
+            user_id: UserId::parse("remote").expect("id"),
+            username: "remote".into(),
+            content: chat_core::Content::parse(text).expect("content"),
+            client_msg_id: None,
+        });
+        match s.store.perform(op) {
+            StoreReply::RoomAppended(Ok(appended)) => appended.message,
+            other => panic!("{other:?}"),
+        }
+    };
+    remote(&mut s, "lost");
+    let second = remote(&mut s, "announced");
+    // Local traffic: one append in flight when the gap shows.
+    s.set_store_mode(StoreMode::Held);
+    s.send(a, json!({"type":"chat_message","content":"mine 1"}));
+    s.input(Input::Cluster(ClusterEvent::Message {
+        room: room.clone(),
+        message: second,
+    }));
+    assert_eq!(
+        s.held().len(),
+        1,
+        "waits for the append that may fill the gap"
+    );
+    // Another append goes out before the first answers: it cannot fill the gap.
+    s.send(b, json!({"type":"chat_message","content":"mine 2"}));
+    s.complete(0);
+    assert!(
+        s.held()
+            .iter()
+            .any(|r| matches!(r.op, StoreOp::RoomPage { .. })),
+        "the gap is read although an append is still in flight: {:?}",
+        s.held()
+    );
+    s.set_store_mode(StoreMode::Immediate);
+    let contents: Vec<String> = s
+        .take(a)
+        .iter()
+        .filter(|f| f["type"] == "message_received")
+        .map(|f| f["content"].as_str().expect("content").to_owned())
+        .collect();
+    assert_eq!(contents, ["lost", "announced", "mine 1", "mine 2"]);
+}

@@ -126,9 +126,6 @@ impl Engine {
             }
             ClusterEvent::Dm { message } => self.on_remote_dm(&message),
             ClusterEvent::NodeDown { node } => self.on_node_down(&node),
-            // Later kinds of events: nothing this engine knows to do.
-            #[allow(unreachable_patterns)]
-            _ => {}
         }
     }
 
@@ -163,9 +160,13 @@ impl Engine {
                     self.timers
                         .remove(&(old, Timer::RemoteTypingStop(room.clone(), user.clone())));
                 }
-                if let Some(at) = deadline
-                    && r_has_remote(&self.rooms, &room, &user)
-                {
+                // Armed only if the indicator took (a user listed in the room).
+                let on_now = self
+                    .rooms
+                    .get(&room)
+                    .and_then(|r| r.remote.users.get(&user))
+                    .is_some_and(|u| u.typing.is_some());
+                if let Some(at) = deadline.filter(|_| on_now) {
                     self.add_timer(at, Timer::RemoteTypingStop(room, user));
                 }
             }
@@ -586,15 +587,4 @@ impl Engine {
                 .send(conn, ServerEvent::UsernameSet { username: display });
         }
     }
-}
-
-/// Whether `user` is still listed in `room`'s remote state.
-fn r_has_remote(
-    rooms: &FxHashMap<RoomName, super::room::Room>,
-    room: &RoomName,
-    user: &UserId,
-) -> bool {
-    rooms
-        .get(room)
-        .is_some_and(|r| r.remote.users.get(user).is_some_and(|u| u.typing.is_some()))
 }

@@ -75,6 +75,9 @@ impl Engine {
     ) {
         if let Some(room) = self.rooms.get_mut(name) {
             room.stream.inflight = room.stream.inflight.saturating_sub(1);
+            if let Some(left) = room.stream.patience.as_mut() {
+                *left = left.saturating_sub(1);
+            }
         }
         match result {
             Err(e) => {
@@ -136,14 +139,20 @@ impl Engine {
         };
         let target = beyond.max(ahead);
         let nobody_needs_it = room.members.is_empty() && room.pending_joins == 0;
-        let known_gap = target.is_some_and(|t| t > cursor);
-        if nobody_needs_it
-            || room.stream.inflight > 0
-            || room.stream.gap_fill
-            || !(known_gap || room.stream.catch_up)
-        {
+        let wanted = target.is_some_and(|t| t > cursor) || room.stream.catch_up;
+        if !wanted {
+            room.stream.patience = None;
+        }
+        // An append of ours in flight may fill the gap. A cluster node waits only for
+        // the appends in flight when the gap was seen (see `Stream::patience`).
+        let own_may_fill = room.stream.inflight > 0
+            && wanted
+            && (!self.config.cluster
+                || *room.stream.patience.get_or_insert(room.stream.inflight) > 0);
+        if nobody_needs_it || own_may_fill || room.stream.gap_fill || !wanted {
             return;
         }
+        room.stream.patience = None;
         room.stream.gap_fill = true;
         let ticket = self.out.store(StoreOp::RoomPage {
             room: name.clone(),

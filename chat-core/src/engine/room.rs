@@ -98,6 +98,12 @@ pub(crate) struct Stream {
     /// set when a cluster node (re)synced the room, so messages announced while it was
     /// not listening are recovered from the store.
     pub(crate) catch_up: bool,
+    /// On a cluster node, with a gap in sight and appends of ours in flight: how many of
+    /// those appends (the only ones that can fill it — later ones are stored after what
+    /// we already see) are still to answer. At 0 the gap is read from the store even
+    /// with newer appends in flight, so steady local traffic cannot hold back a lost
+    /// remote message.
+    pub(crate) patience: Option<u32>,
 }
 
 /// What removing a member changed.

@@ -357,9 +357,6 @@ impl BusCore {
                     },
                 )]
             }
-            // Later kinds of ops: nothing this bus knows to do.
-            #[allow(unreachable_patterns)]
-            _ => Vec::new(),
         };
         self.filter(out)
     }
