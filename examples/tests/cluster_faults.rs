@@ -27,6 +27,10 @@ use support::{PROMPT, ServerProcess, jepsen};
 /// The stated bound for a crashed node's users to leave every list.
 const CRASH_BOUND: Duration = Duration::from_secs(15);
 
+/// One fault test at a time: each runs three servers and measures time bounds, which
+/// the others' load on a two-core machine would blur.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Three nodes, nine clients (three per node) in `lobby` and one of two rooms.
 struct Scenario {
     nodes: Vec<Option<ServerProcess>>,
@@ -143,6 +147,7 @@ async fn kill_9_of_a_node_loses_nothing_and_its_users_leave_within_the_bound() {
     let Some((redis_url, pg)) = services("kill_9_of_a_node") else {
         return;
     };
+    let _serial = ONE_AT_A_TIME.lock().await;
     let mut s = Scenario::start(&pg, &redis_url, true).await;
     let load = {
         let clients = s.clients.clone();
@@ -191,6 +196,7 @@ async fn redis_restarted_mid_traffic_loses_nothing() {
     let Some((_, pg)) = services("redis_restarted_mid_traffic") else {
         return;
     };
+    let _serial = ONE_AT_A_TIME.lock().await;
     let mut own = RedisServer::start();
     let s = Scenario::start(&pg, &own.url(), false).await;
     let load = {
@@ -214,6 +220,7 @@ async fn client_kill_type_pubsub_mid_traffic_loses_nothing() {
     let Some((_, pg)) = services("client_kill_type_pubsub") else {
         return;
     };
+    let _serial = ONE_AT_A_TIME.lock().await;
     let own = RedisServer::start();
     let s = Scenario::start(&pg, &own.url(), false).await;
     let load = {
@@ -245,6 +252,7 @@ async fn a_node_paused_for_20_seconds_catches_up_and_comes_back() {
     let Some((redis_url, pg)) = services("a_node_paused_for_20_seconds") else {
         return;
     };
+    let _serial = ONE_AT_A_TIME.lock().await;
     let s = Scenario::start(&pg, &redis_url, true).await;
     // 30 s of traffic around a 20 s pause of n2.
     let load = {
