@@ -1,4 +1,4 @@
-//! What crosses nodes when several servers form a cluster (ARCHITECTURE.md decision 17).
+//! What crosses nodes when several servers form a cluster (ARCHITECTURE.md decision 18).
 //!
 //! The engine stays sans-IO: what it needs from the other nodes enters as
 //! [`Input::Cluster`](crate::Input::Cluster) carrying a [`ClusterEvent`], and what it

@@ -1,6 +1,6 @@
 //! Engines of a cluster, wired by hand through the deterministic `Mesh` (a shared
 //! store, the in-process bus core between them): the exact frames clients on different
-//! nodes see, with and without faults (ARCHITECTURE.md decision 17).
+//! nodes see, with and without faults (ARCHITECTURE.md decision 18).
 //!
 //! Run: `cargo test -p chat-core --features testkit --test cluster_engine`.
 #![cfg(feature = "testkit")]

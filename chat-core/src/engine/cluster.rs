@@ -1,4 +1,4 @@
-//! The engine's side of a cluster (ARCHITECTURE.md decision 17): the ops it emits for
+//! The engine's side of a cluster (ARCHITECTURE.md decision 18): the ops it emits for
 //! the other nodes and what it does with the [`ClusterEvent`]s they send.
 //!
 //! Everything here is gated on [`Config::cluster`](super::Config::cluster): a single

@@ -68,7 +68,7 @@ pub struct Config {
     /// Default burst 30, then 1 per second: a person never gets there, a flood does.
     pub refusal_budget: Option<Rate>,
     /// This engine is one node of a cluster: it exchanges [`ClusterOp`]s and
-    /// [`ClusterEvent`]s with the other nodes (ARCHITECTURE.md decision 17). Set by the
+    /// [`ClusterEvent`]s with the other nodes (ARCHITECTURE.md decision 18). Set by the
     /// runtime when a [`Cluster`](crate::runtime::Cluster) is given (set without one,
     /// every cluster request is answered as by an unavailable bus). Default `false`: a
     /// single node, no cluster output at all.

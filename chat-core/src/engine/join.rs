@@ -438,14 +438,22 @@ impl Engine {
                 .get(&user.id)
                 .map(|p| p.conns.clone())
                 .unwrap_or_default();
-            broadcast_stopped(
-                room,
-                &mut self.out,
-                name,
-                &user.id,
-                user.username.clone(),
-                except,
-            );
+            // Still typing on another node: the indicator stays on for the members here.
+            let typing_elsewhere = room
+                .remote
+                .users
+                .get(&user.id)
+                .is_some_and(|u| u.typing.is_some());
+            if !typing_elsewhere {
+                broadcast_stopped(
+                    room,
+                    &mut self.out,
+                    name,
+                    &user.id,
+                    user.username.clone(),
+                    except,
+                );
+            }
         }
         if departure.user_gone && self.config.cluster {
             self.out.cluster(ClusterOp::Left {

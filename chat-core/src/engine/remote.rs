@@ -1,5 +1,5 @@
 //! A room's members on *other* nodes of a cluster, and whether this node's view of them
-//! is synced (ARCHITECTURE.md decision 17).
+//! is synced (ARCHITECTURE.md decision 18).
 //!
 //! A user is present in a room when it has a local connection there
 //! ([`Room::presence`](super::room::Room)) or any other node reports it here. Presence

@@ -30,7 +30,7 @@ pub const EVENT_QUEUE: usize = 1024;
 ///
 /// The runtime calls [`run`](Self::run) once per server, on a task of its own, and
 /// feeds it the engine's [`ClusterOp`]s; `run` sends what other nodes announce as
-/// [`ClusterEvent`]s. See ARCHITECTURE.md decision 17 for what each op and event means
+/// [`ClusterEvent`]s. See ARCHITECTURE.md decision 18 for what each op and event means
 /// across nodes, and `testkit::cluster::run_all` for the conformance checks every
 /// implementation must pass.
 #[async_trait]

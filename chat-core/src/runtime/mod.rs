@@ -26,7 +26,7 @@
 //! * [`Health`] says whether the hub is turning and the store answering (for `/healthz`).
 //! * [`RuntimeConfig`] holds every bound and timeout, with documented defaults.
 //! * [`Cluster`] is the bus that makes the server one node of a cluster
-//!   ([`Server::with_cluster`]; ARCHITECTURE.md decision 17).
+//!   ([`Server::with_cluster`]; ARCHITECTURE.md decision 18).
 //!
 //! # Time and tasks
 //!
@@ -180,7 +180,7 @@ impl Server {
         }
     }
 
-    /// Makes this server a node of a cluster (ARCHITECTURE.md decision 17): rooms,
+    /// Makes this server a node of a cluster (ARCHITECTURE.md decision 18): rooms,
     /// presence, names and DMs are shared with the other nodes through `cluster`, which
     /// must share this server's store with them. Sets the engine's
     /// [`Config::cluster`](engine::Config::cluster); the bus's health joins
