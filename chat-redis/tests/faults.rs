@@ -1,10 +1,15 @@
 //! The bus under faults, driven op by op (no engine): a crashed node is reaped within
 //! its bound, a Redis restart is healed by the nodes re-asserting what they hold and
-//! resending every room's snapshot, a dropped subscriber resubscribes and resyncs, and
-//! the health follows Redis going away and coming back.
+//! resending every room's snapshot, a dropped subscriber resubscribes and resyncs, a
+//! node cut off by a partition (a TCP proxy that stalls its traffic: half-open
+//! connections) is reaped and comes back when it heals, and the health follows.
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 mod support;
+
+#[path = "../../chat-postgres-store/tests/support/proxy.rs"]
+#[allow(unreachable_pub, dead_code)]
+mod proxy;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -290,4 +295,77 @@ async fn a_dropped_subscriber_resubscribes_and_resyncs() {
         user: user("ann"),
     });
     b.until("ann's departure", |b, _| !has(b, "a", "ann")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_node_is_reaped_and_comes_back_when_the_partition_heals() {
+    let Some(url) = redis_url("a_partitioned_node_is_reaped") else {
+        return;
+    };
+    let prefix = TestPrefix::new(&url);
+    let upstream: std::net::SocketAddr = url
+        .trim_start_matches("redis://")
+        .trim_end_matches('/')
+        .parse()
+        .expect("CHAT_TEST_REDIS_URL is redis://IP:PORT for this test");
+    let cut = proxy::Proxy::start(upstream).await;
+    let config = RedisClusterConfig::new(url.as_str())
+        .prefix(prefix.prefix.as_str())
+        .lease(Duration::from_secs(1))
+        .ping_every(Duration::from_millis(200))
+        .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200));
+    let mut a = Node::start(
+        config
+            .clone()
+            .url(format!("redis://{}", cut.addr))
+            .node_id("a"),
+    )
+    .await;
+    let mut b = Node::start(config.node_id("b")).await;
+    arrive(&a, "ann", "Ann");
+    b.send(ClusterOp::Subscribe { room: room() });
+    b.until("ann's arrival", |b, _| has(b, "a", "ann")).await;
+
+    // a's traffic stalls (nothing passes, nothing is closed): the others reap it.
+    cut.set(proxy::Mode::Stall);
+    b.until(
+        "a's reaping",
+        |_, e| matches!(e, ClusterEvent::NodeDown { node } if node.as_str() == "a"),
+    )
+    .await;
+    assert!(!has(&b, "a", "ann"));
+    a.send(ClusterOp::LookupUser {
+        ticket: Ticket(5),
+        user: user("bob"),
+    });
+    let replies = a
+        .until("the lookup", |_, e| {
+            matches!(
+                e,
+                ClusterEvent::Reply {
+                    ticket: Ticket(5),
+                    ..
+                }
+            )
+        })
+        .await;
+    assert_eq!(
+        replies.last(),
+        Some(&ClusterEvent::Reply {
+            ticket: Ticket(5),
+            reply: ClusterReply::Failed
+        })
+    );
+    println!("partitioned: {}", a.bus.health());
+    assert!(!a.bus.health().is_healthy());
+
+    // Healed: a finds its lease gone, re-asserts ann (b sees her again) and resyncs.
+    cut.set(proxy::Mode::Pass);
+    b.until("ann back", |b, _| has(b, "a", "ann")).await;
+    a.until("a's resync", |_, e| {
+        matches!(e, ClusterEvent::RoomMembers { .. })
+    })
+    .await;
+    assert!(a.bus.stats().reasserts >= 1);
+    assert!(a.bus.health().is_healthy(), "{}", a.bus.health());
 }
