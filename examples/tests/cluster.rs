@@ -28,6 +28,29 @@ fn services(test: &str) -> Option<(String, String)> {
     Some((redis, postgres))
 }
 
+/// `GET /healthz`: (status, body).
+async fn healthz(addr: std::net::SocketAddr) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    tokio::time::timeout(PROMPT, stream.read_to_string(&mut response))
+        .await
+        .expect("a response in time")
+        .unwrap();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
 fn users(ids: impl IntoIterator<Item = usize>) -> BTreeSet<String> {
     ids.into_iter().map(|i| format!("u{i}")).collect()
 }
