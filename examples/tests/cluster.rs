@@ -85,6 +85,13 @@ async fn three_nodes_share_rooms_presence_typing_and_dms() {
     members_agree(&clients, "lobby", &users(0..9), PROMPT)
         .await
         .unwrap();
+    // Each node's /healthz names it and reports its bus.
+    for (n, node) in nodes.iter().enumerate() {
+        assert_eq!(
+            healthz(node.addr).await,
+            (200, format!("ok (node n{}: bus ok)", n + 1))
+        );
+    }
     members_agree(&clients[..5], "r1", &users(0..5), PROMPT)
         .await
         .unwrap();
