@@ -56,10 +56,11 @@ impl Keys {
         format!("{}names", self.prefix)
     }
 
-    /// HASH user id → name key: the reverse of [`names`](Self::names), so a user holds
-    /// at most one name and releasing it needs no other state.
-    pub(crate) fn name_of(&self) -> String {
-        format!("{}nameof", self.prefix)
+    /// SET of the name keys `user` holds (the reverse of [`names`](Self::names)), so
+    /// its names can be released without any node's state. (`unames:`, not `user:…`:
+    /// user ids may contain `:`, and no user hash key may equal another user's set.)
+    pub(crate) fn held_names(&self, user: &UserId) -> String {
+        format!("{}unames:{}", self.prefix, user.as_str())
     }
 
     /// Channel of a room's announcements (joined, left, message, typing).

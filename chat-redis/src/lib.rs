@@ -51,8 +51,9 @@
 //!   resurrect what was reaped before it re-registers.
 //! * **Usernames** are claimed in one script (`names`: name key → user, where the key
 //!   is `Username::key`, so confusable spellings collide): two nodes claiming one name
-//!   at the same moment cannot both win. A user holds one name; it is released when
-//!   the user's last node lets it go.
+//!   at the same moment cannot both win. A rename claims the new name, then releases
+//!   the old; whatever a user holds is released when its last node lets it go (or is
+//!   reaped).
 //! * **Room snapshots are ordered with the room's stream.** The script that reads a
 //!   room's members publishes the snapshot on the asking node's own channel in the
 //!   same atomic step; Redis delivers a subscriber's messages in publish order, so the
@@ -68,7 +69,7 @@
 //! | `chat:room:{room}:members` | HASH | `node\0user` → display name |
 //! | `chat:user:{user}` | HASH | node → display name (where the user is online) |
 //! | `chat:names` | HASH | name key → user id (cluster-wide unique names) |
-//! | `chat:nameof` | HASH | user id → name key (the reverse: one name per user) |
+//! | `chat:unames:{user}` | SET | the name keys the user holds (released with its last node) |
 //! | `chat:r:{room}` | channel | `joined`, `left`, `message`, `typing` of the room |
 //! | `chat:u:{user}` | channel | `dm` to or from the user |
 //! | `chat:n:{node}` | channel | the node's own room snapshots (`members`) |

@@ -131,7 +131,7 @@ impl Registry {
         call.key(self.keys.user(user))
             .key(self.keys.node_users(&self.node))
             .key(self.keys.names())
-            .key(self.keys.name_of())
+            .key(self.keys.held_names(user))
             .arg(&self.node)
             .arg(user.as_str());
         let released: i64 = call
@@ -144,7 +144,7 @@ impl Registry {
     /// Claims the first free name of `candidates` for `user`; its index, or `None`
     /// when all are taken. With `keep`, nothing happens (and `None` is returned) if
     /// the user already holds a name: how a node re-asserts a claim Redis lost without
-    /// undoing a rename made elsewhere meanwhile.
+    /// taking back a name the user gave up elsewhere meanwhile.
     pub(crate) async fn claim(
         &self,
         user: &UserId,
@@ -154,7 +154,7 @@ impl Registry {
         let mut call = self.scripts.claim.prepare_invoke();
         call.key(self.keys.nodes())
             .key(self.keys.names())
-            .key(self.keys.name_of())
+            .key(self.keys.held_names(user))
             .key(self.keys.user(user))
             .key(self.keys.node_users(&self.node))
             .arg(&self.node)
@@ -177,7 +177,7 @@ impl Registry {
     pub(crate) async fn release(&self, user: &UserId, name: &Username) -> Result<bool, BusError> {
         let mut call = self.scripts.release.prepare_invoke();
         call.key(self.keys.names())
-            .key(self.keys.name_of())
+            .key(self.keys.held_names(user))
             .arg(user.as_str())
             .arg(name.key());
         let released: i64 = call
@@ -457,7 +457,7 @@ mod tests {
         assert_eq!(b.claim(&bob, &[name("alice")], false).await.unwrap(), None);
         // The holder claiming it again (another node, a second tab) keeps it.
         assert_eq!(b.claim(&ann, &wanted, false).await.unwrap(), Some(0));
-        // A rename releases the old name at once; `keep` does not undo it.
+        // A rename claims the new name, then releases the old one.
         a.online(&ann, "Alice").await.unwrap();
         b.online(&ann, "Alice").await.unwrap();
         assert_eq!(
@@ -465,6 +465,9 @@ mod tests {
             Some(0)
         );
         assert_eq!(a.lookup(&ann).await.unwrap().as_deref(), Some("Anna"));
+        assert_eq!(b.claim(&bob, &[name("Alice")], false).await.unwrap(), None);
+        assert!(a.release(&ann, &name("Alice")).await.unwrap());
+        // `keep` (a re-assert) takes nothing back while the user holds a name.
         assert_eq!(b.claim(&ann, &[name("Alice")], true).await.unwrap(), None);
         assert_eq!(
             b.claim(&bob, &[name("Alice")], false).await.unwrap(),

@@ -25,15 +25,14 @@ local function require_lease(nodes, node)
   end
   return nil
 end
--- Drops the name `user` holds (if any): `names` name-key -> user, `nameof` user -> name-key.
-local function release_name(names, nameof, user)
-  local key = redis.call('HGET', nameof, user)
-  if key then
+-- Drops every name `user` holds: `names` name-key -> user, `held` the user's set of keys.
+local function release_names(names, held, user)
+  for _, key in ipairs(redis.call('SMEMBERS', held)) do
     if redis.call('HGET', names, key) == user then
       redis.call('HDEL', names, key)
     end
-    redis.call('HDEL', nameof, user)
   end
+  redis.call('DEL', held)
 end
 "#;
 
@@ -73,44 +72,41 @@ return 1
 "#;
 
 /// The user's last connection on `node`; when no node has the user any more, its
-/// name is released. KEYS: user, node users, names, nameof. ARGV: node, user.
-/// Returns 1 if the name was released, else 0.
+/// names are released. KEYS: user, node users, names, held names. ARGV: node, user.
+/// Returns 1 if the names were released, else 0.
 const OFFLINE: &str = r#"
 redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('SREM', KEYS[2], ARGV[2])
 if redis.call('EXISTS', KEYS[1]) == 0 then
-  release_name(KEYS[3], KEYS[4], ARGV[2])
+  release_names(KEYS[3], KEYS[4], ARGV[2])
   return 1
 end
 return 0
 "#;
 
-/// Claims the first free candidate for `user` (free: unclaimed, or already the user's).
-/// A user holds one name: the claim releases the one it held before, and updates the
-/// display name on every node that has the user. The user joins the node's index, so
-/// a claim whose node dies before the user comes online is released by the reaper.
-/// With ARGV[3] == '1' (re-asserting after a loss) nothing is done if the user
-/// already holds a name.
-/// KEYS: nodes, names, nameof, user, node users.
+/// Claims the first free candidate for `user` (free: unclaimed, or already the user's)
+/// and updates the user's display name on every node that has it. A user may hold
+/// several names for a moment (a rename claims the new one, then releases the old);
+/// all go when no node has the user any more. The user joins the node's index, so a
+/// claim whose node dies before the user comes online is released by the reaper.
+/// With ARGV[3] == '1' (re-asserting after a loss) nothing is done if the user already
+/// holds a name.
+/// KEYS: nodes, names, held names, user, node users.
 /// ARGV: node, user, keep, then (key, display) pairs.
 /// Returns the 1-based index of the candidate won, 0 if every one is taken.
 const CLAIM: &str = r#"
 local err = require_lease(KEYS[1], ARGV[1])
 if err then return err end
 local user = ARGV[2]
-if ARGV[3] == '1' and redis.call('HEXISTS', KEYS[3], user) == 1 then
+if ARGV[3] == '1' and redis.call('SCARD', KEYS[3]) > 0 then
   return 0
 end
 for i = 4, #ARGV - 1, 2 do
   local key, display = ARGV[i], ARGV[i + 1]
   local holder = redis.call('HGET', KEYS[2], key)
   if (not holder) or holder == user then
-    local old = redis.call('HGET', KEYS[3], user)
-    if old and old ~= key and redis.call('HGET', KEYS[2], old) == user then
-      redis.call('HDEL', KEYS[2], old)
-    end
     redis.call('HSET', KEYS[2], key, user)
-    redis.call('HSET', KEYS[3], user, key)
+    redis.call('SADD', KEYS[3], key)
     for _, node in ipairs(redis.call('HKEYS', KEYS[4])) do
       redis.call('HSET', KEYS[4], node, display)
     end
@@ -121,14 +117,12 @@ end
 return 0
 "#;
 
-/// Releases `name` if `user` holds it. KEYS: names, nameof. ARGV: user, key.
+/// Releases `name` if `user` holds it. KEYS: names, held names. ARGV: user, key.
 /// Returns 1 if released.
 const RELEASE: &str = r#"
+redis.call('SREM', KEYS[2], ARGV[2])
 if redis.call('HGET', KEYS[1], ARGV[2]) == ARGV[1] then
   redis.call('HDEL', KEYS[1], ARGV[2])
-  if redis.call('HGET', KEYS[2], ARGV[1]) == ARGV[2] then
-    redis.call('HDEL', KEYS[2], ARGV[1])
-  end
   return 1
 end
 return 0
@@ -190,7 +184,7 @@ for _, user in ipairs(redis.call('SMEMBERS', users_key)) do
   local hash = prefix .. 'user:' .. user
   redis.call('HDEL', hash, node)
   if redis.call('EXISTS', hash) == 0 then
-    release_name(prefix .. 'names', prefix .. 'nameof', user)
+    release_names(prefix .. 'names', prefix .. 'unames:' .. user, user)
   end
 end
 redis.call('DEL', members_key, users_key)
