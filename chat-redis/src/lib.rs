@@ -91,6 +91,9 @@
 //!   their entries. Joins, name changes and DMs to users on other nodes fail with
 //!   `cluster_unavailable` while Redis is unreachable; messages within a room keep
 //!   being stored and are delivered to other nodes once it is back.
+//! * **DMs are announced, not replayed:** a DM announced while a node's subscriber is
+//!   reconnecting is not delivered live there (it is stored: `dm_history` has it).
+//!   Room messages have no such gap: the resync's catch-up read recovers them.
 //! * **A node is paused** (GC, SIGSTOP) past its lease: the others reap it (its users
 //!   leave their lists); when it resumes it notices, re-registers and re-announces its
 //!   users, and catches up on what it missed from the store.

@@ -538,6 +538,8 @@ mod tests {
             Some("Ann")
         );
         assert_eq!(a.lookup(&user("nobody")).await.unwrap(), None);
+        a.online(&user("anon"), "").await.unwrap();
+        assert_eq!(a.lookup(&user("anon")).await.unwrap(), None, "unnamed");
         expire(&a, "a").await;
         assert_eq!(a.lookup(&user("ann")).await.unwrap(), None);
     }

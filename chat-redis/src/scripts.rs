@@ -128,13 +128,14 @@ end
 return 0
 "#;
 
-/// The user's display name if a live node has it online. KEYS: nodes, user.
+/// The user's display name if a live node has it online with a name (an unnamed user
+/// cannot be written to, as on one node). KEYS: nodes, user.
 /// Returns the name, or nil.
 const LOOKUP: &str = r#"
 local now = now_ms()
 local fields = redis.call('HGETALL', KEYS[2])
 for i = 1, #fields, 2 do
-  if alive(KEYS[1], fields[i], now) then
+  if fields[i + 1] ~= '' and alive(KEYS[1], fields[i], now) then
     return fields[i + 1]
   end
 end
