@@ -358,10 +358,33 @@ async fn a_partitioned_node_is_reaped_and_comes_back_when_the_partition_heals() 
     );
     println!("partitioned: {}", a.bus.health());
     assert!(!a.bus.health().is_healthy());
+    // A message stored meanwhile on a is announced once the partition heals.
+    let message = Arc::new(chat_core::StoredMessage {
+        id: chat_core::MessageId(uuid::Uuid::from_u128(77)),
+        room: room(),
+        seq: chat_core::Seq(1),
+        user_id: user("ann"),
+        username: Arc::from("Ann"),
+        content: chat_core::Content::parse("during the partition").unwrap(),
+        timestamp: chat_core::Timestamp(1),
+        client_msg_id: None,
+    });
+    a.send(ClusterOp::Message {
+        room: room(),
+        message: Arc::clone(&message),
+    });
 
     // Healed: a finds its lease gone, re-asserts ann (b sees her again) and resyncs.
     cut.set(proxy::Mode::Pass);
-    b.until("ann back", |b, _| has(b, "a", "ann")).await;
+    let announced = ClusterEvent::Message {
+        room: room(),
+        message,
+    };
+    let seen = b.until("ann back", |b, _| has(b, "a", "ann")).await;
+    if !seen.contains(&announced) {
+        b.until("the message of the partition", |_, e| *e == announced)
+            .await;
+    }
     a.until("a's resync", |_, e| {
         matches!(e, ClusterEvent::RoomMembers { .. })
     })
