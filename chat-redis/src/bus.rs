@@ -56,6 +56,8 @@ pub(crate) struct Bus {
     pub(crate) dirty: bool,
     /// Rooms whose snapshot could not be sent at the last resync.
     pub(crate) unsynced: BTreeSet<RoomName>,
+    /// When the lease was last renewed (or tried): a long batch renews on time too.
+    pub(crate) renewed_at: tokio::time::Instant,
 }
 
 impl Bus {
@@ -214,6 +216,11 @@ impl Bus {
                 other => {
                     self.publish(std::mem::take(&mut publishes)).await;
                     self.perform_one(other).await;
+                    // Ops that wait (a subscription while the subscriber reconnects) must
+                    // not let the lease run out.
+                    if self.renewed_at.elapsed() >= self.config.renew_every {
+                        self.renew().await;
+                    }
                 }
             }
         }
@@ -464,6 +471,7 @@ impl Bus {
     /// Renews the lease; re-asserts when it was lost or a write failed; reaps expired
     /// nodes; retries pending snapshots and announcements.
     async fn renew(&mut self) {
+        self.renewed_at = tokio::time::Instant::now();
         let lease_ms = u64::try_from(self.config.lease.as_millis()).unwrap_or(u64::MAX);
         let renewal = match self.timed(self.registry.renew(lease_ms)).await {
             Ok(renewal) => renewal,

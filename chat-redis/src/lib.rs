@@ -239,6 +239,7 @@ impl Cluster for RedisCluster {
             republish: VecDeque::new(),
             dirty: false,
             unsynced: BTreeSet::new(),
+            renewed_at: tokio::time::Instant::now(),
         };
         bus.run(ops, wake_rx).await;
     }
