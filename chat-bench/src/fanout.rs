@@ -47,8 +47,12 @@ pub enum Pace {
 /// A `fanout` run.
 #[derive(Debug, Clone)]
 pub struct FanoutConfig {
-    /// The server.
+    /// The server (node 0 of a cluster).
     pub target: Target,
+    /// More servers of the same cluster (empty: one server). Client `i` connects to
+    /// node `(i / rooms) mod (1 + other_nodes.len())`, so the members of every room are
+    /// spread over all the nodes and every message crosses the bus.
+    pub other_nodes: Vec<Target>,
     /// Clients connected.
     pub clients: usize,
     /// Rooms they are spread over.
@@ -79,6 +83,9 @@ pub struct FanoutConfig {
 impl FanoutConfig {
     fn check(&self) -> Result<(), BenchError> {
         self.target.check()?;
+        for node in &self.other_nodes {
+            node.check()?;
+        }
         let bad = |what: &str| Err(BenchError::Config(what.to_owned()));
         if self.clients == 0 || self.rooms == 0 || self.senders == 0 {
             return bad("clients, rooms and senders must be at least 1");
@@ -99,6 +106,15 @@ impl FanoutConfig {
             _ if self.duration.is_zero() => bad("duration must be above 0"),
             _ if self.connect_concurrency == 0 => bad("connect concurrency must be at least 1"),
             _ => Ok(()),
+        }
+    }
+
+    /// The server client `index` connects to.
+    pub fn node_of(&self, index: usize) -> &Target {
+        let node = (index / self.rooms) % (1 + self.other_nodes.len());
+        match node {
+            0 => &self.target,
+            n => &self.other_nodes[n - 1],
         }
     }
 
@@ -152,7 +168,7 @@ pub async fn run(cfg: &FanoutConfig) -> Result<Report, BenchError> {
     let mut joins = Box::pin(
         futures_util::stream::iter(0..cfg.clients)
             .map(|i| {
-                let target = cfg.target.clone();
+                let target = cfg.node_of(i).clone();
                 let name = client::username(cfg.salt, i);
                 let room = format!("bench-{}", cfg.room_of(i));
                 async move { (i, client::connect_and_join(&target, i, &name, &room).await) }
@@ -478,6 +494,7 @@ mod tests {
 
     fn config(clients: usize, rooms: usize, senders: usize) -> FanoutConfig {
         FanoutConfig {
+            other_nodes: Vec::new(),
             target: Target::new("127.0.0.1:1".parse().expect("addr")).expect("target"),
             clients,
             rooms,

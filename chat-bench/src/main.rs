@@ -107,6 +107,10 @@ struct FanoutArgs {
     /// Joins in flight at once while connecting.
     #[arg(long, default_value_t = 50)]
     connect_concurrency: usize,
+    /// Another server of the same cluster (repeat for each): the clients of every room
+    /// are spread over `--addr` and these, so every message crosses the bus.
+    #[arg(long = "node", value_name = "ADDR")]
+    nodes: Vec<SocketAddr>,
 }
 
 #[derive(Debug, Args)]
@@ -235,8 +239,16 @@ async fn run(command: Command) -> Result<(), BenchError> {
                 Some(messages_per_s) => Pace::FixedRate { messages_per_s },
                 None => Pace::ClosedLoop { window: a.window },
             };
+            let mut other_nodes = Vec::with_capacity(a.nodes.len());
+            for addr in &a.nodes {
+                let mut node = target(&a.common)?;
+                node.addr = *addr;
+                node.check()?;
+                other_nodes.push(node);
+            }
             let cfg = FanoutConfig {
                 target: target(&a.common)?,
+                other_nodes,
                 clients: a.clients,
                 rooms: a.rooms,
                 senders: a.senders,
@@ -255,6 +267,7 @@ async fn run(command: Command) -> Result<(), BenchError> {
         Command::Acks(a) => {
             let cfg = FanoutConfig {
                 target: target(&a.common)?,
+                other_nodes: Vec::new(),
                 clients: a.senders,
                 rooms: a.senders,
                 senders: a.senders,

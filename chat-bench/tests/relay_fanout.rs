@@ -25,6 +25,7 @@ async fn start_relay() -> (SocketAddr, tokio::task::JoinHandle<std::io::Result<(
 
 fn fanout_config(addr: SocketAddr, pace: Pace) -> FanoutConfig {
     FanoutConfig {
+        other_nodes: Vec::new(),
         target: Target::new(addr).expect("target"),
         clients: 12,
         rooms: 3,
@@ -191,4 +192,26 @@ async fn next_json(ws: &mut chat_bench::client::Ws) -> serde_json::Value {
             return serde_json::from_str(text.as_str()).expect("JSON");
         }
     }
+}
+
+#[test]
+fn with_several_nodes_every_room_has_members_on_each() {
+    let addr = "127.0.0.1:9".parse().expect("an address");
+    let mut cfg = fanout_config(addr, Pace::ClosedLoop { window: 1 });
+    cfg.clients = 18;
+    cfg.rooms = 3;
+    cfg.other_nodes = ["127.0.0.1:10", "127.0.0.1:11"]
+        .iter()
+        .map(|a| Target::new(a.parse().expect("an address")).expect("a target"))
+        .collect();
+    for room in 0..cfg.rooms {
+        let nodes: std::collections::BTreeSet<SocketAddr> = (0..cfg.clients)
+            .filter(|&i| cfg.room_of(i) == room)
+            .map(|i| cfg.node_of(i).addr)
+            .collect();
+        assert_eq!(nodes.len(), 3, "room {room} spans every node");
+    }
+    // The senders (clients 0..3) are one per room, all on node 0: their messages cross
+    // the bus to the members on the other two.
+    assert!((0..cfg.senders).all(|i| cfg.node_of(i).addr == cfg.target.addr));
 }

@@ -19,6 +19,11 @@
 //! with status 0. `/healthz` answers 503 with the reason while the hub is stalled or
 //! stopped or the store keeps failing (see `chat_core::Health`).
 //!
+//! With `--redis redis://HOST:PORT` (and `--store postgres://…`, one database for every
+//! node) the server is a node of a cluster (`chat-redis`): several of them behind a load
+//! balancer share rooms, presence, usernames and DMs, and a client may reconnect to any
+//! of them. `/healthz` then names the node and reports its bus.
+//!
 //! Admission (`chat-auth`) runs before every upgrade: per-IP limits are on by default
 //! (64 connections, 20 new at once then 5 per second, per address → 429; loopback peers
 //! are exempt unless `--limit-loopback`; behind a reverse proxy, `--trusted-proxies`
@@ -32,6 +37,7 @@ mod stores;
 use std::sync::Arc;
 
 use chat_core::Server;
+use chat_redis::{RedisCluster, RedisClusterConfig};
 use chat_ws_warp::{HealthSource, MetricsSource, WarpTransport};
 use clap::Parser;
 use options::Options;
@@ -44,6 +50,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .init();
 
     let admission = options.admission()?;
+    // Checked before the store is opened: a refused combination creates nothing.
+    let cluster = match options.cluster() {
+        Ok(cluster) => cluster,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot join the cluster");
+            eprintln!("chat server: {e}");
+            std::process::exit(2);
+        }
+    };
     tracing::info!(admission = %options.admission_summary(), "admission policies");
     let store = match stores::open(&options).await {
         Ok(store) => store,
@@ -55,8 +70,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     };
     tracing::info!(store = %options.store, "store opened");
-    let chat =
+    let mut chat =
         Server::new(options.engine(), options.runtime(), store).with_admission(Arc::new(admission));
+    if let Some(config) = cluster {
+        chat = chat.with_cluster(join_cluster(config, &options).await);
+    }
     let metrics = chat.metrics();
     let refusals = chat.metrics();
     let health = chat.health();
@@ -69,6 +87,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .counting_rejections(move |status| refusals.handshake_rejected(status)),
         ))
         .with_health(Some(HealthSource::new(move || {
+            // A cluster node's report names the node and its bus: `ok (node n1: bus ok)`.
             let report = health.check();
             if report.is_healthy() {
                 Ok(report.to_string())
@@ -102,6 +121,31 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     http.stopped().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Connects this node's cluster bus (`--redis`), or exits with one clear sentence
+/// when Redis cannot be reached.
+async fn join_cluster(
+    config: RedisClusterConfig,
+    options: &Options,
+) -> Arc<dyn chat_core::Cluster> {
+    match RedisCluster::connect(config).await {
+        Ok(bus) => {
+            tracing::info!(
+                node = %chat_core::Cluster::node(&bus),
+                crash_bound = ?bus.config().crash_bound(),
+                "cluster bus connected"
+            );
+            Arc::new(bus)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot join the cluster");
+            // Logged and printed without a password the URL may hold.
+            let redis = stores::without_password(options.redis.as_deref().unwrap_or_default());
+            eprintln!("chat server: cannot join the cluster through {redis}: {e}");
+            std::process::exit(1);
+        }
+    }
 }
 
 /// Listens for Ctrl-C (SIGINT) and, on Unix, SIGTERM; the future resolves at the first

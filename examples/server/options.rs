@@ -12,8 +12,9 @@ use chat_auth::{
     Chain, InvalidOrigin, JwtAlgorithm, JwtAuth, JwtConfig, JwtConfigError, OriginAllowList,
     PerIpConfig, PerIpLimits,
 };
-use chat_core::{Config, Rate, RuntimeConfig, TrustedProxies};
+use chat_core::{Config, NodeId, Rate, RuntimeConfig, TrustedProxies};
 use chat_memory_store::MemoryConfig;
+use chat_redis::RedisClusterConfig;
 use chat_sqlite_store::{Retention, SqliteConfig, Synchronous};
 use chat_ws_warp::WarpConfig;
 use clap::{ArgAction, ArgGroup, Parser, ValueEnum};
@@ -475,6 +476,46 @@ pub(crate) struct Options {
         help_heading = "Store"
     )]
     pub(crate) store_max_bytes: usize,
+
+    // ---- cluster ------------------------------------------------------------------
+    /// Join a cluster through this Redis (`redis://HOST:PORT`): several servers behind a
+    /// load balancer then share rooms, presence, usernames and DMs. Needs
+    /// `--store postgres://…`, the same database for every node. Without it the server
+    /// is a single node.
+    #[arg(long, env = "CHAT_REDIS", value_name = "URL", help_heading = "Cluster")]
+    pub(crate) redis: Option<String>,
+    /// This node's id in the cluster (1 to 64 of A-Z a-z 0-9 _ -), unique among the
+    /// running nodes; a restarted node may reuse its id. Default: a random one.
+    #[arg(long, env = "CHAT_NODE_ID", value_name = "ID", value_parser = parse_node_id, help_heading = "Cluster")]
+    pub(crate) node_id: Option<NodeId>,
+    /// Prefix of the cluster's Redis keys and channels (several clusters may share
+    /// one Redis).
+    #[arg(
+        long,
+        env = "CHAT_CLUSTER_PREFIX",
+        default_value = "chat:",
+        help_heading = "Cluster"
+    )]
+    pub(crate) cluster_prefix: String,
+    /// A node that stops renewing its lease (crash, partition) is removed from every
+    /// member list after this long, plus a quarter of it (the renewal period).
+    #[arg(long, env = "CHAT_CLUSTER_LEASE", default_value = "10s", value_parser = parse_duration, help_heading = "Cluster")]
+    pub(crate) cluster_lease: Duration,
+}
+
+fn parse_node_id(s: &str) -> Result<NodeId, String> {
+    NodeId::parse(s).map_err(|e| e.to_string())
+}
+
+/// Why the cluster flags cannot be used.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub(crate) enum ClusterFlagError {
+    /// `--redis` with a store other nodes cannot share.
+    #[error(
+        "--redis needs a store every node shares: add --store postgres://USER@HOST:PORT/DB \
+         (the same database for every node; `{0}` is private to this process)"
+    )]
+    StoreNotShared(String),
 }
 
 impl Options {
@@ -668,6 +709,24 @@ impl Options {
                     .with_keep_last_per_conversation(self.retention_keep_last.0.map(u64::from))
                     .with_max_age(self.retention_max_age.0),
             )
+    }
+
+    /// The cluster bus's configuration: `None` for a single node (no `--redis`); an
+    /// error when `--redis` comes with a store the nodes cannot share.
+    pub(crate) fn cluster(&self) -> Result<Option<RedisClusterConfig>, ClusterFlagError> {
+        let Some(url) = &self.redis else {
+            return Ok(None);
+        };
+        if !matches!(self.store, StoreChoice::Postgres(_)) {
+            return Err(ClusterFlagError::StoreNotShared(self.store.to_string()));
+        }
+        let mut config = RedisClusterConfig::new(url.as_str())
+            .prefix(self.cluster_prefix.as_str())
+            .lease(self.cluster_lease);
+        if let Some(node) = &self.node_id {
+            config = config.node_id(node.as_str());
+        }
+        Ok(Some(config))
     }
 
     /// The memory store's configuration.

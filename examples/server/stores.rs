@@ -105,7 +105,7 @@ pub(crate) async fn open(options: &Options) -> Result<Arc<dyn Store>, StoreOpenE
 }
 
 /// `url` with the password (if any) of its user part replaced by `***`.
-fn without_password(url: &str) -> String {
+pub(crate) fn without_password(url: &str) -> String {
     let scheme_end = url.find("://").map_or(0, |i| i + 3);
     let authority_end = url[scheme_end..]
         .find(['/', '?'])

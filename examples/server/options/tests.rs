@@ -380,3 +380,47 @@ fn the_store_defaults_to_sqlite_under_the_working_directory() {
         .to_string();
     assert!(help.contains("CHAT_STORE"), "{help}");
 }
+
+#[test]
+fn a_cluster_needs_a_shared_store_and_is_off_by_default() {
+    assert_eq!(Options::parse_from(["server"]).cluster(), Ok(None));
+    let alone = Options::parse_from(["server", "--redis", "redis://127.0.0.1:6379"]);
+    let refused = alone.cluster().unwrap_err();
+    assert!(matches!(refused, ClusterFlagError::StoreNotShared(_)));
+    assert!(
+        refused.to_string().contains("--store postgres://"),
+        "{refused}"
+    );
+    let config = Options::parse_from([
+        "server",
+        "--redis",
+        "redis://10.1.2.3:6379",
+        "--store",
+        "postgres://chat@db:5432/chat",
+        "--node-id",
+        "node-a",
+        "--cluster-lease",
+        "4s",
+    ])
+    .cluster()
+    .unwrap()
+    .unwrap();
+    assert_eq!(config.url, "redis://10.1.2.3:6379");
+    assert_eq!(config.node_id.as_deref(), Some("node-a"));
+    assert_eq!(config.prefix, "chat:");
+    assert_eq!(
+        (config.lease, config.renew_every),
+        (Duration::from_secs(4), Duration::from_secs(1))
+    );
+    let defaults = chat_redis::RedisClusterConfig::default();
+    let o = Options::parse_from([
+        "server",
+        "--redis",
+        "redis://x",
+        "--store",
+        "postgres://db/c",
+    ]);
+    let config = o.cluster().unwrap().unwrap();
+    assert_eq!((config.lease, config.node_id), (defaults.lease, None));
+    assert!(Options::try_parse_from(["server", "--node-id", "a b"]).is_err());
+}

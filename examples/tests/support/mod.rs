@@ -9,7 +9,10 @@
 //! only for `[[bin]]` targets.)
 #![allow(dead_code)] // each test file uses a different part
 
+pub(crate) mod cluster;
+pub(crate) mod jepsen;
 pub(crate) mod postgres;
+pub(crate) mod redis;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -143,9 +146,15 @@ impl ServerProcess {
     /// Starts the server on `127.0.0.1:0` with `--store store`; returns once it printed
     /// its address (its hub runs then).
     pub(crate) fn start(store: &str) -> ServerProcess {
+        Self::start_with(store, &[])
+    }
+
+    /// Like [`start`](Self::start), with more flags (e.g. `--redis`).
+    pub(crate) fn start_with(store: &str, extra: &[&str]) -> ServerProcess {
         let log = std::env::var("DURABILITY_LOG").ok();
         let mut child = Command::new(server_binary())
             .args(["--addr", "127.0.0.1:0", "--store", store])
+            .args(extra)
             .args(["--log", log.as_deref().unwrap_or("off")])
             .args(["--jwt-hs256-secret", SECRET])
             .args(["--message-rate", "off", "--join-rate", "off"])
@@ -171,6 +180,26 @@ impl ServerProcess {
             .and_then(|addr| addr.parse().ok())
             .unwrap_or_else(|| panic!("no address in the server's first line: {line:?}"));
         ServerProcess { child, addr }
+    }
+
+    /// The process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends `signal` (e.g. `-STOP`, `-CONT`, `-TERM`) with `kill`.
+    pub(crate) fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {signal} {}", self.pid());
+    }
+
+    /// SIGTERM, then waits for the process to exit; its exit status.
+    pub(crate) fn terminate(mut self) -> std::process::ExitStatus {
+        self.signal("-TERM");
+        self.child.wait().expect("wait for the server")
     }
 
     /// `kill -9`: no shutdown, no flush, no close frames.
@@ -205,6 +234,11 @@ impl Drop for ServerProcess {
 
 /// An HS256 token for `sub` (its display name is `sub` too), valid for an hour.
 pub(crate) fn token(sub: &str) -> String {
+    token_named(sub, sub)
+}
+
+/// An HS256 token for `sub` displayed as `name`, valid for an hour.
+pub(crate) fn token_named(sub: &str, name: &str) -> String {
     let exp = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .expect("after 1970")
@@ -212,7 +246,7 @@ pub(crate) fn token(sub: &str) -> String {
         + 3600;
     jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),
-        &json!({"sub": sub, "name": sub, "exp": exp}),
+        &json!({"sub": sub, "name": name, "exp": exp}),
         &EncodingKey::from_secret(SECRET.as_bytes()),
     )
     .expect("signing works")

@@ -1,0 +1,147 @@
+//! [`BusState`]: what the bus's tasks know about Redis, shared with
+//! [`Cluster::health`](chat_core::Cluster::health) (read without I/O) and the counters
+//! of [`BusStats`].
+
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use chat_core::{ClusterHealth, NodeId};
+
+/// Counters of one node's bus since it connected.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BusStats {
+    /// Announcements published (room messages, typing, DMs, joins and leaves).
+    pub published: u64,
+    /// Announcements received from other nodes and handed to the engine.
+    pub received: u64,
+    /// Room member snapshots sent to the engine (first subscriptions and resyncs).
+    pub resyncs: u64,
+    /// Times this node re-asserted its registry entries (lease lost, Redis restarted,
+    /// or a write failed).
+    pub reasserts: u64,
+    /// Announcements published again after Redis could not take them at first.
+    pub republished: u64,
+    /// Announcements dropped because the re-publish buffer was full.
+    pub dropped: u64,
+    /// Subscriber (re)connections.
+    pub subscriber_connects: u64,
+    /// Received messages that were not valid bus messages (ignored).
+    pub invalid: u64,
+    /// Expired nodes this node reaped.
+    pub reaped: u64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) published: AtomicU64,
+    pub(crate) received: AtomicU64,
+    pub(crate) resyncs: AtomicU64,
+    pub(crate) reasserts: AtomicU64,
+    pub(crate) republished: AtomicU64,
+    pub(crate) dropped: AtomicU64,
+    pub(crate) subscriber_connects: AtomicU64,
+    pub(crate) invalid: AtomicU64,
+    pub(crate) reaped: AtomicU64,
+}
+
+/// Adds one to a counter.
+pub(crate) fn bump(counter: &AtomicU64, n: u64) {
+    counter.fetch_add(n, Ordering::Relaxed);
+}
+
+/// The shared state of one node's bus.
+#[derive(Debug)]
+pub(crate) struct BusState {
+    node: NodeId,
+    lease: Duration,
+    commands_ok: AtomicBool,
+    subscriber_up: AtomicBool,
+    last_renewal: Mutex<Option<Instant>>,
+    last_error: Mutex<Option<Arc<str>>>,
+    pub(crate) counters: Counters,
+}
+
+impl BusState {
+    pub(crate) fn new(node: NodeId, lease: Duration) -> Self {
+        Self {
+            node,
+            lease,
+            commands_ok: AtomicBool::new(true),
+            subscriber_up: AtomicBool::new(false),
+            last_renewal: Mutex::new(None),
+            last_error: Mutex::new(None),
+            counters: Counters::default(),
+        }
+    }
+
+    /// A command succeeded.
+    pub(crate) fn command_ok(&self) {
+        self.commands_ok.store(true, Ordering::Relaxed);
+    }
+
+    /// A command failed with `error`.
+    pub(crate) fn command_failed(&self, error: &dyn std::fmt::Display) {
+        self.commands_ok.store(false, Ordering::Relaxed);
+        self.set_error(error);
+    }
+
+    pub(crate) fn subscriber(&self, up: bool) {
+        self.subscriber_up.store(up, Ordering::Relaxed);
+    }
+
+    pub(crate) fn set_error(&self, error: &dyn std::fmt::Display) {
+        if let Ok(mut last) = self.last_error.lock() {
+            *last = Some(error.to_string().into());
+        }
+    }
+
+    /// The lease was renewed now.
+    pub(crate) fn renewed(&self) {
+        if let Ok(mut last) = self.last_renewal.lock() {
+            *last = Some(Instant::now());
+        }
+    }
+
+    /// The lease counts as lost (this node left, or learnt it was reaped).
+    pub(crate) fn lease_lost(&self) {
+        if let Ok(mut last) = self.last_renewal.lock() {
+            *last = None;
+        }
+    }
+
+    fn lease_alive(&self) -> bool {
+        self.last_renewal
+            .lock()
+            .ok()
+            .and_then(|last| *last)
+            .is_some_and(|at| at.elapsed() < self.lease)
+    }
+
+    pub(crate) fn health(&self) -> ClusterHealth {
+        let mut health = ClusterHealth::new(self.node.clone());
+        health.connected =
+            self.commands_ok.load(Ordering::Relaxed) && self.subscriber_up.load(Ordering::Relaxed);
+        health.lease_alive = self.lease_alive();
+        health.last_error = self.last_error.lock().ok().and_then(|e| e.clone());
+        health
+    }
+
+    pub(crate) fn stats(&self) -> BusStats {
+        let c = &self.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        BusStats {
+            published: get(&c.published),
+            received: get(&c.received),
+            resyncs: get(&c.resyncs),
+            reasserts: get(&c.reasserts),
+            republished: get(&c.republished),
+            dropped: get(&c.dropped),
+            subscriber_connects: get(&c.subscriber_connects),
+            invalid: get(&c.invalid),
+            reaped: get(&c.reaped),
+        }
+    }
+}
