@@ -75,6 +75,10 @@ pub struct Fanout {
     pub loss: i64,
     /// Counters summed over every client.
     pub counts: DeliveryCounts,
+    /// Clients whose own view was not exact: they did not receive each message their
+    /// room was sent in the window exactly once, or saw a gap, duplicate or reordering
+    /// (of a sender's counters or of `seq`). 0 in a correct run.
+    pub clients_wrong: u64,
     /// Latency from the send time in the content to receipt.
     pub latency: Percentiles,
     /// The server's CPU per delivery, µs.
@@ -194,6 +198,11 @@ impl fmt::Display for Report {
             )?;
             writeln!(
                 f,
+                "clients whose view was not exact: {} of {}",
+                x.clients_wrong, x.clients
+            )?;
+            writeln!(
+                f,
                 "latency p50 {}  p90 {}  p99 {}  max {}  ({} samples)",
                 ms(x.latency.p50_us),
                 ms(x.latency.p90_us),
@@ -283,6 +292,7 @@ mod tests {
                 expected: 200_000,
                 deliveries_per_s: 199_990.0,
                 loss: 10,
+                clients_wrong: 10,
                 counts: DeliveryCounts {
                     received_in_window: 199_990,
                     ..Default::default()
