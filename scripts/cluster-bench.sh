@@ -23,9 +23,9 @@
 #
 # Per run it scrapes each node's /metrics before and after the load and reports the bus
 # messages per chat message of each node: (published `chat_cluster_ops_total{op="message"}`
-# + received `chat_cluster_events_total{event="message"}`) ÷ chat messages taken by the
-# whole cluster (Σ `chat_messages_in_total{type="chat_message"}`). The issue's claim is
-# 1.00 on every node when every room has members on every node. It also reads Redis's
+# + received `chat_cluster_events_total{event="message"}`) ÷ chat messages stored and
+# announced by the whole cluster (Σ published). The issue's claim is 1.00 on every node
+# when every room has members on every node. It also reads Redis's
 # PUBLISH count and each room channel's subscriber count (`PUBSUB NUMSUB`: one per node,
 # not one per connection), and the machine's load (load average, all-core busy share
 # from /proc/stat) during each run.
@@ -212,8 +212,9 @@ run() {
     local publish_before=0
     ((bus)) && publish_before=$(rcli info commandstats | awk -F'[:=,]' '/^cmdstat_publish:/ { print $3 }')
     read -r busy0 total0 < <(cpu_jiffies)
-    local load_before
+    local load_before t0
     load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+    t0=$(date +%s.%N)
 
     taskset -c "$LOAD_CPUS" "$BENCH" fanout --addr "127.0.0.1:${ports[0]}" "${others[@]}" \
         --clients "$CLIENTS" --rooms "$ROOMS" --senders "$SENDERS" --rate "$rate" \
@@ -247,6 +248,8 @@ run() {
     wait "$bench_pid" || status=$?
 
     read -r busy1 total1 < <(cpu_jiffies)
+    local wall
+    wall=$(awk -v a="$(date +%s.%N)" -v b="$t0" 'BEGIN { printf "%.2f", a - b }')
     local load_after
     load_after=$(cut -d' ' -f1-3 /proc/loadavg)
     local publish_after=0
@@ -277,12 +280,12 @@ run() {
     jq -c --argjson nodes "$nodes" --argjson bus "$bus" --argjson rate "$rate" --argjson rep "$rep" \
         --argjson per_node "$per_node" --argjson numsub "$numsub" \
         --argjson publish "$((publish_after - publish_before))" \
-        --arg load_before "$load_before" --arg load_after "$load_after" \
+        --arg load_before "$load_before" --arg load_after "$load_after" --argjson wall "$wall" \
         --argjson busy "$(awk -v b=$((busy1 - busy0)) -v t=$((total1 - total0)) -v c="$(nproc)" 'BEGIN { printf "%.2f", (t ? b / t : 0) * c }')" \
         '. + {run: {nodes: $nodes, bus: ($bus == 1), rate: $rate, repeat: $rep, per_node: $per_node,
                     redis_publish: $publish, room_channel_subscribers: $numsub,
                     load_average_before: $load_before, load_average_after: $load_after,
-                    machine_busy_cores: $busy}}' <<<"$report" >>"$RESULTS"
+                    machine_busy_cores: $busy, wall_seconds: $wall}}' <<<"$report" >>"$RESULTS"
 }
 
 start_redis
@@ -302,28 +305,31 @@ done
         "fixed rate, ${WARMUP} s warm-up + ${DURATION} s measured; PostgreSQL store; $PROFILE build;" \
         "nodes on core $SERVER_CPUS, chat-bench and redis-server on core $LOAD_CPUS"
     echo
-    echo "| nodes | bus | msg/s | deliveries/s | p50 | p99 | p99 − no-bus p99 | bus msgs per chat msg, per node | loss | clients not exact | nodes' CPU (cores) | machine busy (cores) | load avg |"
-    echo "|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---|"
+    echo "| nodes | bus | msg/s | deliveries/s | p50 | p99 | p99 − no-bus p99 | p99 same node / cross node | bus msgs per chat msg, per node | loss | refused | clients not exact | nodes' CPU (cores) | machine busy (cores) | load avg |"
+    echo "|---|---|---:|---:|---:|---:|---:|---|---|---:|---:|---:|---:|---:|---|"
     jq -rs '
       def ms: if . == null then "—" else ((. / 10 | round) / 100 | tostring) + " ms" end;
-      def r2: (. * 100 | round) / 100;
+      def f2: (. * 100 | round) as $c | "\($c / 100 | floor).\($c % 100 | tostring | if length < 2 then "0" + . else . end)";
       . as $all
       | .[]
       | . as $x
       | ($all | map(select(.run.bus == false and .run.rate == $x.run.rate and .run.repeat == $x.run.repeat)) | first) as $base
-      | ($x.run.per_node | map(.chat_messages_in) | add) as $chat
+      | ($x.run.per_node | map(.bus_published) | add) as $announced
       | "| \($x.run.nodes) | \(if $x.run.bus then "Redis" else "none" end) | \($x.run.rate) | "
-        + (if ($x.failed // false) or $x.fanout == null then "failed | | | | | | | | | |"
+        + (if ($x.failed // false) or $x.fanout == null then "failed | | | | | | | | | | | |"
            else
              "\($x.fanout.deliveries_per_s | round) | \($x.fanout.latency.p50_us | ms) | \($x.fanout.latency.p99_us | ms) | "
              + (if $x.run.bus and $base.fanout != null
                 then (($x.fanout.latency.p99_us - $base.fanout.latency.p99_us) | ms | if startswith("-") then . else "+" + . end)
                 else "baseline" end) + " | "
-             + (if $x.run.bus and $chat > 0
-                then ($x.run.per_node | map("\(.node) \((.bus_published + .bus_received) / $chat | r2)") | join(", "))
+             + (if $x.fanout.latency_by_node != null
+                then "\($x.fanout.latency_by_node.same_node.p99_us | ms) / \($x.fanout.latency_by_node.cross_node.p99_us | ms)"
                 else "—" end) + " | "
-             + "\($x.fanout.loss) | \($x.fanout.clients_wrong) | "
-             + "\($x.run.per_node | map(.cpu_seconds) | add / $x.fanout.seconds | . * 100 | round / 100) | "
+             + (if $x.run.bus and $announced > 0
+                then ($x.run.per_node | map("\(.node) \((.bus_published + .bus_received) / $announced | f2)") | join(", "))
+                else "—" end) + " | "
+             + "\($x.fanout.loss) | \($x.fanout.counts.errors) | \($x.fanout.clients_wrong) | "
+             + "\($x.run.per_node | map(.cpu_seconds) | add / $x.run.wall_seconds | f2) | "
              + "\($x.run.machine_busy_cores) | \($x.run.load_average_before) → \($x.run.load_average_after)"
            end) + " |"' "$RESULTS"
     echo

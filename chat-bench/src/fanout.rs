@@ -29,7 +29,7 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::BenchError;
 use crate::client::{self, Event, Target, Ws};
 use crate::procfs::{CpuMark, Proc};
-use crate::report::{Fanout, Report};
+use crate::report::{ByNode, Fanout, Report};
 use crate::stats::{DeliveryCounts, DeliveryTracker, Latency, Window};
 use crate::tag::{self, Tag};
 
@@ -117,11 +117,15 @@ impl FanoutConfig {
     /// message crosses the bus; the rotation by room puts the senders (clients `0..S`, the
     /// first member of each room) round robin over the nodes as well.
     pub fn node_of(&self, index: usize) -> &Target {
-        let node = (index / self.rooms + index % self.rooms) % (1 + self.other_nodes.len());
-        match node {
+        match self.node_index(index) {
             0 => &self.target,
             n => &self.other_nodes[n - 1],
         }
+    }
+
+    /// The index of [`Self::node_of`]'s node: 0 for `target`, `n` for `other_nodes[n - 1]`.
+    pub fn node_index(&self, index: usize) -> usize {
+        (index / self.rooms + index % self.rooms) % (1 + self.other_nodes.len())
     }
 
     /// The room of client `index`.
@@ -157,7 +161,21 @@ struct Sent {
 /// What one reader saw.
 struct Seen {
     tracker: DeliveryTracker,
+    /// Latency of the window's messages whose sender is on this client's node.
+    same_node: Latency,
+    /// Latency of those whose sender is on another node (they crossed the bus).
+    cross_node: Latency,
     first_error: Option<String>,
+}
+
+/// Where a reader and the senders are: tells a delivery that crossed the bus from one
+/// that did not.
+#[derive(Clone)]
+struct Nodes {
+    /// The reader's node.
+    mine: usize,
+    /// The node of each sender, by sender index.
+    of_sender: Arc<[usize]>,
 }
 
 /// Runs the scenario.
@@ -166,6 +184,7 @@ pub async fn run(cfg: &FanoutConfig) -> Result<Report, BenchError> {
     let (plan_tx, plan_rx) = watch::channel(None::<Plan>);
     let (stop_tx, stop_rx) = watch::channel(false);
     let received = Arc::new(AtomicU64::new(0));
+    let sender_nodes: Arc<[usize]> = (0..cfg.senders).map(|i| cfg.node_index(i)).collect();
     // The window is only known once everyone joined; readers get it through the plan.
     // Each reader with its client's room, to check its view against what the room was sent.
     let mut readers: Vec<(usize, JoinHandle<Seen>)> = Vec::with_capacity(cfg.clients);
@@ -203,7 +222,10 @@ pub async fn run(cfg: &FanoutConfig) -> Result<Report, BenchError> {
             cfg.room_of(i),
             tokio::spawn(read_loop(
                 stream,
-                cfg.senders,
+                Nodes {
+                    mine: cfg.node_index(i),
+                    of_sender: Arc::clone(&sender_nodes),
+                },
                 plan_rx.clone(),
                 sender_id,
                 acks.clone(),
@@ -270,6 +292,8 @@ pub async fn run(cfg: &FanoutConfig) -> Result<Report, BenchError> {
 
     let mut counts = DeliveryCounts::default();
     let mut latency = Latency::new();
+    let mut same_node = Latency::new();
+    let mut cross_node = Latency::new();
     let mut first_error = None;
     let mut clients_wrong = 0u64;
     for (room, handle) in readers {
@@ -279,6 +303,8 @@ pub async fn run(cfg: &FanoutConfig) -> Result<Report, BenchError> {
         clients_wrong += u64::from(!seen.tracker.counts.is_exact(sent_to_room[room]));
         counts.merge(&seen.tracker.counts);
         latency.merge(&seen.tracker.latency);
+        same_node.merge(&seen.same_node);
+        cross_node.merge(&seen.cross_node);
         first_error = first_error.or(seen.first_error);
     }
     if let Some(message) = first_error {
@@ -309,6 +335,10 @@ pub async fn run(cfg: &FanoutConfig) -> Result<Report, BenchError> {
         counts,
         clients_wrong,
         latency: latency.percentiles(),
+        latency_by_node: (!cfg.other_nodes.is_empty()).then(|| ByNode {
+            same_node: same_node.percentiles(),
+            cross_node: cross_node.percentiles(),
+        }),
         server_cpu_us_per_delivery: cpu.server_per(received_in_window),
     };
     Ok(Report {
@@ -341,7 +371,7 @@ async fn wait_plan(plan: &mut watch::Receiver<Option<Plan>>) -> Option<Plan> {
 /// its sender in closed loop.
 async fn read_loop(
     mut stream: SplitStream<Ws>,
-    senders: usize,
+    nodes: Nodes,
     mut plan: watch::Receiver<Option<Plan>>,
     sender_id: Option<u32>,
     acks: Option<Arc<Semaphore>>,
@@ -366,7 +396,9 @@ async fn read_loop(
         |p| p.window,
     );
     let mut seen = Seen {
-        tracker: DeliveryTracker::new(senders, window),
+        tracker: DeliveryTracker::new(nodes.of_sender.len(), window),
+        same_node: Latency::new(),
+        cross_node: Latency::new(),
         first_error: None,
     };
     loop {
@@ -405,6 +437,14 @@ async fn read_loop(
                 let tag = seen.tracker.on_message(content, seq, now);
                 if seen.tracker.counts.received_in_window > before {
                     received.fetch_add(1, Ordering::Relaxed);
+                    if let Some(tag) = &tag {
+                        let latency = now.saturating_sub(tag.sent_ns);
+                        let sender = usize::try_from(tag.sender).unwrap_or(usize::MAX);
+                        match nodes.of_sender.get(sender) {
+                            Some(&node) if node == nodes.mine => seen.same_node.record_ns(latency),
+                            _ => seen.cross_node.record_ns(latency),
+                        }
+                    }
                 }
                 if let (Some(Tag { sender, .. }), Some(acks)) = (tag, &acks)
                     && Some(sender) == sender_id
