@@ -88,13 +88,15 @@ impl Bus {
                     if reason == Wake::Reaped {
                         self.dirty = true;
                     }
-                    self.renew().await;
-                    if reason == Wake::Resync {
+                    let resynced = self.renew().await;
+                    if reason == Wake::Resync && !resynced {
                         let rooms = self.record.rooms.clone();
                         self.sync_rooms(rooms).await;
                     }
                 }
-                _ = renew.tick() => self.renew().await,
+                _ = renew.tick() => {
+                    self.renew().await;
+                }
             }
         }
         self.leave().await;
@@ -470,22 +472,28 @@ impl Bus {
 
     /// Renews the lease; re-asserts when it was lost or a write failed; reaps expired
     /// nodes; retries pending snapshots and announcements.
-    async fn renew(&mut self) {
+    /// Returns whether every room's snapshot was sent again (after a re-assert).
+    async fn renew(&mut self) -> bool {
         self.renewed_at = tokio::time::Instant::now();
         let lease_ms = u64::try_from(self.config.lease.as_millis()).unwrap_or(u64::MAX);
         let renewal = match self.timed(self.registry.renew(lease_ms)).await {
             Ok(renewal) => renewal,
             Err(e) => {
+                // Re-assert at the next renewal even if it finds the lease alive: this
+                // one may still run late (a stalled connection delivers it after the
+                // lease lapsed and this node was reaped) and make the lease look
+                // continuous when the entries are gone.
                 self.dirty = true;
                 self.state
                     .command_failed(&format_args!("renew the lease: {e}"));
                 warn!(error = %e, "cluster bus: cannot renew the lease");
-                return;
+                return false;
             }
         };
         self.state.renewed();
+        let mut resynced = false;
         if !renewal.was_alive || self.dirty {
-            self.reassert().await;
+            resynced = self.reassert().await;
         }
         self.flush_republish().await;
         if !self.unsynced.is_empty() {
@@ -502,12 +510,14 @@ impl Bus {
                 Err(e) => warn!(%node, error = %e, "cannot reap an expired node"),
             }
         }
+        resynced
     }
 
     /// Makes the registry hold exactly this node's record again, then resends every
     /// room's snapshot. Stops at the first failure (still dirty: the next renewal
     /// tries again).
-    async fn reassert(&mut self) {
+    /// Returns whether it got as far as resending the snapshots.
+    async fn reassert(&mut self) -> bool {
         bump(&self.state.counters.reasserts, 1);
         match self.reassert_entries().await {
             Ok(()) => {
@@ -520,11 +530,12 @@ impl Bus {
             }
             Err(e) => {
                 self.failed("re-assert", &e);
-                return;
+                return false;
             }
         }
         let rooms = self.record.rooms.clone();
         self.sync_rooms(rooms).await;
+        true
     }
 
     async fn reassert_entries(&mut self) -> Result<(), BusError> {

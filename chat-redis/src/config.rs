@@ -40,6 +40,11 @@ pub struct RedisClusterConfig {
     /// [`command_timeout`](Self::command_timeout) reconnects it (a half-open connection
     /// would otherwise go unnoticed). Default 5 s.
     pub ping_every: Duration,
+    /// Longest the subscriber waits for the server to take one event. Past it, the
+    /// server has fallen behind the bus: the subscriber drops its connection (and what
+    /// it buffered), reconnects and resyncs, as if Redis had dropped it — so a slow
+    /// server costs a catch-up read, not unbounded memory. Default 10 s.
+    pub hub_patience: Duration,
     /// Room announcements kept for re-publishing when Redis could not take them, so
     /// nodes that stayed subscribed still see them once Redis is back. Default 1024;
     /// past it the oldest are dropped (the next message's `seq` still reveals the gap).
@@ -59,6 +64,7 @@ impl Default for RedisClusterConfig {
             reconnect_min: Duration::from_millis(50),
             reconnect_max: Duration::from_secs(2),
             ping_every: Duration::from_secs(5),
+            hub_patience: Duration::from_secs(10),
             republish_buffer: 1024,
         }
     }
@@ -133,6 +139,12 @@ impl RedisClusterConfig {
     /// Sets [`ping_every`](Self::ping_every).
     pub fn ping_every(mut self, every: Duration) -> Self {
         self.ping_every = every;
+        self
+    }
+
+    /// Sets [`hub_patience`](Self::hub_patience).
+    pub fn hub_patience(mut self, patience: Duration) -> Self {
+        self.hub_patience = patience;
         self
     }
 

@@ -32,6 +32,9 @@ pub struct BusStats {
     pub invalid: u64,
     /// Expired nodes this node reaped.
     pub reaped: u64,
+    /// Times the server took no event within `hub_patience` (the subscriber then
+    /// reconnected and resynced).
+    pub hub_timeouts: u64,
 }
 
 #[derive(Debug, Default)]
@@ -45,6 +48,7 @@ pub(crate) struct Counters {
     pub(crate) subscriber_connects: AtomicU64,
     pub(crate) invalid: AtomicU64,
     pub(crate) reaped: AtomicU64,
+    pub(crate) hub_timeouts: AtomicU64,
 }
 
 /// Adds one to a counter.
@@ -142,6 +146,7 @@ impl BusState {
             subscriber_connects: get(&c.subscriber_connects),
             invalid: get(&c.invalid),
             reaped: get(&c.reaped),
+            hub_timeouts: get(&c.hub_timeouts),
         }
     }
 }

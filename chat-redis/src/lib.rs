@@ -221,6 +221,7 @@ impl Cluster for RedisCluster {
             reconnect_min: self.config.reconnect_min,
             reconnect_max: self.config.reconnect_max,
             ping_every: self.config.ping_every,
+            hub_patience: self.config.hub_patience,
             state: Arc::clone(&self.state),
         };
         let _subscriber = AbortOnDrop(tokio::spawn(subscriber.run(

@@ -81,6 +81,7 @@ pub(crate) struct Subscriber {
     pub(crate) reconnect_min: Duration,
     pub(crate) reconnect_max: Duration,
     pub(crate) ping_every: Duration,
+    pub(crate) hub_patience: Duration,
     pub(crate) state: Arc<BusState>,
 }
 
@@ -208,8 +209,18 @@ impl Subscriber {
                         continue;
                     };
                     bump(&self.state.counters.received, 1);
-                    if events.send(event).await.is_err() {
-                        return Ended::Stopped;
+                    match tokio::time::timeout(self.hub_patience, events.send(event)).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => return Ended::Stopped,
+                        // The server fell behind: what this connection buffered goes with
+                        // it, and the resync after reconnecting recovers the rooms.
+                        Err(_) => {
+                            bump(&self.state.counters.hub_timeouts, 1);
+                            return Ended::Lost(format!(
+                                "the server took no event for {:?}",
+                                self.hub_patience
+                            ));
+                        }
                     }
                 }
                 request = control.recv() => {

@@ -37,9 +37,14 @@ struct Node {
 
 impl Node {
     async fn start(config: RedisClusterConfig) -> Node {
+        Self::start_with(config, 1024).await
+    }
+
+    /// With an event queue of `capacity` into the (simulated) server.
+    async fn start_with(config: RedisClusterConfig, capacity: usize) -> Node {
         let bus = Arc::new(RedisCluster::connect(config).await.unwrap());
         let (ops, run_ops) = ClusterOps::channel();
-        let (events_tx, events) = ClusterEvents::channel(1024);
+        let (events_tx, events) = ClusterEvents::channel(capacity);
         let run = tokio::spawn({
             let bus = Arc::clone(&bus);
             async move { bus.run(run_ops, events_tx).await }
@@ -391,4 +396,45 @@ async fn a_partitioned_node_is_reaped_and_comes_back_when_the_partition_heals() 
     .await;
     assert!(a.bus.stats().reasserts >= 1);
     assert!(a.bus.health().is_healthy(), "{}", a.bus.health());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_falls_behind_the_bus_gets_a_resync_not_a_growing_buffer() {
+    let Some(url) = redis_url("a_server_that_falls_behind_the_bus") else {
+        return;
+    };
+    let prefix = TestPrefix::new(&url);
+    let config = RedisClusterConfig::new(url.as_str())
+        .prefix(prefix.prefix.as_str())
+        .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200));
+    let a = Node::start(config.clone().node_id("a")).await;
+    let mut b = Node::start_with(
+        config.node_id("b").hub_patience(Duration::from_millis(200)),
+        1,
+    )
+    .await;
+    arrive(&a, "ann", "Ann");
+    b.send(ClusterOp::Subscribe { room: room() });
+    b.until("ann's arrival", |b, _| has(b, "a", "ann")).await;
+    // b's server stops taking events while a announces: b's queue (one event) fills.
+    for seq in 1..=20 {
+        a.send(ClusterOp::Typing {
+            room: room(),
+            user: user("ann"),
+            name: Arc::from("Ann"),
+            on: seq % 2 == 1,
+        });
+    }
+    // The server stalls (the fault: it takes nothing for three times the patience).
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    // The subscriber gave up on the server, dropped its connection and came back: the
+    // server, reading again, gets a fresh snapshot of the room.
+    b.until("a resync", |_, e| {
+        matches!(e, ClusterEvent::RoomMembers { .. })
+    })
+    .await;
+    let stats = b.bus.stats();
+    assert!(stats.hub_timeouts >= 1, "{stats:?}");
+    assert!(stats.subscriber_connects >= 2, "{stats:?}");
+    assert!(has(&b, "a", "ann"));
 }

@@ -59,8 +59,8 @@ impl Drop for TestPrefix {
     }
 }
 
-/// A `redis-server` of one test, on a free port, without persistence: a restart loses
-/// everything, like a crashed cache would.
+/// A `redis-server` of one test, on a free port, without persistence: starting it again
+/// after a kill loses everything, like a crashed cache would.
 pub(crate) struct RedisServer {
     child: Option<Child>,
     pub(crate) port: u16,
@@ -106,13 +106,14 @@ impl RedisServer {
         self.child = Some(child);
     }
 
-    /// `kill -9`, then a fresh, empty server on the same port.
-    pub(crate) fn restart(&mut self) {
+    /// A fresh, empty server on the same port (after [`kill`](Self::kill)).
+    pub(crate) fn start_again(&mut self) {
         self.kill();
         self.spawn();
     }
 
-    fn kill(&mut self) {
+    /// `kill -9`.
+    pub(crate) fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
