@@ -1,7 +1,9 @@
 //! The `fanout` scenario: C clients in R rooms, S of them sending, closed loop or fixed rate.
 //!
 //! Client `i` joins room `bench-(i mod R)`; clients `0..S` are the senders, so the senders
-//! spread over the rooms first. Every client reads from the moment it joined (so no server
+//! spread over the rooms first. Against a cluster (several servers) the clients are dealt
+//! round robin over the nodes, rotated by room ([`FanoutConfig::node_of`]), so every room
+//! has members on every node and the senders too are spread over the nodes. Every client reads from the moment it joined (so no server
 //! queue fills while the others join); once all are in, a plan is published: warm-up,
 //! then the measured [`Window`]. In closed loop a sender keeps at most `window` messages in
 //! flight, each acknowledged by its own `message_received`; at a fixed rate each sender
@@ -9,7 +11,9 @@
 //! so its lateness shows up as latency instead of being hidden).
 //!
 //! After the window the senders stop, the readers drain until every delivery expected
-//! has arrived or the drain deadline passes, and the difference is the loss.
+//! has arrived or the drain deadline passes, and the difference is the loss. Each client's
+//! own view is checked too: it must have received exactly what its room was sent in the
+//! window, without gap, duplicate or reordering (of senders' counters and of `seq`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,7 +29,7 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::BenchError;
 use crate::client::{self, Event, Target, Ws};
 use crate::procfs::{CpuMark, Proc};
-use crate::report::{Fanout, Report};
+use crate::report::{ByNode, Fanout, Report};
 use crate::stats::{DeliveryCounts, DeliveryTracker, Latency, Window};
 use crate::tag::{self, Tag};
 
@@ -49,9 +53,7 @@ pub enum Pace {
 pub struct FanoutConfig {
     /// The server (node 0 of a cluster).
     pub target: Target,
-    /// More servers of the same cluster (empty: one server). Client `i` connects to
-    /// node `(i / rooms) mod (1 + other_nodes.len())`, so the members of every room are
-    /// spread over all the nodes and every message crosses the bus.
+    /// More servers of the same cluster (empty: one server); see [`Self::node_of`].
     pub other_nodes: Vec<Target>,
     /// Clients connected.
     pub clients: usize,
@@ -109,13 +111,21 @@ impl FanoutConfig {
         }
     }
 
-    /// The server client `index` connects to.
+    /// The server client `index` connects to: node `(i / R + i mod R) mod N` of the `N`
+    /// nodes. Within a room (`i mod R` fixed) its successive members go round robin over
+    /// the nodes, so a room of at least `N` members has some on every node and every
+    /// message crosses the bus; the rotation by room puts the senders (clients `0..S`, the
+    /// first member of each room) round robin over the nodes as well.
     pub fn node_of(&self, index: usize) -> &Target {
-        let node = (index / self.rooms) % (1 + self.other_nodes.len());
-        match node {
+        match self.node_index(index) {
             0 => &self.target,
             n => &self.other_nodes[n - 1],
         }
+    }
+
+    /// The index of [`Self::node_of`]'s node: 0 for `target`, `n` for `other_nodes[n - 1]`.
+    pub fn node_index(&self, index: usize) -> usize {
+        (index / self.rooms + index % self.rooms) % (1 + self.other_nodes.len())
     }
 
     /// The room of client `index`.
@@ -151,7 +161,21 @@ struct Sent {
 /// What one reader saw.
 struct Seen {
     tracker: DeliveryTracker,
+    /// Latency of the window's messages whose sender is on this client's node.
+    same_node: Latency,
+    /// Latency of those whose sender is on another node (they crossed the bus).
+    cross_node: Latency,
     first_error: Option<String>,
+}
+
+/// Where a reader and the senders are: tells a delivery that crossed the bus from one
+/// that did not.
+#[derive(Clone)]
+struct Nodes {
+    /// The reader's node.
+    mine: usize,
+    /// The node of each sender, by sender index.
+    of_sender: Arc<[usize]>,
 }
 
 /// Runs the scenario.
@@ -160,8 +184,10 @@ pub async fn run(cfg: &FanoutConfig) -> Result<Report, BenchError> {
     let (plan_tx, plan_rx) = watch::channel(None::<Plan>);
     let (stop_tx, stop_rx) = watch::channel(false);
     let received = Arc::new(AtomicU64::new(0));
+    let sender_nodes: Arc<[usize]> = (0..cfg.senders).map(|i| cfg.node_index(i)).collect();
     // The window is only known once everyone joined; readers get it through the plan.
-    let mut readers: Vec<JoinHandle<Seen>> = Vec::with_capacity(cfg.clients);
+    // Each reader with its client's room, to check its view against what the room was sent.
+    let mut readers: Vec<(usize, JoinHandle<Seen>)> = Vec::with_capacity(cfg.clients);
     let mut senders: Vec<(usize, JoinHandle<Result<Sent, BenchError>>)> = Vec::new();
 
     // Boxed, not stack-pinned, so dropping it cancels the joins still in flight.
@@ -192,15 +218,21 @@ pub async fn run(cfg: &FanoutConfig) -> Result<Report, BenchError> {
             (Some(_), Pace::ClosedLoop { window }) => Some(Arc::new(Semaphore::new(window))),
             _ => None,
         };
-        readers.push(tokio::spawn(read_loop(
-            stream,
-            cfg.senders,
-            plan_rx.clone(),
-            sender_id,
-            acks.clone(),
-            Arc::clone(&received),
-            stop_rx.clone(),
-        )));
+        readers.push((
+            cfg.room_of(i),
+            tokio::spawn(read_loop(
+                stream,
+                Nodes {
+                    mine: cfg.node_index(i),
+                    of_sender: Arc::clone(&sender_nodes),
+                },
+                plan_rx.clone(),
+                sender_id,
+                acks.clone(),
+                Arc::clone(&received),
+                stop_rx.clone(),
+            )),
+        ));
         if let Some(id) = sender_id {
             let pace = SenderPace {
                 id,
@@ -214,7 +246,7 @@ pub async fn run(cfg: &FanoutConfig) -> Result<Report, BenchError> {
     }
     drop(joins);
     if let Some(e) = failure {
-        for r in &readers {
+        for (_, r) in &readers {
             r.abort();
         }
         for (_, s) in &senders {
@@ -242,12 +274,14 @@ pub async fn run(cfg: &FanoutConfig) -> Result<Report, BenchError> {
 
     let mut sent = 0u64;
     let mut expected = 0u64;
+    let mut sent_to_room = vec![0u64; cfg.rooms];
     for (i, handle) in senders {
         let s = handle
             .await
             .map_err(|e| BenchError::Protocol(format!("sender {i} panicked: {e}")))??;
         sent += s.in_window;
         expected += s.in_window * cfg.members_of(cfg.room_of(i));
+        sent_to_room[cfg.room_of(i)] += s.in_window;
     }
     // Bounded: the drain deadline.
     let drain_deadline = Instant::now() + cfg.drain;
@@ -258,13 +292,19 @@ pub async fn run(cfg: &FanoutConfig) -> Result<Report, BenchError> {
 
     let mut counts = DeliveryCounts::default();
     let mut latency = Latency::new();
+    let mut same_node = Latency::new();
+    let mut cross_node = Latency::new();
     let mut first_error = None;
-    for handle in readers {
+    let mut clients_wrong = 0u64;
+    for (room, handle) in readers {
         let seen = handle
             .await
             .map_err(|e| BenchError::Protocol(format!("reader panicked: {e}")))?;
+        clients_wrong += u64::from(!seen.tracker.counts.is_exact(sent_to_room[room]));
         counts.merge(&seen.tracker.counts);
         latency.merge(&seen.tracker.latency);
+        same_node.merge(&seen.same_node);
+        cross_node.merge(&seen.cross_node);
         first_error = first_error.or(seen.first_error);
     }
     if let Some(message) = first_error {
@@ -293,7 +333,12 @@ pub async fn run(cfg: &FanoutConfig) -> Result<Report, BenchError> {
         loss: i64::try_from(expected).unwrap_or(i64::MAX)
             - i64::try_from(received_in_window).unwrap_or(i64::MAX),
         counts,
+        clients_wrong,
         latency: latency.percentiles(),
+        latency_by_node: (!cfg.other_nodes.is_empty()).then(|| ByNode {
+            same_node: same_node.percentiles(),
+            cross_node: cross_node.percentiles(),
+        }),
         server_cpu_us_per_delivery: cpu.server_per(received_in_window),
     };
     Ok(Report {
@@ -326,7 +371,7 @@ async fn wait_plan(plan: &mut watch::Receiver<Option<Plan>>) -> Option<Plan> {
 /// its sender in closed loop.
 async fn read_loop(
     mut stream: SplitStream<Ws>,
-    senders: usize,
+    nodes: Nodes,
     mut plan: watch::Receiver<Option<Plan>>,
     sender_id: Option<u32>,
     acks: Option<Arc<Semaphore>>,
@@ -351,7 +396,9 @@ async fn read_loop(
         |p| p.window,
     );
     let mut seen = Seen {
-        tracker: DeliveryTracker::new(senders, window),
+        tracker: DeliveryTracker::new(nodes.of_sender.len(), window),
+        same_node: Latency::new(),
+        cross_node: Latency::new(),
         first_error: None,
     };
     loop {
@@ -390,6 +437,14 @@ async fn read_loop(
                 let tag = seen.tracker.on_message(content, seq, now);
                 if seen.tracker.counts.received_in_window > before {
                     received.fetch_add(1, Ordering::Relaxed);
+                    if let Some(tag) = &tag {
+                        let latency = now.saturating_sub(tag.sent_ns);
+                        let sender = usize::try_from(tag.sender).unwrap_or(usize::MAX);
+                        match nodes.of_sender.get(sender) {
+                            Some(&node) if node == nodes.mine => seen.same_node.record_ns(latency),
+                            _ => seen.cross_node.record_ns(latency),
+                        }
+                    }
                 }
                 if let (Some(Tag { sender, .. }), Some(acks)) = (tag, &acks)
                     && Some(sender) == sender_id
@@ -520,6 +575,35 @@ mod tests {
             let counted = (0..10).filter(|&i| cfg.room_of(i) == r).count() as u64;
             assert_eq!(cfg.members_of(r), counted);
         }
+    }
+
+    #[test]
+    fn on_a_cluster_every_room_and_the_senders_span_the_nodes() {
+        let node = |port: u16| {
+            Target::new(std::net::SocketAddr::from(([127, 0, 0, 1], port))).expect("target")
+        };
+        let mut cfg = config(30, 10, 10);
+        cfg.other_nodes = vec![node(2), node(3)];
+        let port_of = |i: usize| cfg.node_of(i).addr.port();
+        for room in 0..cfg.rooms {
+            let mut ports: Vec<u16> = (0..cfg.clients)
+                .filter(|&i| cfg.room_of(i) == room)
+                .map(port_of)
+                .collect();
+            ports.sort_unstable();
+            assert_eq!(ports, [1, 2, 3], "room {room}: one member on each node");
+        }
+        let senders: Vec<u16> = (0..cfg.senders).map(port_of).collect();
+        assert_eq!(
+            senders,
+            [1, 2, 3, 1, 2, 3, 1, 2, 3, 1],
+            "senders round robin"
+        );
+        // One room: plain round robin.
+        let mut cfg = config(7, 1, 2);
+        cfg.other_nodes = vec![node(2)];
+        let ports: Vec<u16> = (0..7).map(|i| cfg.node_of(i).addr.port()).collect();
+        assert_eq!(ports, [1, 2, 1, 2, 1, 2, 1]);
     }
 
     #[test]

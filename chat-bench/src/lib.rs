@@ -8,6 +8,10 @@
 //! content (`sender:counter:timestamp_ns`, see [`tag`]), and the server's `seq` is checked
 //! as well when the server sends one.
 //!
+//! [`fanout`] can also spread its clients over the nodes of a cluster (`--node`), every
+//! room on every node, and then splits its latency into deliveries on the sender's node and
+//! deliveries that crossed the bus (`scripts/cluster-bench.sh`).
+//!
 //! [`plot`] draws p99 latency against deliveries/s from a sweep's JSON lines.
 //!
 //! Scenarios ([`fanout`], [`idle`], [`storm`]) return a [`report::Report`], printed as a

@@ -107,9 +107,11 @@ struct FanoutArgs {
     /// Joins in flight at once while connecting.
     #[arg(long, default_value_t = 50)]
     connect_concurrency: usize,
-    /// Another server of the same cluster (repeat for each): the clients of every room
-    /// are spread over `--addr` and these, so every message crosses the bus.
-    #[arg(long = "node", value_name = "ADDR")]
+    /// Another server of the same cluster (repeat, or comma-separated): clients are dealt
+    /// round robin over `--addr` and these, rotated by room, so every room has members on
+    /// every node (when it has as many members as there are nodes) and the senders are
+    /// spread too. `--server-pid` then reads `--addr`'s CPU only.
+    #[arg(long = "node", value_name = "ADDR", value_delimiter = ',')]
     nodes: Vec<SocketAddr>,
 }
 

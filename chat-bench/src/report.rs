@@ -75,10 +75,28 @@ pub struct Fanout {
     pub loss: i64,
     /// Counters summed over every client.
     pub counts: DeliveryCounts,
+    /// Clients whose own view was not exact: they did not receive each message their
+    /// room was sent in the window exactly once, or saw a gap, duplicate or reordering
+    /// (of a sender's counters or of `seq`). 0 in a correct run.
+    pub clients_wrong: u64,
     /// Latency from the send time in the content to receipt.
     pub latency: Percentiles,
+    /// On a cluster (`--node`), the same latency split by whether the receiving client is
+    /// on its sender's node or on another one (the delivery then crossed the bus); absent
+    /// against one server.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_by_node: Option<ByNode>,
     /// The server's CPU per delivery, µs.
     pub server_cpu_us_per_delivery: Option<f64>,
+}
+
+/// Latency split by where the receiver is, against a cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Default)]
+pub struct ByNode {
+    /// Receiver on the sender's node: delivered without the bus.
+    pub same_node: Percentiles,
+    /// Receiver on another node: the message crossed the bus.
+    pub cross_node: Percentiles,
 }
 
 /// Figures of the `idle` scenario.
@@ -194,6 +212,11 @@ impl fmt::Display for Report {
             )?;
             writeln!(
                 f,
+                "clients whose view was not exact: {} of {}",
+                x.clients_wrong, x.clients
+            )?;
+            writeln!(
+                f,
                 "latency p50 {}  p90 {}  p99 {}  max {}  ({} samples)",
                 ms(x.latency.p50_us),
                 ms(x.latency.p90_us),
@@ -201,6 +224,19 @@ impl fmt::Display for Report {
                 ms(x.latency.max_us),
                 x.latency.count
             )?;
+            if let Some(by) = &x.latency_by_node {
+                for (which, l) in [("same node", by.same_node), ("cross node", by.cross_node)] {
+                    writeln!(
+                        f,
+                        "  {which}: p50 {}  p90 {}  p99 {}  max {}  ({} samples)",
+                        ms(l.p50_us),
+                        ms(l.p90_us),
+                        ms(l.p99_us),
+                        ms(l.max_us),
+                        l.count
+                    )?;
+                }
+            }
             if let Some(per) = x.server_cpu_us_per_delivery {
                 writeln!(f, "server CPU {per:.2} µs/delivery")?;
             }
@@ -283,10 +319,12 @@ mod tests {
                 expected: 200_000,
                 deliveries_per_s: 199_990.0,
                 loss: 10,
+                clients_wrong: 10,
                 counts: DeliveryCounts {
                     received_in_window: 199_990,
                     ..Default::default()
                 },
+                latency_by_node: None,
                 latency: Percentiles {
                     count: 199_990,
                     p50_us: 100.0,

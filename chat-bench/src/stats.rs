@@ -146,6 +146,17 @@ impl DeliveryCounts {
         self.foreign += other.foreign;
         self.errors += other.errors;
     }
+
+    /// Whether one client's view is exact: `in_window` messages were sent to its room in
+    /// the window and it received each once, with no gap, duplicate or reordering
+    /// (`seq` going back counts as a duplicate, skipping ahead as a gap).
+    pub fn is_exact(&self, in_window: u64) -> bool {
+        self.received_in_window == in_window
+            && self.gaps == 0
+            && self.duplicates == 0
+            && self.seq_gaps == 0
+            && self.seq_duplicates == 0
+    }
 }
 
 /// What one receiving client saw.
@@ -272,6 +283,22 @@ mod tests {
         assert_eq!(t.counts.gaps, 3);
         assert_eq!(t.counts.duplicates, 2);
         assert_eq!(t.counts.received_total, 5);
+    }
+
+    #[test]
+    fn a_view_is_exact_only_with_every_message_once_and_in_order() {
+        let mut t = DeliveryTracker::new(2, WINDOW);
+        t.on_message(&content(0, 0, 1_100), Some(7), 1_200);
+        t.on_message(&content(1, 0, 1_150), Some(8), 1_250);
+        assert!(t.counts.is_exact(2));
+        assert!(!t.counts.is_exact(3), "one short");
+        let mut reordered = t.clone();
+        reordered.on_message(&content(0, 2, 1_300), Some(10), 1_400);
+        reordered.on_message(&content(0, 1, 1_200), Some(9), 1_400);
+        assert!(!reordered.counts.is_exact(4), "seq and counter went back");
+        let mut duplicated = t.clone();
+        duplicated.on_message(&content(1, 0, 1_150), Some(8), 1_400);
+        assert!(!duplicated.counts.is_exact(2) && !duplicated.counts.is_exact(3));
     }
 
     #[test]
