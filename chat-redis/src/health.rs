@@ -35,6 +35,9 @@ pub struct BusStats {
     /// Times the server took no event within `hub_patience` (the subscriber then
     /// reconnected and resynced).
     pub hub_timeouts: u64,
+    /// DMs read back from users' DM streams after a resubscription and handed to the
+    /// engine: announced while this node's subscriber was away.
+    pub dm_recovered: u64,
 }
 
 #[derive(Debug, Default)]
@@ -49,6 +52,7 @@ pub(crate) struct Counters {
     pub(crate) invalid: AtomicU64,
     pub(crate) reaped: AtomicU64,
     pub(crate) hub_timeouts: AtomicU64,
+    pub(crate) dm_recovered: AtomicU64,
 }
 
 /// Adds one to a counter.
@@ -147,6 +151,7 @@ impl BusState {
             invalid: get(&c.invalid),
             reaped: get(&c.reaped),
             hub_timeouts: get(&c.hub_timeouts),
+            dm_recovered: get(&c.dm_recovered),
         }
     }
 }

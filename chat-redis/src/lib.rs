@@ -101,6 +101,7 @@
 
 mod bus;
 mod config;
+mod dm_stream;
 mod envelope;
 mod error;
 mod health;
@@ -169,7 +170,8 @@ impl RedisCluster {
         let conn = ConnectionManager::new_with_config(client.clone(), manager)
             .await
             .map_err(ConnectError::Redis)?;
-        let registry = Registry::new(conn, Keys::new(&config.prefix), node.as_str().to_owned());
+        let registry = Registry::new(conn, Keys::new(&config.prefix), node.as_str().to_owned())
+            .with_dm_backlog(config.dm_backlog, config.dm_backlog_ttl);
         let state = Arc::new(BusState::new(node.clone(), config.lease));
         Ok(Self {
             node,
@@ -222,7 +224,9 @@ impl Cluster for RedisCluster {
             reconnect_max: self.config.reconnect_max,
             ping_every: self.config.ping_every,
             hub_patience: self.config.hub_patience,
+            dm_backlog: self.config.dm_backlog,
             state: Arc::clone(&self.state),
+            registry: self.registry.clone(),
         };
         let _subscriber = AbortOnDrop(tokio::spawn(subscriber.run(
             control_rx,

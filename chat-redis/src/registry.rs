@@ -4,6 +4,7 @@
 use chat_core::{RoomName, UserId, Username};
 use redis::aio::ConnectionManager;
 
+use crate::dm_stream::StreamId;
 use crate::error::BusError;
 use crate::keys::Keys;
 use crate::scripts::Scripts;
@@ -32,6 +33,16 @@ pub(crate) enum Reaped {
     Gone,
 }
 
+/// One announcement to publish on `channel`; a DM is also appended to its user's
+/// DM stream (the DM script).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Announcement {
+    pub(crate) channel: String,
+    pub(crate) payload: String,
+    /// The DM stream of the channel's user, for a DM.
+    pub(crate) dm_stream: Option<String>,
+}
+
 /// One node's handle on the registry.
 #[derive(Clone)]
 pub(crate) struct Registry {
@@ -39,6 +50,8 @@ pub(crate) struct Registry {
     keys: Keys,
     node: String,
     scripts: std::sync::Arc<Scripts>,
+    /// DM stream cap (`MAXLEN ~`) and expiry in ms.
+    dm_backlog: (usize, u64),
 }
 
 impl Registry {
@@ -48,7 +61,15 @@ impl Registry {
             keys,
             node,
             scripts: std::sync::Arc::new(Scripts::new()),
+            dm_backlog: (1000, 3_600_000),
         }
+    }
+
+    /// Caps each user's DM stream at about `dms` entries, expiring `ttl` after its
+    /// last DM.
+    pub(crate) fn with_dm_backlog(mut self, dms: usize, ttl: std::time::Duration) -> Self {
+        self.dm_backlog = (dms, u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
+        self
     }
 
     pub(crate) fn keys(&self) -> &Keys {
@@ -246,14 +267,95 @@ impl Registry {
             .map_err(BusError::from_script)
     }
 
-    /// Publishes `(channel, payload)` pairs in order, in one round trip.
-    pub(crate) async fn publish(&self, messages: &[(String, String)]) -> Result<(), BusError> {
+    /// Publishes `announcements` in order, in one round trip; DMs through the DM
+    /// script (loaded first in the same pipeline: a pipeline does not retry a script
+    /// Redis forgot, e.g. after a restart).
+    pub(crate) async fn publish(&self, announcements: &[Announcement]) -> Result<(), BusError> {
         let mut pipe = redis::pipe();
-        for (channel, payload) in messages {
-            pipe.publish(channel, payload).ignore();
+        if announcements.iter().any(|a| a.dm_stream.is_some()) {
+            pipe.load_script(&self.scripts.dm).ignore();
+        }
+        let (max, ttl_ms) = self.dm_backlog;
+        for a in announcements {
+            match &a.dm_stream {
+                None => {
+                    pipe.publish(&a.channel, &a.payload).ignore();
+                }
+                Some(stream) => {
+                    let mut call = self.scripts.dm.prepare_invoke();
+                    call.key(stream)
+                        .arg(&a.channel)
+                        .arg(&a.payload)
+                        .arg(max)
+                        .arg(ttl_ms);
+                    pipe.invoke_script(&call).ignore();
+                }
+            }
         }
         pipe.query_async::<()>(&mut self.conn.clone()).await?;
         Ok(())
+    }
+
+    /// The last entry id of each of `streams` (`None`: empty or absent), in one round
+    /// trip.
+    pub(crate) async fn dm_tails(
+        &self,
+        streams: &[String],
+    ) -> Result<Vec<Option<StreamId>>, BusError> {
+        let mut pipe = redis::pipe();
+        for stream in streams {
+            pipe.cmd("XREVRANGE")
+                .arg(stream)
+                .arg("+")
+                .arg("-")
+                .arg("COUNT")
+                .arg(1);
+        }
+        let tails: Vec<Vec<(String, redis::Value)>> =
+            pipe.query_async(&mut self.conn.clone()).await?;
+        Ok(tails
+            .into_iter()
+            .map(|entries| entries.first().and_then(|(id, _)| StreamId::parse(id)))
+            .collect())
+    }
+
+    /// For each `(stream, after)`, at most `count` entries after `after`, oldest first,
+    /// as `(id, envelope)`, in one round trip (`None`: an entry without an envelope,
+    /// not written by the DM script).
+    pub(crate) async fn dm_after(
+        &self,
+        reads: &[(String, StreamId)],
+        count: usize,
+    ) -> Result<Vec<Vec<(StreamId, Option<String>)>>, BusError> {
+        let mut pipe = redis::pipe();
+        for (stream, after) in reads {
+            pipe.cmd("XRANGE")
+                .arg(stream)
+                .arg(after.next().to_string())
+                .arg("+")
+                .arg("COUNT")
+                .arg(count);
+        }
+        let pages: Vec<Vec<(String, Vec<String>)>> =
+            pipe.query_async(&mut self.conn.clone()).await?;
+        Ok(pages
+            .into_iter()
+            .map(|entries| {
+                entries
+                    .into_iter()
+                    .filter_map(|(id, fields)| {
+                        let id = StreamId::parse(&id)?;
+                        let mut fields = fields.into_iter();
+                        while let (Some(field), Some(value)) = (fields.next(), fields.next()) {
+                            if field == "e" {
+                                return Some((id, Some(value)));
+                            }
+                        }
+                        Some((id, None))
+                    })
+                    .collect()
+            })
+            .collect())
     }
 
     /// The `(room, user)` entries Redis holds for this node.
