@@ -483,7 +483,8 @@ impl Bus {
     async fn subscribed(&mut self, channel: String) -> bool {
         let (ack, subscribed) = oneshot::channel();
         let _ = self.control.send(Control::Subscribe(channel, Some(ack)));
-        self.acked(subscribed).await
+        let limit = self.config.command_timeout + self.config.connect_timeout;
+        matches!(tokio::time::timeout(limit, subscribed).await, Ok(Ok(())))
     }
 
     /// [`subscribed`](Self::subscribed) for a user's DM channel, whose DM `stream` the
@@ -495,12 +496,9 @@ impl Bus {
             stream,
             ack,
         });
-        self.acked(subscribed).await
-    }
-
-    async fn acked(&self, subscribed: oneshot::Receiver<()>) -> bool {
-        // The subscriber's answer may wait for one subscription and one stream read.
-        let limit = self.config.command_timeout * 2 + self.config.connect_timeout;
+        // The answer follows a subscription and a stream read (bounded at twice the
+        // command timeout).
+        let limit = self.config.command_timeout * 3 + self.config.connect_timeout;
         matches!(tokio::time::timeout(limit, subscribed).await, Ok(Ok(())))
     }
 

@@ -398,6 +398,7 @@ mod tests {
     use redis::AsyncCommands;
 
     use super::*;
+    use crate::dm_stream::StreamId;
     use crate::envelope::{Body, Envelope};
     use crate::testing::{TestPrefix, redis_url};
 
@@ -771,5 +772,75 @@ mod tests {
             next(&mut stream).await.1.body,
             Body::Members { members, .. } if members.is_empty()
         ));
+    }
+
+    #[tokio::test]
+    async fn a_dm_is_kept_in_its_users_capped_stream_and_published_with_its_id() {
+        let Some(url) = redis_url("a_dm_is_kept_in_its_users_capped_stream") else {
+            return;
+        };
+        let prefix = TestPrefix::new(&url);
+        let a = registry(&prefix, "a")
+            .await
+            .with_dm_backlog(5, std::time::Duration::from_secs(60));
+        let bob = user("bob");
+        let (stream, channel) = (a.keys().dm_stream(&bob), a.keys().user_channel(&bob));
+        let mut sub = listen(&prefix, std::slice::from_ref(&channel)).await;
+        assert_eq!(
+            a.dm_tails(std::slice::from_ref(&stream)).await.unwrap(),
+            [None]
+        );
+        // Any envelope will do: the script does not look inside.
+        let envelope = |n: u32| {
+            Envelope::new(
+                "a",
+                Body::NodeDown {
+                    node: format!("n{n}"),
+                },
+            )
+        };
+        let batch: Vec<Announcement> = (0..300)
+            .map(|n| Announcement {
+                channel: channel.clone(),
+                payload: envelope(n).encode(),
+                dm_stream: Some(stream.clone()),
+            })
+            .collect();
+        a.publish(&batch).await.unwrap();
+        let mut ids = Vec::new();
+        for n in 0..300 {
+            let (_, mut published) = next(&mut sub).await;
+            let sid = published.sid.take().expect("published with its entry id");
+            assert_eq!(published, envelope(n));
+            ids.push(StreamId::parse(&sid).unwrap());
+        }
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+        // Capped (`MAXLEN ~` trims whole nodes of 100 entries) and expiring.
+        let mut conn = a.connection();
+        let len: usize = redis::cmd("XLEN")
+            .arg(&stream)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!((5..=105).contains(&len), "{len}");
+        let ttl: i64 = conn.pttl(&stream).await.unwrap();
+        assert!((1..=60_000).contains(&ttl), "{ttl}");
+        assert_eq!(
+            a.dm_tails(std::slice::from_ref(&stream)).await.unwrap(),
+            [ids.last().copied()]
+        );
+        let after = a
+            .dm_after(&[(stream.clone(), ids[297])], 100)
+            .await
+            .unwrap();
+        assert_eq!(
+            after,
+            [vec![
+                (ids[298], Some(envelope(298).encode())),
+                (ids[299], Some(envelope(299).encode()))
+            ]]
+        );
+        let none = a.dm_after(&[(stream, ids[299])], 100).await.unwrap();
+        assert_eq!(none, [Vec::new()]);
     }
 }

@@ -542,4 +542,13 @@ async fn dms_announced_while_a_subscriber_is_away_are_delivered_once_in_order() 
         "{stats:?}"
     );
     assert!(stats.subscriber_connects >= 2, "{stats:?}");
+    // The same count is what `/metrics` shows as `chat_cluster_bus_dm_recovered_total`.
+    assert!(
+        a.bus
+            .counters()
+            .iter()
+            .any(|c| c.name == "dm_recovered" && c.value == recovered),
+        "{:?}",
+        a.bus.counters()
+    );
 }
