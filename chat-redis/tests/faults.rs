@@ -2,7 +2,8 @@
 //! its bound, a Redis restart is healed by the nodes re-asserting what they hold and
 //! resending every room's snapshot, a dropped subscriber resubscribes and resyncs, a
 //! node cut off by a partition (a TCP proxy that stalls its traffic: half-open
-//! connections) is reaped and comes back when it heals, and the health follows.
+//! connections) is reaped and comes back when it heals, the health follows, and DMs
+//! announced while a node's subscriber was dropped reach it once each, in order.
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 mod support;
