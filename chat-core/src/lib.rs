@@ -41,9 +41,9 @@ pub use protocol::{
 pub use proxies::TrustedProxies;
 #[cfg(feature = "runtime")]
 pub use runtime::{
-    Admission, Admitted, AllowAnonymous, Cluster, ClusterEvents, ClusterHealth, ClusterOps, Health,
-    HealthReport, HubStatus, Metrics, RandomUserIds, RuntimeConfig, RuntimeError, Server,
-    ServerHandle, StoreStatus,
+    Admission, Admitted, AllowAnonymous, BusCounter, Cluster, ClusterEvents, ClusterHealth,
+    ClusterOps, Health, HealthReport, HubStatus, Metrics, RandomUserIds, RuntimeConfig,
+    RuntimeError, Server, ServerHandle, StoreStatus,
 };
 pub use store::{Appended, Page, PageRange, Store, StoreError};
 pub use transport::{

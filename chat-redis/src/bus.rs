@@ -27,7 +27,7 @@ use crate::envelope::{Body, Envelope, WireDm, WireMessage};
 use crate::error::BusError;
 use crate::health::{BusState, bump};
 use crate::record::Record;
-use crate::registry::{Reaped, Registry};
+use crate::registry::{Announcement, Reaped, Registry};
 use crate::subscriber::{Control, Wake};
 
 /// Most ops taken from the queue in one batch.
@@ -35,10 +35,22 @@ const BATCH: usize = 256;
 
 /// One announcement to publish.
 struct Publish {
-    channel: String,
-    payload: String,
+    announcement: Announcement,
     /// Published again if Redis could not take it (typing is not worth it).
     retry: bool,
+}
+
+impl Publish {
+    fn new(channel: String, payload: String, retry: bool) -> Self {
+        Self {
+            announcement: Announcement {
+                channel,
+                payload,
+                dm_stream: None,
+            },
+            retry,
+        }
+    }
 }
 
 /// The bus of one node, while it runs.
@@ -51,7 +63,7 @@ pub(crate) struct Bus {
     pub(crate) events: ClusterEvents,
     pub(crate) record: Record,
     /// Announcements Redis could not take yet, oldest first.
-    pub(crate) republish: VecDeque<(String, String)>,
+    pub(crate) republish: VecDeque<Announcement>,
     /// A registry write failed: re-assert at the next renewal.
     pub(crate) dirty: bool,
     /// Rooms whose snapshot could not be sent at the last resync.
@@ -180,40 +192,45 @@ impl Bus {
         let mut publishes = Vec::new();
         for op in batch {
             match op {
-                ClusterOp::Message { room, message } => publishes.push(Publish {
-                    channel: keys.room_channel(&room),
-                    payload: self.envelope(Body::Message(WireMessage::from(&*message))),
-                    retry: true,
-                }),
+                ClusterOp::Message { room, message } => publishes.push(Publish::new(
+                    keys.room_channel(&room),
+                    self.envelope(Body::Message(WireMessage::from(&*message))),
+                    true,
+                )),
                 ClusterOp::Typing {
                     room,
                     user,
                     name,
                     on,
-                } => publishes.push(Publish {
-                    channel: keys.room_channel(&room),
-                    payload: self.envelope(Body::Typing {
+                } => publishes.push(Publish::new(
+                    keys.room_channel(&room),
+                    self.envelope(Body::Typing {
                         room: room.as_str().to_owned(),
                         user: user.as_str().to_owned(),
                         name: name.to_string(),
                         on,
                     }),
-                    retry: false,
-                }),
+                    false,
+                )),
                 ClusterOp::Dm { message } => {
+                    // On each user's channel and in each user's DM stream (the DM
+                    // script), so a node that was not listening can read it back.
                     let payload = self.envelope(Body::Dm(WireDm::from(&*message)));
-                    if message.from != message.to {
+                    let users = if message.from == message.to {
+                        vec![&message.to]
+                    } else {
+                        vec![&message.from, &message.to]
+                    };
+                    for user in users {
                         publishes.push(Publish {
-                            channel: keys.user_channel(&message.from),
-                            payload: payload.clone(),
+                            announcement: Announcement {
+                                channel: keys.user_channel(user),
+                                payload: payload.clone(),
+                                dm_stream: Some(keys.dm_stream(user)),
+                            },
                             retry: true,
                         });
                     }
-                    publishes.push(Publish {
-                        channel: keys.user_channel(&message.to),
-                        payload,
-                        retry: true,
-                    });
                 }
                 other => {
                     self.publish(std::mem::take(&mut publishes)).await;
@@ -236,10 +253,8 @@ impl Bus {
         }
         let count = publishes.len() as u64;
         if self.republish.is_empty() {
-            let batch: Vec<(String, String)> = publishes
-                .iter()
-                .map(|p| (p.channel.clone(), p.payload.clone()))
-                .collect();
+            let batch: Vec<Announcement> =
+                publishes.iter().map(|p| p.announcement.clone()).collect();
             match self.timed(self.registry.publish(&batch)).await {
                 Ok(()) => {
                     bump(&self.state.counters.published, count);
@@ -253,14 +268,14 @@ impl Bus {
             }
         }
         for p in publishes.into_iter().filter(|p| p.retry) {
-            self.keep_for_republish(p.channel, p.payload);
+            self.keep_for_republish(p.announcement);
         }
         // Redis may be back already (the failure above was this batch's own).
         self.flush_republish().await;
     }
 
-    fn keep_for_republish(&mut self, channel: String, payload: String) {
-        self.republish.push_back((channel, payload));
+    fn keep_for_republish(&mut self, announcement: Announcement) {
+        self.republish.push_back(announcement);
         while self.republish.len() > self.config.republish_buffer {
             self.republish.pop_front();
             bump(&self.state.counters.dropped, 1);
@@ -271,7 +286,7 @@ impl Bus {
     async fn flush_republish(&mut self) {
         while !self.republish.is_empty() {
             let n = self.republish.len().min(BATCH);
-            let batch: Vec<(String, String)> = self.republish.iter().take(n).cloned().collect();
+            let batch: Vec<Announcement> = self.republish.iter().take(n).cloned().collect();
             match self.timed(self.registry.publish(&batch)).await {
                 Ok(()) => {
                     self.republish.drain(..n);
@@ -319,10 +334,12 @@ impl Bus {
                 if name.is_some() {
                     entry.name = name;
                 }
-                // Subscribed before the op counts as done: a DM stored after it reaches
-                // this node.
-                let channel = self.registry.keys().user_channel(&user);
-                if !self.subscribed(channel).await {
+                // Subscribed (and placed at the end of the user's DM stream) before the
+                // op counts as done: a DM stored after it reaches this node, live or
+                // read back after a resubscription.
+                let keys = self.registry.keys();
+                let (channel, stream) = (keys.user_channel(&user), keys.dm_stream(&user));
+                if !self.subscribed_dms(channel, stream).await {
                     warn!(%user, "DM channel not subscribed yet (the subscriber is reconnecting)");
                 }
                 self.online(&user).await;
@@ -467,6 +484,21 @@ impl Bus {
         let (ack, subscribed) = oneshot::channel();
         let _ = self.control.send(Control::Subscribe(channel, Some(ack)));
         let limit = self.config.command_timeout + self.config.connect_timeout;
+        matches!(tokio::time::timeout(limit, subscribed).await, Ok(Ok(())))
+    }
+
+    /// [`subscribed`](Self::subscribed) for a user's DM channel, whose DM `stream` the
+    /// subscriber reads back after every resubscription.
+    async fn subscribed_dms(&mut self, channel: String, stream: String) -> bool {
+        let (ack, subscribed) = oneshot::channel();
+        let _ = self.control.send(Control::SubscribeDms {
+            channel,
+            stream,
+            ack,
+        });
+        // The answer follows a subscription and a stream read (bounded at twice the
+        // command timeout).
+        let limit = self.config.command_timeout * 3 + self.config.connect_timeout;
         matches!(tokio::time::timeout(limit, subscribed).await, Ok(Ok(())))
     }
 

@@ -49,6 +49,16 @@ pub struct RedisClusterConfig {
     /// nodes that stayed subscribed still see them once Redis is back. Default 1024;
     /// past it the oldest are dropped (the next message's `seq` still reveals the gap).
     pub republish_buffer: usize,
+    /// DM announcements kept per user in Redis (a capped stream, trimmed with
+    /// `MAXLEN ~`, so at least this many and at most about 100 more), so a node whose
+    /// subscriber was away reads the DMs it missed after it resubscribes. A user who
+    /// gets more than this many DMs during one outage of a node loses the oldest of
+    /// them there (they stay stored: `dm_history` has them). Default 1000.
+    pub dm_backlog: usize,
+    /// How long a user's DM stream outlives its last DM (reset by every DM), so idle
+    /// users' streams vanish. A node away for longer than this after a missed DM does
+    /// not recover it. Default 1 hour.
+    pub dm_backlog_ttl: Duration,
 }
 
 impl Default for RedisClusterConfig {
@@ -66,6 +76,8 @@ impl Default for RedisClusterConfig {
             ping_every: Duration::from_secs(5),
             hub_patience: Duration::from_secs(10),
             republish_buffer: 1024,
+            dm_backlog: 1000,
+            dm_backlog_ttl: Duration::from_secs(3600),
         }
     }
 }
@@ -154,6 +166,13 @@ impl RedisClusterConfig {
         self
     }
 
+    /// Sets [`dm_backlog`](Self::dm_backlog) and [`dm_backlog_ttl`](Self::dm_backlog_ttl).
+    pub fn dm_backlog(mut self, dms: usize, ttl: Duration) -> Self {
+        self.dm_backlog = dms;
+        self.dm_backlog_ttl = ttl;
+        self
+    }
+
     /// The longest a crashed node's users stay listed anywhere: its lease, plus the
     /// renewal period of the node that reaps it.
     pub fn crash_bound(&self) -> Duration {
@@ -176,6 +195,12 @@ impl RedisClusterConfig {
             return Err(ConfigError::CommandTimeoutNotBelowLease {
                 command_timeout: self.command_timeout,
                 lease: self.lease,
+            });
+        }
+        if self.dm_backlog == 0 || self.dm_backlog_ttl < Duration::from_secs(1) {
+            return Err(ConfigError::DmBacklog {
+                dms: self.dm_backlog,
+                ttl: self.dm_backlog_ttl,
             });
         }
         Ok(())

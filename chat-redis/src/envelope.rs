@@ -16,6 +16,10 @@ use serde::{Deserialize, Deserializer, Serialize};
 pub(crate) struct Envelope {
     /// The node that announced it.
     pub(crate) from: String,
+    /// A DM's entry id in the DM stream of the user whose channel carried it (added by
+    /// the DM script): how far the receiving node has read that stream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) sid: Option<String>,
     /// What it announces.
     #[serde(flatten)]
     pub(crate) body: Body,
@@ -179,6 +183,7 @@ impl Envelope {
     pub(crate) fn new(from: &str, body: Body) -> Self {
         Self {
             from: from.to_owned(),
+            sid: None,
             body,
         }
     }
@@ -253,6 +258,31 @@ mod tests {
         assert_eq!(back.from, "node-a");
         let Body::Dm(wire) = back.body else {
             panic!("{text}")
+        };
+        assert_eq!(wire.into_stored().unwrap(), dm);
+    }
+
+    #[test]
+    fn the_dm_scripts_spliced_stream_id_decodes() {
+        let dm = StoredDm {
+            id: MessageId(uuid::Uuid::from_u128(9)),
+            seq: Seq(3),
+            from: UserId::parse("u-1").unwrap(),
+            from_username: Arc::from("Ann"),
+            to: UserId::parse("u-2").unwrap(),
+            to_username: Arc::from("Bob"),
+            content: Content::parse("psst").unwrap(),
+            timestamp: Timestamp(5),
+            client_msg_id: None,
+        };
+        let text = Envelope::new("node-a", Body::Dm(WireDm::from(&dm))).encode();
+        // What the DM script publishes: `{"sid":"ID",` then the envelope without its `{`.
+        let published = format!("{{\"sid\":\"1700000000000-3\",{}", &text[1..]);
+        let back = Envelope::decode(published.as_bytes()).unwrap();
+        assert_eq!(back.sid.as_deref(), Some("1700000000000-3"));
+        assert_eq!(back.from, "node-a");
+        let Body::Dm(wire) = back.body else {
+            panic!("{published}")
         };
         assert_eq!(wire.into_stored().unwrap(), dm);
     }

@@ -32,6 +32,14 @@ pub enum ConfigError {
         /// The lease.
         lease: Duration,
     },
+    /// A DM backlog that keeps nothing, or expires within a second.
+    #[error("dm_backlog ({dms}) must be at least 1 and dm_backlog_ttl ({ttl:?}) at least 1 s")]
+    DmBacklog {
+        /// DMs kept per user.
+        dms: usize,
+        /// How long a user's stream outlives its last DM.
+        ttl: Duration,
+    },
     /// The node id is not 1 to 64 characters of `[A-Za-z0-9_-]`.
     #[error("invalid node id {0:?}: expected 1 to 64 characters of A-Z, a-z, 0-9, _ and -")]
     NodeId(String),

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use chat_core::{ClusterHealth, NodeId};
+use chat_core::{BusCounter, ClusterHealth, NodeId};
 
 /// Counters of one node's bus since it connected.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -35,6 +35,68 @@ pub struct BusStats {
     /// Times the server took no event within `hub_patience` (the subscriber then
     /// reconnected and resynced).
     pub hub_timeouts: u64,
+    /// DMs read back from users' DM streams after a resubscription and handed to the
+    /// engine: announced while this node's subscriber was away.
+    pub dm_recovered: u64,
+}
+
+impl BusStats {
+    /// Every counter, for `/metrics` (`chat_cluster_bus_<name>_total`).
+    pub(crate) fn counters(&self) -> Vec<BusCounter> {
+        vec![
+            BusCounter::new(
+                "published",
+                "Announcements published (room messages, typing, DMs, joins and leaves)",
+                self.published,
+            ),
+            BusCounter::new(
+                "received",
+                "Announcements from other nodes handed to the engine",
+                self.received,
+            ),
+            BusCounter::new(
+                "resyncs",
+                "Room member snapshots sent to the engine (first subscriptions and resyncs)",
+                self.resyncs,
+            ),
+            BusCounter::new(
+                "reasserts",
+                "Times this node re-asserted its registry entries",
+                self.reasserts,
+            ),
+            BusCounter::new(
+                "republished",
+                "Announcements published again after Redis could not take them",
+                self.republished,
+            ),
+            BusCounter::new(
+                "dropped",
+                "Announcements dropped because the re-publish buffer was full",
+                self.dropped,
+            ),
+            BusCounter::new(
+                "subscriber_connects",
+                "Subscriber (re)connections",
+                self.subscriber_connects,
+            ),
+            BusCounter::new(
+                "invalid",
+                "Received bus messages that were not valid (ignored)",
+                self.invalid,
+            ),
+            BusCounter::new("reaped", "Expired nodes this node reaped", self.reaped),
+            BusCounter::new(
+                "hub_timeouts",
+                "Times the server took no event within hub_patience (subscriber resynced)",
+                self.hub_timeouts,
+            ),
+            BusCounter::new(
+                "dm_recovered",
+                "DMs read back from DM streams after a resubscription (missed live)",
+                self.dm_recovered,
+            ),
+        ]
+    }
 }
 
 #[derive(Debug, Default)]
@@ -49,6 +111,7 @@ pub(crate) struct Counters {
     pub(crate) invalid: AtomicU64,
     pub(crate) reaped: AtomicU64,
     pub(crate) hub_timeouts: AtomicU64,
+    pub(crate) dm_recovered: AtomicU64,
 }
 
 /// Adds one to a counter.
@@ -147,6 +210,41 @@ impl BusState {
             invalid: get(&c.invalid),
             reaped: get(&c.reaped),
             hub_timeouts: get(&c.hub_timeouts),
+            dm_recovered: get(&c.dm_recovered),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_stat_is_a_metrics_counter_with_a_valid_unique_name() {
+        let stats = BusStats {
+            published: 1,
+            received: 2,
+            resyncs: 3,
+            reasserts: 4,
+            republished: 5,
+            dropped: 6,
+            subscriber_connects: 7,
+            invalid: 8,
+            reaped: 9,
+            hub_timeouts: 10,
+            dm_recovered: 11,
+        };
+        let counters = stats.counters();
+        let mut values: Vec<u64> = counters.iter().map(|c| c.value).collect();
+        values.sort_unstable();
+        assert_eq!(values, (1..=11).collect::<Vec<u64>>(), "each field once");
+        let names: std::collections::BTreeSet<_> = counters.iter().map(|c| c.name).collect();
+        assert_eq!(names.len(), counters.len());
+        assert!(counters.iter().all(BusCounter::has_valid_name));
+        assert!(
+            counters
+                .iter()
+                .any(|c| c.name == "dm_recovered" && c.value == 11)
+        );
     }
 }

@@ -63,6 +63,12 @@ impl Keys {
         format!("{}unames:{}", self.prefix, user.as_str())
     }
 
+    /// STREAM of the DM announcements to or from `user` (capped, expiring): what a
+    /// node whose subscriber was away reads back after it resubscribes.
+    pub(crate) fn dm_stream(&self, user: &UserId) -> String {
+        format!("{}dms:{}", self.prefix, user.as_str())
+    }
+
     /// Channel of a room's announcements (joined, left, message, typing).
     pub(crate) fn room_channel(&self, room: &RoomName) -> String {
         format!("{}r:{}", self.prefix, room.as_str())

@@ -58,6 +58,16 @@
 //!   room's members publishes the snapshot on the asking node's own channel in the
 //!   same atomic step; Redis delivers a subscriber's messages in publish order, so the
 //!   snapshot arrives after exactly the announcements it reflects.
+//! * **DMs have a backlog.** A DM is announced on each of its users' channels by a
+//!   script that first appends it to the user's DM stream (`XADD … MAXLEN ~
+//!   dm_backlog`, expiring `dm_backlog_ttl` after the last DM) and publishes the
+//!   entry's id with it. Each node keeps, per local user, the last entry it handed to
+//!   its engine; after every (re)subscription it reads the streams after those
+//!   entries (64 users per round trip, 100 entries per read, at most `dm_backlog` per
+//!   user) and hands what it finds to the engine as ordinary DMs, each stream in
+//!   order, before the new subscription's live messages. A DM that arrives twice
+//!   (both users local, or read back and live) is delivered once: the subscriber and
+//!   the engine drop DM ids they have seen.
 //!
 //! # Redis layout (prefix `chat:` by default, [`RedisClusterConfig::prefix`])
 //!
@@ -71,11 +81,20 @@
 //! | `chat:names` | HASH | name key → user id (cluster-wide unique names) |
 //! | `chat:unames:{user}` | SET | the name keys the user holds (released with its last node) |
 //! | `chat:r:{room}` | channel | `joined`, `left`, `message`, `typing` of the room |
-//! | `chat:u:{user}` | channel | `dm` to or from the user |
+//! | `chat:dms:{user}` | STREAM | DM announcements to or from the user (`e` → envelope); about `dm_backlog` (at least that many) kept, expires `dm_backlog_ttl` after the last |
+//! | `chat:u:{user}` | channel | `dm` to or from the user (with `sid`, its entry id in `chat:dms:{user}`) |
 //! | `chat:n:{node}` | channel | the node's own room snapshots (`members`) |
 //! | `chat:cluster` | channel | `node_down` |
 //!
-//! Messages are JSON objects `{"from": NODE, "kind": …}`; a node ignores its own. The
+//! Messages are JSON objects `{"from": NODE, "kind": …}`; a node ignores its own.
+//! Streams need Redis ≥ 5 (the scripts use effects replication, the default since 5).
+//!
+//! # Metrics
+//!
+//! [`BusStats`] are what [`RedisCluster::stats`] returns and what the server's
+//! `/metrics` shows through [`Cluster::counters`] as `chat_cluster_bus_<field>_total`
+//! (`chat_cluster_bus_published_total`, `…_resyncs_total`, `…_reasserts_total`,
+//! `…_hub_timeouts_total`, `…_dm_recovered_total`…), one set per node. The
 //! reaping script builds keys from the prefix, so the cluster needs one Redis (or one
 //! shard with replicas), not Redis Cluster.
 //!
@@ -91,9 +110,19 @@
 //!   their entries. Joins, name changes and DMs to users on other nodes fail with
 //!   `cluster_unavailable` while Redis is unreachable; messages within a room keep
 //!   being stored and are delivered to other nodes once it is back.
-//! * **DMs are announced, not replayed:** a DM announced while a node's subscriber is
-//!   reconnecting is not delivered live there (it is stored: `dm_history` has it).
-//!   Room messages have no such gap: the resync's catch-up read recovers them.
+//! * **DMs missed live are read back:** a DM announced while a node's subscriber is
+//!   away (reconnecting, dropped by Redis, cut off, or the server fell behind) is in
+//!   its users' DM streams; after resubscribing the node reads each local user's
+//!   stream after the last entry it handed over and delivers what it missed, in
+//!   order, before newer DMs. Still missed (only `dm_history` has them): more than
+//!   `dm_backlog` (1000) DMs to or from one user during one outage of a node (the
+//!   oldest are trimmed), a missed DM whose stream expired before the node came back
+//!   (`dm_backlog_ttl`, 1 h after the user's last DM), everything while Redis itself
+//!   lost its data (a restart without persistence: the DMs stored while it was away
+//!   are announced again by their origin, but those announced before it died are
+//!   gone with it), and DMs to a user whose stream position could not be read when
+//!   it came online (Redis failing at that moment) that arrive before its first live
+//!   DM or the next resubscription.
 //! * **A node is paused** (GC, SIGSTOP) past its lease: the others reap it (its users
 //!   leave their lists); when it resumes it notices, re-registers and re-announces its
 //!   users, and catches up on what it missed from the store.
@@ -101,6 +130,7 @@
 
 mod bus;
 mod config;
+mod dm_stream;
 mod envelope;
 mod error;
 mod health;
@@ -115,7 +145,7 @@ mod testing;
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 
-use chat_core::{Cluster, ClusterEvents, ClusterHealth, ClusterOps, NodeId};
+use chat_core::{BusCounter, Cluster, ClusterEvents, ClusterHealth, ClusterOps, NodeId};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::mpsc;
 
@@ -169,7 +199,8 @@ impl RedisCluster {
         let conn = ConnectionManager::new_with_config(client.clone(), manager)
             .await
             .map_err(ConnectError::Redis)?;
-        let registry = Registry::new(conn, Keys::new(&config.prefix), node.as_str().to_owned());
+        let registry = Registry::new(conn, Keys::new(&config.prefix), node.as_str().to_owned())
+            .with_dm_backlog(config.dm_backlog, config.dm_backlog_ttl);
         let state = Arc::new(BusState::new(node.clone(), config.lease));
         Ok(Self {
             node,
@@ -222,7 +253,9 @@ impl Cluster for RedisCluster {
             reconnect_max: self.config.reconnect_max,
             ping_every: self.config.ping_every,
             hub_patience: self.config.hub_patience,
+            dm_backlog: self.config.dm_backlog,
             state: Arc::clone(&self.state),
+            registry: self.registry.clone(),
         };
         let _subscriber = AbortOnDrop(tokio::spawn(subscriber.run(
             control_rx,
@@ -247,5 +280,10 @@ impl Cluster for RedisCluster {
 
     fn health(&self) -> ClusterHealth {
         self.state.health()
+    }
+
+    /// [`BusStats`], as `chat_cluster_bus_<field>_total`.
+    fn counters(&self) -> Vec<BusCounter> {
+        self.stats().counters()
     }
 }

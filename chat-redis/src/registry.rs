@@ -4,6 +4,7 @@
 use chat_core::{RoomName, UserId, Username};
 use redis::aio::ConnectionManager;
 
+use crate::dm_stream::StreamId;
 use crate::error::BusError;
 use crate::keys::Keys;
 use crate::scripts::Scripts;
@@ -32,6 +33,16 @@ pub(crate) enum Reaped {
     Gone,
 }
 
+/// One announcement to publish on `channel`; a DM is also appended to its user's
+/// DM stream (the DM script).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Announcement {
+    pub(crate) channel: String,
+    pub(crate) payload: String,
+    /// The DM stream of the channel's user, for a DM.
+    pub(crate) dm_stream: Option<String>,
+}
+
 /// One node's handle on the registry.
 #[derive(Clone)]
 pub(crate) struct Registry {
@@ -39,6 +50,8 @@ pub(crate) struct Registry {
     keys: Keys,
     node: String,
     scripts: std::sync::Arc<Scripts>,
+    /// DM stream cap (`MAXLEN ~`) and expiry in ms.
+    dm_backlog: (usize, u64),
 }
 
 impl Registry {
@@ -48,7 +61,15 @@ impl Registry {
             keys,
             node,
             scripts: std::sync::Arc::new(Scripts::new()),
+            dm_backlog: (1000, 3_600_000),
         }
+    }
+
+    /// Caps each user's DM stream at about `dms` entries, expiring `ttl` after its
+    /// last DM.
+    pub(crate) fn with_dm_backlog(mut self, dms: usize, ttl: std::time::Duration) -> Self {
+        self.dm_backlog = (dms, u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
+        self
     }
 
     pub(crate) fn keys(&self) -> &Keys {
@@ -246,14 +267,95 @@ impl Registry {
             .map_err(BusError::from_script)
     }
 
-    /// Publishes `(channel, payload)` pairs in order, in one round trip.
-    pub(crate) async fn publish(&self, messages: &[(String, String)]) -> Result<(), BusError> {
+    /// Publishes `announcements` in order, in one round trip; DMs through the DM
+    /// script (loaded first in the same pipeline: a pipeline does not retry a script
+    /// Redis forgot, e.g. after a restart).
+    pub(crate) async fn publish(&self, announcements: &[Announcement]) -> Result<(), BusError> {
         let mut pipe = redis::pipe();
-        for (channel, payload) in messages {
-            pipe.publish(channel, payload).ignore();
+        if announcements.iter().any(|a| a.dm_stream.is_some()) {
+            pipe.load_script(&self.scripts.dm).ignore();
+        }
+        let (max, ttl_ms) = self.dm_backlog;
+        for a in announcements {
+            match &a.dm_stream {
+                None => {
+                    pipe.publish(&a.channel, &a.payload).ignore();
+                }
+                Some(stream) => {
+                    let mut call = self.scripts.dm.prepare_invoke();
+                    call.key(stream)
+                        .arg(&a.channel)
+                        .arg(&a.payload)
+                        .arg(max)
+                        .arg(ttl_ms);
+                    pipe.invoke_script(&call).ignore();
+                }
+            }
         }
         pipe.query_async::<()>(&mut self.conn.clone()).await?;
         Ok(())
+    }
+
+    /// The last entry id of each of `streams` (`None`: empty or absent), in one round
+    /// trip.
+    pub(crate) async fn dm_tails(
+        &self,
+        streams: &[String],
+    ) -> Result<Vec<Option<StreamId>>, BusError> {
+        let mut pipe = redis::pipe();
+        for stream in streams {
+            pipe.cmd("XREVRANGE")
+                .arg(stream)
+                .arg("+")
+                .arg("-")
+                .arg("COUNT")
+                .arg(1);
+        }
+        let tails: Vec<Vec<(String, redis::Value)>> =
+            pipe.query_async(&mut self.conn.clone()).await?;
+        Ok(tails
+            .into_iter()
+            .map(|entries| entries.first().and_then(|(id, _)| StreamId::parse(id)))
+            .collect())
+    }
+
+    /// For each `(stream, after)`, at most `count` entries after `after`, oldest first,
+    /// as `(id, envelope)`, in one round trip (`None`: an entry without an envelope,
+    /// not written by the DM script).
+    pub(crate) async fn dm_after(
+        &self,
+        reads: &[(String, StreamId)],
+        count: usize,
+    ) -> Result<Vec<Vec<(StreamId, Option<String>)>>, BusError> {
+        let mut pipe = redis::pipe();
+        for (stream, after) in reads {
+            pipe.cmd("XRANGE")
+                .arg(stream)
+                .arg(after.next().to_string())
+                .arg("+")
+                .arg("COUNT")
+                .arg(count);
+        }
+        let pages: Vec<Vec<(String, Vec<String>)>> =
+            pipe.query_async(&mut self.conn.clone()).await?;
+        Ok(pages
+            .into_iter()
+            .map(|entries| {
+                entries
+                    .into_iter()
+                    .filter_map(|(id, fields)| {
+                        let id = StreamId::parse(&id)?;
+                        let mut fields = fields.into_iter();
+                        while let (Some(field), Some(value)) = (fields.next(), fields.next()) {
+                            if field == "e" {
+                                return Some((id, Some(value)));
+                            }
+                        }
+                        Some((id, None))
+                    })
+                    .collect()
+            })
+            .collect())
     }
 
     /// The `(room, user)` entries Redis holds for this node.
@@ -296,6 +398,7 @@ mod tests {
     use redis::AsyncCommands;
 
     use super::*;
+    use crate::dm_stream::StreamId;
     use crate::envelope::{Body, Envelope};
     use crate::testing::{TestPrefix, redis_url};
 
@@ -669,5 +772,75 @@ mod tests {
             next(&mut stream).await.1.body,
             Body::Members { members, .. } if members.is_empty()
         ));
+    }
+
+    #[tokio::test]
+    async fn a_dm_is_kept_in_its_users_capped_stream_and_published_with_its_id() {
+        let Some(url) = redis_url("a_dm_is_kept_in_its_users_capped_stream") else {
+            return;
+        };
+        let prefix = TestPrefix::new(&url);
+        let a = registry(&prefix, "a")
+            .await
+            .with_dm_backlog(5, std::time::Duration::from_secs(60));
+        let bob = user("bob");
+        let (stream, channel) = (a.keys().dm_stream(&bob), a.keys().user_channel(&bob));
+        let mut sub = listen(&prefix, std::slice::from_ref(&channel)).await;
+        assert_eq!(
+            a.dm_tails(std::slice::from_ref(&stream)).await.unwrap(),
+            [None]
+        );
+        // Any envelope will do: the script does not look inside.
+        let envelope = |n: u32| {
+            Envelope::new(
+                "a",
+                Body::NodeDown {
+                    node: format!("n{n}"),
+                },
+            )
+        };
+        let batch: Vec<Announcement> = (0..300)
+            .map(|n| Announcement {
+                channel: channel.clone(),
+                payload: envelope(n).encode(),
+                dm_stream: Some(stream.clone()),
+            })
+            .collect();
+        a.publish(&batch).await.unwrap();
+        let mut ids = Vec::new();
+        for n in 0..300 {
+            let (_, mut published) = next(&mut sub).await;
+            let sid = published.sid.take().expect("published with its entry id");
+            assert_eq!(published, envelope(n));
+            ids.push(StreamId::parse(&sid).unwrap());
+        }
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+        // Capped (`MAXLEN ~` trims whole nodes of 100 entries) and expiring.
+        let mut conn = a.connection();
+        let len: usize = redis::cmd("XLEN")
+            .arg(&stream)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!((5..=105).contains(&len), "{len}");
+        let ttl: i64 = conn.pttl(&stream).await.unwrap();
+        assert!((1..=60_000).contains(&ttl), "{ttl}");
+        assert_eq!(
+            a.dm_tails(std::slice::from_ref(&stream)).await.unwrap(),
+            [ids.last().copied()]
+        );
+        let after = a
+            .dm_after(&[(stream.clone(), ids[297])], 100)
+            .await
+            .unwrap();
+        assert_eq!(
+            after,
+            [vec![
+                (ids[298], Some(envelope(298).encode())),
+                (ids[299], Some(envelope(299).encode()))
+            ]]
+        );
+        let none = a.dm_after(&[(stream, ids[299])], 100).await.unwrap();
+        assert_eq!(none, [Vec::new()]);
     }
 }

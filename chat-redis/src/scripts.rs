@@ -219,6 +219,21 @@ return redis.call('PUBLISH', ARGV[3],
   cjson.encode({ from = ARGV[1], kind = 'members', room = ARGV[2], members = members }))
 "#;
 
+/// Announces a stored DM to one of its users: appends the envelope to the user's
+/// capped DM stream (refreshing its expiry), then publishes it on the user's channel
+/// with the entry's id as `sid`, so subscribers know how far they have read. One
+/// script, so a subscriber never sees an announcement that is not in the stream, and
+/// the stream's order is the channel's order. The envelope is JSON from the node
+/// (`{"from":…}`): the id is spliced in as the first field.
+/// KEYS: the user's DM stream. ARGV: channel, envelope, entries kept (`MAXLEN ~`),
+/// expiry ms. Returns the entry id.
+const DM: &str = r#"
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 'e', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+redis.call('PUBLISH', ARGV[1], '{"sid":"' .. id .. '",' .. string.sub(ARGV[2], 2))
+return id
+"#;
+
 /// The compiled scripts (each knows its SHA1; `invoke_async` loads it again after a
 /// Redis restart emptied the script cache).
 pub(crate) struct Scripts {
@@ -232,6 +247,7 @@ pub(crate) struct Scripts {
     pub(crate) renew: redis::Script,
     pub(crate) reap: redis::Script,
     pub(crate) sync: redis::Script,
+    pub(crate) dm: redis::Script,
 }
 
 impl Scripts {
@@ -248,6 +264,7 @@ impl Scripts {
             renew: script(RENEW),
             reap: script(REAP),
             sync: script(SYNC),
+            dm: script(DM),
         }
     }
 }

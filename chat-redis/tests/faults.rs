@@ -2,7 +2,8 @@
 //! its bound, a Redis restart is healed by the nodes re-asserting what they hold and
 //! resending every room's snapshot, a dropped subscriber resubscribes and resyncs, a
 //! node cut off by a partition (a TCP proxy that stalls its traffic: half-open
-//! connections) is reaped and comes back when it heals, and the health follows.
+//! connections) is reaped and comes back when it heals, the health follows, and DMs
+//! announced while a node's subscriber was dropped reach it once each, in order.
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 mod support;
@@ -437,4 +438,118 @@ async fn a_server_that_falls_behind_the_bus_gets_a_resync_not_a_growing_buffer()
     assert!(stats.hub_timeouts >= 1, "{stats:?}");
     assert!(stats.subscriber_connects >= 2, "{stats:?}");
     assert!(has(&b, "a", "ann"));
+}
+
+/// DM number `n` from ann (on b) to bob (on a).
+fn dm(n: u128) -> Arc<chat_core::StoredDm> {
+    Arc::new(chat_core::StoredDm {
+        id: chat_core::MessageId(uuid::Uuid::from_u128(n)),
+        seq: chat_core::Seq(u64::try_from(n).unwrap()),
+        from: user("ann"),
+        from_username: Arc::from("Ann"),
+        to: user("bob"),
+        to_username: Arc::from("Bob"),
+        content: chat_core::Content::parse(&format!("dm {n}")).unwrap(),
+        timestamp: chat_core::Timestamp(1),
+        client_msg_id: None,
+    })
+}
+
+/// `node` performs every op sent before this one: its lookup's answer is the signal.
+async fn performed(node: &mut Node, ticket: u64) {
+    node.send(ClusterOp::LookupUser {
+        ticket: Ticket(ticket),
+        user: user("nobody"),
+    });
+    node.until(
+        "the ops performed",
+        |_, e| matches!(e, ClusterEvent::Reply { ticket: t, .. } if *t == Ticket(ticket)),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dms_announced_while_a_subscriber_is_away_are_delivered_once_in_order() {
+    if redis_url("dms_announced_while_a_subscriber_is_away").is_none() {
+        return;
+    }
+    let redis = RedisServer::start();
+    // a's connections log in as their own Redis user, so the test can keep a's
+    // subscriber from coming back (`off` refuses new logins, keeps the others).
+    redis.command(&[
+        "ACL", "SETUSER", "node-a", "on", ">secret", "~*", "&*", "+@all",
+    ]);
+    let config = RedisClusterConfig::new(redis.url())
+        .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200));
+    let mut a = Node::start(
+        config
+            .clone()
+            .url(format!("redis://node-a:secret@127.0.0.1:{}", redis.port))
+            .node_id("a"),
+    )
+    .await;
+    let mut b = Node::start(config.node_id("b")).await;
+    a.send(ClusterOp::UserOnline {
+        user: user("bob"),
+        name: Some(Username::parse("Bob").unwrap()),
+    });
+    performed(&mut a, 1).await;
+
+    let (live, during, after) = (5u128, 150u128, 5u128);
+    let total = live + during + after;
+    for n in 1..=live {
+        b.send(ClusterOp::Dm { message: dm(n) });
+    }
+    performed(&mut b, 2).await;
+    // a's subscriber is dropped and cannot come back while b announces more DMs (more
+    // than one read's worth: the catch-up reads page after page).
+    redis.command(&["ACL", "SETUSER", "node-a", "off"]);
+    let killed = redis.command(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+    assert_eq!(killed, redis::Value::Int(2), "both subscribers dropped");
+    for n in live + 1..=live + during {
+        b.send(ClusterOp::Dm { message: dm(n) });
+    }
+    performed(&mut b, 3).await;
+    redis.command(&["ACL", "SETUSER", "node-a", "on"]);
+    for n in live + during + 1..=total {
+        b.send(ClusterOp::Dm { message: dm(n) });
+    }
+
+    let last = u64::try_from(total).unwrap();
+    let seen = a
+        .until(
+            "every DM",
+            |_, e| matches!(e, ClusterEvent::Dm { message } if message.seq.0 == last),
+        )
+        .await;
+    let delivered: Vec<u64> = seen
+        .iter()
+        .filter_map(|e| match e {
+            ClusterEvent::Dm { message } => Some(message.seq.0),
+            _ => None,
+        })
+        .collect();
+    let expected: Vec<u64> = (1..=last).collect();
+    assert_eq!(delivered, expected, "every DM once, in order");
+    // Nothing more comes: a lookup's answer is the next event.
+    performed(&mut a, 4).await;
+    let stats = a.bus.stats();
+    println!("a after the outage: {stats:?}");
+    // Everything announced during the outage came back through the streams (and maybe
+    // some of the later ones, announced before the subscriber was back).
+    let recovered = stats.dm_recovered;
+    assert!(
+        (during..=during + after).contains(&u128::from(recovered)),
+        "{stats:?}"
+    );
+    assert!(stats.subscriber_connects >= 2, "{stats:?}");
+    // The same count is what `/metrics` shows as `chat_cluster_bus_dm_recovered_total`.
+    assert!(
+        a.bus
+            .counters()
+            .iter()
+            .any(|c| c.name == "dm_recovered" && c.value == recovered),
+        "{:?}",
+        a.bus.counters()
+    );
 }

@@ -47,6 +47,42 @@ pub trait Cluster: Send + Sync + 'static {
     /// Cheap health for `/healthz`: connected or not, lease state, last error. Must not
     /// do I/O.
     fn health(&self) -> ClusterHealth;
+
+    /// The bus's own counters (announcements published, resyncs, re-asserts…), read at
+    /// every scrape of `/metrics`, which shows each as `chat_cluster_bus_<name>_total`.
+    /// Must not do I/O. The default reports none, so implementing it is optional.
+    fn counters(&self) -> Vec<BusCounter> {
+        Vec::new()
+    }
+}
+
+/// One of [`Cluster::counters`]: a monotonic count since the bus started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BusCounter {
+    /// The series' name after `chat_cluster_bus_` (and before `_total`): lowercase
+    /// ASCII letters, digits and `_`, e.g. `published`. Other names are not exported.
+    pub name: &'static str,
+    /// One line saying what it counts (the series' `# HELP`).
+    pub help: &'static str,
+    /// The count.
+    pub value: u64,
+}
+
+impl BusCounter {
+    /// A counter named `name` (see [`name`](Self::name)).
+    pub fn new(name: &'static str, help: &'static str, value: u64) -> Self {
+        Self { name, help, value }
+    }
+
+    /// Whether [`name`](Self::name) can be exported.
+    pub fn has_valid_name(&self) -> bool {
+        !self.name.is_empty()
+            && self
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    }
 }
 
 impl fmt::Debug for dyn Cluster {

@@ -15,14 +15,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use prometheus_client::encoding::text;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, text};
+use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use super::cluster::ClusterOpSender;
+use super::cluster::{Cluster, ClusterOpSender};
 use super::health::Health;
 use super::outbound::GlobalBudget;
 use super::process::ProcessCollector;
@@ -75,6 +77,33 @@ struct Inner {
     /// Where `chat_cluster_queued` is read at scrape time (set when the server is a node).
     /// The counter only: a sender kept here would keep the bus's op queue open forever.
     cluster_sender: OnceLock<Arc<AtomicUsize>>,
+    /// The bus whose [`Cluster::counters`] are read at scrape time.
+    cluster_bus: Arc<OnceLock<Arc<dyn Cluster>>>,
+}
+
+/// Encodes the bus's own counters ([`Cluster::counters`]) as
+/// `chat_cluster_bus_<name>_total` on every scrape.
+#[derive(Debug)]
+struct ClusterBusCollector(Arc<OnceLock<Arc<dyn Cluster>>>);
+
+impl Collector for ClusterBusCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+        let Some(cluster) = self.0.get() else {
+            return Ok(());
+        };
+        for counter in cluster.counters() {
+            if !counter.has_valid_name() {
+                continue;
+            }
+            // The registry adds `chat_`, the encoder `_total`.
+            let name = format!("cluster_bus_{}", counter.name);
+            let value = ConstCounter::new(counter.value);
+            let metric =
+                encoder.encode_descriptor(&name, counter.help, None, value.metric_type())?;
+            value.encode(metric)?;
+        }
+        Ok(())
+    }
 }
 
 /// A handle to one server's metrics. Cheap to clone; all clones see the same numbers.
@@ -107,6 +136,7 @@ struct Inner {
 /// | `chat_cluster_events_total{event}` | counter | events from the cluster bus, by kind; `room_members` counts every member snapshot, so beyond one per room subscribed it counts resyncs after the bus reconnected |
 /// | `chat_cluster_failed_total` | counter | cluster requests (name claims, user lookups) answered `Failed`: the bus was unavailable and the client got `cluster_unavailable` |
 /// | `chat_cluster_queued` | gauge | ops waiting for the bus to take them, read at scrape time |
+/// | `chat_cluster_bus_<name>_total` | counter | the bus's own counters ([`Cluster::counters`](super::Cluster::counters)), read at scrape time; each bus names its own. `chat-redis` reports `published`, `received`, `resyncs`, `reasserts`, `republished`, `dropped`, `subscriber_connects`, `invalid`, `reaped`, `hub_timeouts` and `dm_recovered` (see its `BusStats`) |
 /// | `process_resident_memory_bytes` | gauge | resident memory (Linux only, read from `/proc/self` at scrape time, like those below) |
 /// | `process_open_fds`, `process_max_fds` | gauge | open file descriptors and their soft limit |
 /// | `process_cpu_seconds_total` | counter | user plus system CPU time |
@@ -282,6 +312,8 @@ impl Metrics {
             "Ops waiting for the cluster bus to take them",
             cluster_queued.clone(),
         );
+        let cluster_bus = Arc::new(OnceLock::new());
+        registry.register_collector(Box::new(ClusterBusCollector(Arc::clone(&cluster_bus))));
         let mut process = Registry::default();
         process.register_collector(Box::new(ProcessCollector));
         Metrics {
@@ -315,6 +347,7 @@ impl Metrics {
                 cluster_failed,
                 cluster_queued,
                 cluster_sender: OnceLock::new(),
+                cluster_bus,
             }),
         }
     }
@@ -379,9 +412,11 @@ impl Metrics {
         let _ = self.inner.outbound_budget.set(Arc::clone(budget));
     }
 
-    /// Reads `chat_cluster_queued` from `ops` at scrape time.
-    pub(crate) fn watch_cluster(&self, ops: &ClusterOpSender) {
+    /// Reads `chat_cluster_queued` from `ops` and the `chat_cluster_bus_*` counters
+    /// from `bus` at scrape time.
+    pub(crate) fn watch_cluster(&self, ops: &ClusterOpSender, bus: Arc<dyn Cluster>) {
         let _ = self.inner.cluster_sender.set(ops.depth());
+        let _ = self.inner.cluster_bus.set(bus);
     }
 
     /// An op was handed to the cluster bus.
@@ -599,9 +634,58 @@ mod tests {
         } else {
             assert!(!text.contains("process_"), "{text}");
         }
+        assert!(
+            !text.contains("chat_cluster_bus_"),
+            "a single node has no bus: {text}"
+        );
         assert_eq!(m.handshakes_rejected(400), 1);
         assert_eq!(m.bytes_written(), 1234);
         assert_eq!(m.closes(CloseCode::TRY_AGAIN_LATER), 1);
         assert_eq!(m.closes(CloseCode::NORMAL), 0);
+    }
+
+    /// A bus that only reports counters.
+    struct CountingBus(crate::cluster::NodeId);
+
+    #[async_trait::async_trait]
+    impl Cluster for CountingBus {
+        fn node(&self) -> &crate::cluster::NodeId {
+            &self.0
+        }
+
+        async fn run(&self, _: super::super::ClusterOps, _: super::super::ClusterEvents) {}
+
+        fn health(&self) -> super::super::ClusterHealth {
+            super::super::ClusterHealth::new(self.0.clone())
+        }
+
+        fn counters(&self) -> Vec<super::super::BusCounter> {
+            use super::super::BusCounter;
+            vec![
+                BusCounter::new("published", "Announcements published", 7),
+                BusCounter::new("dm_recovered", "DMs read back", 2),
+                BusCounter::new("Not-Valid", "refused: not a metric name", 1),
+            ]
+        }
+    }
+
+    #[test]
+    fn the_buss_own_counters_are_series_read_at_scrape_time() {
+        let m = Metrics::new();
+        let (ops, _queue) = super::super::ClusterOps::channel();
+        let node = crate::cluster::NodeId::parse("node-1").unwrap();
+        m.watch_cluster(&ops, Arc::new(CountingBus(node)));
+        let text = m.encode_text();
+        for needle in [
+            "# TYPE chat_cluster_bus_published counter",
+            "# HELP chat_cluster_bus_published Announcements published",
+            "chat_cluster_bus_published_total 7",
+            "chat_cluster_bus_dm_recovered_total 2",
+            "chat_cluster_queued 0",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in\n{text}");
+        }
+        assert!(!text.contains("Not-Valid"), "{text}");
+        assert!(text.ends_with("# EOF\n"), "{text}");
     }
 }

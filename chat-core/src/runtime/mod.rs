@@ -73,8 +73,8 @@ use tokio::task::{JoinHandle, JoinSet};
 
 pub use admission::{Admission, Admitted, AllowAnonymous};
 pub use cluster::{
-    BusStopped, Cluster, ClusterEventReceiver, ClusterEvents, ClusterHealth, ClusterOpSender,
-    ClusterOps, EVENT_QUEUE, HubStopped,
+    BusCounter, BusStopped, Cluster, ClusterEventReceiver, ClusterEvents, ClusterHealth,
+    ClusterOpSender, ClusterOps, EVENT_QUEUE, HubStopped,
 };
 pub use config::RuntimeConfig;
 pub use health::{
@@ -273,7 +273,7 @@ impl Server {
         if let Some(cluster) = cluster {
             let (op_tx, ops) = ClusterOps::channel();
             let (events, event_rx) = ClusterEvents::channel(EVENT_QUEUE);
-            metrics.watch_cluster(&op_tx);
+            metrics.watch_cluster(&op_tx, Arc::clone(&cluster));
             hub = hub.with_cluster(op_tx, event_rx);
             bus = Some(spawn(async move { cluster.run(ops, events).await }));
         }
