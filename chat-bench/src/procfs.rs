@@ -171,6 +171,8 @@ mod tests {
             server + 50_000 >= cpu.tool_us && server <= cpu.tool_us + 50_000,
             "{cpu:?}"
         );
-        assert!(cpu.wall_us >= cpu.tool_us / 2, "{cpu:?}");
+        // No bound of CPU time by wall time: the other tests of this binary run on
+        // threads of the same process meanwhile, so the process may use two cores' worth.
+        assert!(cpu.wall_us > 0, "{cpu:?}");
     }
 }
