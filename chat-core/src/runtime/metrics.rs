@@ -412,11 +412,16 @@ impl Metrics {
         let _ = self.inner.outbound_budget.set(Arc::clone(budget));
     }
 
-    /// Reads `chat_cluster_queued` from `ops` and the `chat_cluster_bus_*` counters
-    /// from `bus` at scrape time.
-    pub(crate) fn watch_cluster(&self, ops: &ClusterOpSender, bus: Arc<dyn Cluster>) {
-        let _ = self.inner.cluster_sender.set(ops.depth());
+    /// Reads the `chat_cluster_bus_*` counters from `bus` at scrape time. Called when
+    /// the server is made a node, before it runs, so the series are there from the
+    /// first scrape of a spawned server's handle.
+    pub(crate) fn watch_cluster_bus(&self, bus: Arc<dyn Cluster>) {
         let _ = self.inner.cluster_bus.set(bus);
+    }
+
+    /// Reads `chat_cluster_queued` from `ops` at scrape time.
+    pub(crate) fn watch_cluster_ops(&self, ops: &ClusterOpSender) {
+        let _ = self.inner.cluster_sender.set(ops.depth());
     }
 
     /// An op was handed to the cluster bus.
@@ -674,7 +679,8 @@ mod tests {
         let m = Metrics::new();
         let (ops, _queue) = super::super::ClusterOps::channel();
         let node = crate::cluster::NodeId::parse("node-1").unwrap();
-        m.watch_cluster(&ops, Arc::new(CountingBus(node)));
+        m.watch_cluster_bus(Arc::new(CountingBus(node)));
+        m.watch_cluster_ops(&ops);
         let text = m.encode_text();
         for needle in [
             "# TYPE chat_cluster_bus_published counter",

@@ -196,6 +196,7 @@ impl Server {
     pub fn with_cluster(mut self, cluster: Arc<dyn Cluster>) -> Self {
         self.engine.cluster = true;
         self.health.watch_cluster(Arc::clone(&cluster));
+        self.metrics.watch_cluster_bus(Arc::clone(&cluster));
         self.cluster = Some(cluster);
         self
     }
@@ -273,7 +274,7 @@ impl Server {
         if let Some(cluster) = cluster {
             let (op_tx, ops) = ClusterOps::channel();
             let (events, event_rx) = ClusterEvents::channel(EVENT_QUEUE);
-            metrics.watch_cluster(&op_tx, Arc::clone(&cluster));
+            metrics.watch_cluster_ops(&op_tx);
             hub = hub.with_cluster(op_tx, event_rx);
             bus = Some(spawn(async move { cluster.run(ops, events).await }));
         }
