@@ -14,10 +14,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::engine::{Config, Engine, Identity, Input, Output, StoreOp, StoreReply, StoreRequest};
+use crate::engine::{
+    Config, Engine, Identity, Input, Output, Recipients, StoreOp, StoreReply, StoreRequest,
+};
 use crate::ids::{ConnId, Epoch, MessageId, RoomName, Seq, SequentialIds, UserId, Username};
 use crate::message::{NewDm, NewRoomMessage, StoredDm, StoredMessage, Timestamp};
-use crate::protocol::{CloseCode, Decoded, decode_frame, encode};
+use crate::protocol::{CloseCode, Decoded, ServerEvent, decode_frame, encode};
 use crate::store::{Appended, Page, PageRange, StoreError};
 
 /// When the simulation performs store requests.
@@ -247,6 +249,60 @@ impl SimStore {
 /// One frame a simulated connection received, decoded back from its wire bytes.
 pub type Frame = Value;
 
+/// The clients' side of a simulation: what each connection received (decoded from the
+/// bytes the real encoder produced) and whether the engine closed it. Shared by [`Sim`]
+/// and the cluster's multi-engine `Mesh`.
+#[derive(Debug, Default)]
+pub(crate) struct Clients {
+    inboxes: HashMap<ConnId, VecDeque<Frame>>,
+    closed: HashMap<ConnId, (CloseCode, &'static str)>,
+}
+
+impl Clients {
+    /// Starts recording what `conn` receives.
+    pub(crate) fn open(&mut self, conn: ConnId) {
+        self.inboxes.insert(conn, VecDeque::new());
+    }
+
+    /// Records a `Deliver`: the event encoded once, as the runtime does, and decoded
+    /// into every recipient's inbox.
+    pub(crate) fn deliver(&mut self, to: &Recipients, event: &ServerEvent) {
+        let bytes = encode(event);
+        let frame: Value = serde_json::from_slice(&bytes).expect("the encoder produces JSON");
+        for conn in to.iter() {
+            if let Some(inbox) = self.inboxes.get_mut(&conn) {
+                inbox.push_back(frame.clone());
+            }
+        }
+    }
+
+    /// Records a `Close`.
+    pub(crate) fn close(&mut self, conn: ConnId, code: CloseCode, reason: &'static str) {
+        self.closed.insert(conn, (code, reason));
+    }
+
+    /// Frames `conn` received since the last call, oldest first.
+    pub(crate) fn take(&mut self, conn: ConnId) -> Vec<Frame> {
+        self.inboxes
+            .get_mut(&conn)
+            .map(|q| q.drain(..).collect())
+            .unwrap_or_default()
+    }
+
+    /// Frames `conn` received since the last call, as their `type`s.
+    pub(crate) fn take_types(&mut self, conn: ConnId) -> Vec<String> {
+        self.take(conn)
+            .iter()
+            .map(|f| f["type"].as_str().unwrap_or("?").to_owned())
+            .collect()
+    }
+
+    /// Whether the engine closed `conn`, with code and reason.
+    pub(crate) fn closed(&self, conn: ConnId) -> Option<(CloseCode, &'static str)> {
+        self.closed.get(&conn).copied()
+    }
+}
+
 /// A simulated server. See the [module docs](self).
 #[derive(Debug)]
 pub struct Sim {
@@ -258,8 +314,7 @@ pub struct Sim {
     pub now: Instant,
     mode: StoreMode,
     held: Vec<StoreRequest>,
-    inboxes: HashMap<ConnId, VecDeque<Frame>>,
-    closed: HashMap<ConnId, (CloseCode, &'static str)>,
+    clients: Clients,
     next_conn: u64,
     /// Every output the engine produced, in order (for property checks).
     pub log: Vec<Output>,
@@ -276,8 +331,7 @@ impl Sim {
             now: Instant::now(),
             mode: StoreMode::Immediate,
             held: Vec::new(),
-            inboxes: HashMap::new(),
-            closed: HashMap::new(),
+            clients: Clients::default(),
             next_conn: 0,
             log: Vec::new(),
             keep_log: false,
@@ -312,7 +366,7 @@ impl Sim {
     fn connect_with(&mut self, identity: Option<Identity>) -> ConnId {
         self.next_conn += 1;
         let conn = ConnId(self.next_conn);
-        self.inboxes.insert(conn, VecDeque::new());
+        self.clients.open(conn);
         self.input(Input::Connected { conn, identity });
         conn
     }
@@ -397,23 +451,17 @@ impl Sim {
 
     /// Frames `conn` received since the last call, oldest first.
     pub fn take(&mut self, conn: ConnId) -> Vec<Frame> {
-        self.inboxes
-            .get_mut(&conn)
-            .map(|q| q.drain(..).collect())
-            .unwrap_or_default()
+        self.clients.take(conn)
     }
 
     /// Frames `conn` received since the last call, as their `type`s.
     pub fn take_types(&mut self, conn: ConnId) -> Vec<String> {
-        self.take(conn)
-            .iter()
-            .map(|f| f["type"].as_str().unwrap_or("?").to_owned())
-            .collect()
+        self.clients.take_types(conn)
     }
 
     /// Whether the engine closed `conn`, with code and reason.
     pub fn closed(&self, conn: ConnId) -> Option<(CloseCode, &'static str)> {
-        self.closed.get(&conn).copied()
+        self.clients.closed(conn)
     }
 
     fn pump(&mut self) {
@@ -423,19 +471,8 @@ impl Sim {
                     self.log.push(output.clone());
                 }
                 match output {
-                    Output::Deliver { to, event } => {
-                        let bytes = encode(&event);
-                        let frame: Value =
-                            serde_json::from_slice(&bytes).expect("the encoder produces JSON");
-                        for conn in to.iter() {
-                            if let Some(inbox) = self.inboxes.get_mut(&conn) {
-                                inbox.push_back(frame.clone());
-                            }
-                        }
-                    }
-                    Output::Close { conn, code, reason } => {
-                        self.closed.insert(conn, (code, reason));
-                    }
+                    Output::Deliver { to, event } => self.clients.deliver(&to, &event),
+                    Output::Close { conn, code, reason } => self.clients.close(conn, code, reason),
                     Output::Store(request) => self.held.push(request),
                     // The simulation is a single node: its engine has no cluster.
                     Output::Cluster(_) => {}

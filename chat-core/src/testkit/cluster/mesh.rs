@@ -15,8 +15,8 @@ use super::core::{BusCore, Delivery};
 use crate::cluster::{ClusterOp, NodeId};
 use crate::engine::{Config, Engine, Identity, Input, Output};
 use crate::ids::{ConnId, IdGenerator, UserId, Username};
-use crate::protocol::{Decoded, decode_frame, encode};
-use crate::testkit::sim::{Frame, SimStore};
+use crate::protocol::{Decoded, decode_frame};
+use crate::testkit::sim::{Clients, Frame, SimStore};
 use crate::transport::CloseCode;
 
 /// Anonymous user ids unique across the mesh's nodes.
@@ -56,8 +56,7 @@ pub struct Mesh {
     /// Ops emitted and not yet performed by the bus, with their node.
     ops: VecDeque<(usize, ClusterOp)>,
     owner: HashMap<ConnId, usize>,
-    inboxes: HashMap<ConnId, VecDeque<Frame>>,
-    closed: HashMap<ConnId, (CloseCode, &'static str)>,
+    clients: Clients,
     next_conn: u64,
 }
 
@@ -88,8 +87,7 @@ impl Mesh {
             nodes,
             ops: VecDeque::new(),
             owner: HashMap::new(),
-            inboxes: HashMap::new(),
-            closed: HashMap::new(),
+            clients: Clients::default(),
             next_conn: 0,
         }
     }
@@ -122,7 +120,7 @@ impl Mesh {
         self.next_conn += 1;
         let conn = ConnId(self.next_conn);
         self.owner.insert(conn, node);
-        self.inboxes.insert(conn, VecDeque::new());
+        self.clients.open(conn);
         self.input(node, Input::Connected { conn, identity });
         conn
     }
@@ -171,19 +169,8 @@ impl Mesh {
                 return;
             };
             match output {
-                Output::Deliver { to, event } => {
-                    let bytes = encode(&event);
-                    let frame: Value =
-                        serde_json::from_slice(&bytes).expect("the encoder produces JSON");
-                    for conn in to.iter() {
-                        if let Some(inbox) = self.inboxes.get_mut(&conn) {
-                            inbox.push_back(frame.clone());
-                        }
-                    }
-                }
-                Output::Close { conn, code, reason } => {
-                    self.closed.insert(conn, (code, reason));
-                }
+                Output::Deliver { to, event } => self.clients.deliver(&to, &event),
+                Output::Close { conn, code, reason } => self.clients.close(conn, code, reason),
                 Output::Store(request) => {
                     let reply = self.store.perform(request.op);
                     engine.handle(
@@ -242,23 +229,17 @@ impl Mesh {
 
     /// Frames `conn` received since the last call, oldest first.
     pub fn take(&mut self, conn: ConnId) -> Vec<Frame> {
-        self.inboxes
-            .get_mut(&conn)
-            .map(|q| q.drain(..).collect())
-            .unwrap_or_default()
+        self.clients.take(conn)
     }
 
     /// Frames `conn` received since the last call, as their `type`s.
     pub fn take_types(&mut self, conn: ConnId) -> Vec<String> {
-        self.take(conn)
-            .iter()
-            .map(|f| f["type"].as_str().unwrap_or("?").to_owned())
-            .collect()
+        self.clients.take_types(conn)
     }
 
     /// Whether the engine closed `conn`, with code and reason.
     pub fn closed(&self, conn: ConnId) -> Option<(CloseCode, &'static str)> {
-        self.closed.get(&conn).copied()
+        self.clients.closed(conn)
     }
 
     /// Node `node` crashes: its engine is gone (its connections with it) and nothing
